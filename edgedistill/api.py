@@ -1,0 +1,329 @@
+"""The library behind every CLI verb: distill, export, bench, gate, report, compress, doctor.
+
+Each stage reads and writes files in the run folder (runs/<name>/) and is skipped when its
+inputs and settings have not changed, so a second `compress` in CI only re-measures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgedistill.artifacts import Artifact, atomic_write_text, sha256_file
+from edgedistill.backends.base import BACKENDS, get_backend, package_version
+from edgedistill.config import Config, TargetConfig, load_target
+from edgedistill.errors import UsageError, VerificationError
+from edgedistill.stages import Stage, stage_key
+from edgedistill.ui import UI
+
+
+@dataclass
+class Workspace:
+    """Everything loaded once per command: config, targets, data, models."""
+
+    cfg: Config
+    run_dir: Path
+    targets: list[TargetConfig]
+
+
+def open_workspace(cfg: Config, targets: list[Path] | None = None) -> Workspace:
+    """Validate everything that can be validated before a model is loaded (config errors: exit 2)."""
+    for name in dict.fromkeys(cfg.export.backends):
+        get_backend(name)
+    for role, weights in (("teacher", cfg.teacher.weights), ("student", cfg.student.weights)):
+        if weights is not None and not Path(weights).is_file():
+            raise UsageError(f"{role} weights file not found: {weights}", f"check [{role}] weights or --{role}-weights")
+    loaded = [load_target(p) for p in (targets or cfg.bench.targets)]
+    for t in loaded:
+        for name in t.backends:
+            get_backend(name)
+    return Workspace(cfg, Path(cfg.run.out_dir) / cfg.run.name, loaded)
+
+
+def _file_id(path: Path | None) -> str | None:
+    return None if path is None else sha256_file(Path(path))
+
+
+# ---------------------------------------------------------------- distill
+
+
+@dataclass
+class Distilled:
+    splits: object  # DataSplits
+    teacher: object  # nn.Module
+    student: object  # nn.Module, distilled weights loaded
+    key: str
+    metrics: dict
+
+
+def distill(ws: Workspace, ui: UI) -> Distilled:
+    import torch
+    from safetensors.torch import load_file
+
+    from edgedistill.data import load_data
+    from edgedistill.distill.teacher_cache import model_digest
+    from edgedistill.distill.trainer import distill as train
+    from edgedistill.specs import check_compatible, load_model
+
+    cfg = ws.cfg
+    ui.step(f"data: {cfg.data.spec}")
+    splits = load_data(cfg.data, seed=cfg.run.seed)
+    teacher = load_model(cfg.teacher.spec, cfg.teacher.weights, role="teacher")
+    torch.manual_seed(cfg.run.seed)  # the student's initial weights are part of the run's inputs
+    student = load_model(cfg.student.spec, cfg.student.weights, role="student")
+    check_compatible(teacher, student, splits.input_shape, splits.num_classes)
+    key = stage_key(
+        teacher=(cfg.teacher.spec, _file_id(cfg.teacher.weights), model_digest(teacher)),
+        student=(cfg.student.spec, _file_id(cfg.student.weights)),
+        data=splits.fingerprint, distill=cfg.distill.model_dump(), seed=cfg.run.seed,
+        torch=package_version("torch"),
+    )
+    stage = Stage(ws.run_dir, "distill", key)
+    weights = stage.dir / "student.safetensors"
+    if (manifest := stage.cached()) is not None:
+        ui.step(f"distill: unchanged, reusing {weights}")
+        student.load_state_dict(load_file(weights))
+        return Distilled(splits, teacher, student.eval(), key, manifest["metrics"])
+
+    ui.step(f"distill: {cfg.distill.epochs} epochs, T={cfg.distill.temperature:g}, alpha={cfg.distill.alpha:g}")
+    out = stage.begin()
+    with ui.progress() as progress:
+        result = train(teacher, student, splits, cfg.distill, out, seed=cfg.run.seed,
+                       cache_dir=Path(cfg.run.out_dir) / ".cache" / "teacher", progress=progress)
+    metrics = {"teacher_val_acc": result.teacher_val_acc, "student_val_acc": result.student_val_acc,
+               "epochs": len(result.history)}
+    ui.note(f"validation top-1: teacher {result.teacher_val_acc:.2%}, student {result.student_val_acc:.2%}")
+    stage.commit([result.weights_path], metrics=metrics)
+    return Distilled(splits, teacher, result.student.eval(), key, metrics)
+
+
+# ---------------------------------------------------------------- export
+
+
+def _eval_files(ws: Workspace, d: Distilled) -> dict[str, Path]:
+    """Held-out inputs, labels and reference outputs, written once for every later stage."""
+    from edgedistill.distill.trainer import predict
+    from edgedistill.artifacts import atomic_write_bytes
+    import io
+
+    folder = ws.run_dir / "data"
+    files = {
+        "inputs": folder / "test_inputs.npy",
+        "labels": folder / "test_labels.npy",
+        "teacher_logits": folder / "teacher_test_logits.npy",
+        "student_logits": folder / "student_test_logits.npy",
+    }
+    arrays = {
+        "inputs": d.splits.x_test.numpy().astype(np.float32),
+        "labels": d.splits.y_test.numpy(),
+        "teacher_logits": predict(d.teacher, d.splits.x_test).numpy(),
+        "student_logits": predict(d.student, d.splits.x_test).numpy(),
+    }
+    for name, path in files.items():
+        buf = io.BytesIO()
+        np.save(buf, arrays[name])
+        atomic_write_bytes(path, buf.getvalue())
+    return files
+
+
+def _plan(cfg: Config) -> list[tuple[str, str, str]]:
+    """(role, precision, backend) for every artifact to build, in a stable order."""
+    plan = []
+    for backend in dict.fromkeys(cfg.export.backends):
+        supported = get_backend(backend).PRECISIONS
+        plan += [("student", p, backend) for p in cfg.compress.precisions if p in supported]
+        if cfg.export.benchmark_teacher:
+            plan.append(("teacher", "fp32", backend))
+    return plan
+
+
+def _verify(artifact: Artifact, inputs: Path, reference: np.ndarray, cfg: Config, work: Path) -> dict:
+    """Run the artifact in a fresh process on the held-out inputs and compare with PyTorch."""
+    from edgedistill.bench.runners.local import run_probe
+
+    outputs = work / f"{artifact.name}.verify.npy"
+    req = {"backend": artifact.backend, "model": str(Path(artifact.path).resolve()), "threads": 1,
+           "device": "CPU", "inputs": str(inputs), "mode": "outputs", "outputs_path": str(outputs)}
+    outcome = run_probe(req, threads=1, timeout_s=600)
+    if outcome.status != "ok":
+        raise VerificationError(f"{artifact.name}: could not run the exported model ({outcome.detail})")
+    got = np.load(outputs)
+    outputs.unlink()
+    diff = np.abs(got - reference)
+    agreement = float((got.argmax(1) == reference.argmax(1)).mean())
+    report = {"samples": int(len(got)), "max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
+              "top1_agreement": agreement}
+    tol = {"fp32": cfg.export.fp32_max_abs, "fp16": cfg.export.fp16_max_abs}.get(artifact.precision)
+    min_agree = cfg.export.min_top1_agreement.get(artifact.precision, 1.0)
+    problems = []
+    if tol is not None and report["max_abs"] > tol:
+        problems.append(f"max abs diff {report['max_abs']:.3g} > {tol:g}")
+    if agreement < min_agree:
+        problems.append(f"top-1 agreement {agreement:.2%} < {min_agree:.0%}")
+    if problems:
+        raise VerificationError(
+            f"{artifact.name} differs from PyTorch on {len(got)} held-out inputs: {'; '.join(problems)}",
+            "check the exporter's warnings; loosen [export] tolerances only if the drop is acceptable",
+        )
+    return report
+
+
+def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
+    import torch
+
+    from edgedistill.data import calibration_subset
+    from edgedistill.exporters import export_onnx, export_program
+
+    d = d or distill(ws, ui)
+    cfg = ws.cfg
+    plan = _plan(cfg)
+    versions = {BACKENDS[b][0]: package_version(b) for _, _, b in plan}
+    key = stage_key(distill=d.key, export=cfg.export.model_dump(), compress=cfg.compress.model_dump(),
+                    versions=versions)
+    stage = Stage(ws.run_dir, "export", key)
+    eval_files = _eval_files(ws, d)
+    if (manifest := stage.cached()) is not None:
+        ui.step("export: unchanged, reusing the verified artifacts")
+        return [Artifact.from_json(a) for a in manifest["artifacts"]]
+
+    out = stage.begin()
+    example = d.splits.x_test[:1].contiguous()
+    calibration = calibration_subset(d.splits, cfg.compress.calibration_samples, seed=cfg.run.seed)
+    models = {"student": d.student, "teacher": d.teacher}
+    intermediates: dict[tuple[str, str], Artifact] = {}
+    artifacts: list[Artifact] = []
+    with ui.progress() as progress:
+        task = progress.add_task("export + verify", total=len(plan)) if progress else None
+        for role, precision, backend_name in plan:
+            backend = get_backend(backend_name)
+            kind = backend.ACCEPTS[0]
+            if (role, kind) not in intermediates:
+                path = out / "intermediate" / f"{role}.{'onnx' if kind == 'onnx' else 'pt2'}"
+                ui.step(f"export: {role} -> {kind}")
+                with torch.no_grad():
+                    fn = export_onnx if kind == "onnx" else export_program
+                    intermediates[(role, kind)] = fn(models[role], example, path, role=role,
+                                                     dynamic_batch=kind == "onnx")
+            ui.step(f"export: {role} {precision} -> {backend_name}")
+            art = backend.export(intermediates[(role, kind)], out / backend_name, precision=precision,
+                                 calibration=calibration if precision == "int8" else None)
+            ref = np.load(eval_files[f"{role}_logits"])
+            art.meta["verification"] = _verify(art, eval_files["inputs"], ref, cfg, out)
+            v = art.meta["verification"]
+            ui.note(f"verified {art.name}: max abs {v['max_abs']:.2e}, top-1 agreement {v['top1_agreement']:.2%}")
+            artifacts.append(art)
+            if progress:
+                progress.advance(task)
+    files = [f for a in artifacts for f in a.files()]
+    stage.commit(files, artifacts=[a.to_json() for a in artifacts])
+    return artifacts
+
+
+# ---------------------------------------------------------------- bench, gate, report
+
+
+def bench(ws: Workspace, ui: UI, artifacts: list[Artifact] | None = None,
+          d: Distilled | None = None) -> dict:
+    from edgedistill.bench.environment import environment
+    from edgedistill.bench.harness import EvalSet, bench_artifact
+    from edgedistill.report.results import new_results, write_results
+
+    d = d or distill(ws, ui)
+    artifacts = artifacts if artifacts is not None else export(ws, ui, d)
+    data = ws.run_dir / "data"
+    labels = np.load(data / "test_labels.npy")
+    teacher_pred = np.load(data / "teacher_test_logits.npy").argmax(1)
+    evalset = EvalSet(data / "test_inputs.npy", labels, teacher_pred)
+    reference = {"teacher_top1": float((teacher_pred == labels).mean()), "test_samples": int(labels.size),
+                 "distill": d.metrics}
+    results = new_results(ws.cfg.run.name, environment(), reference)
+    results_path = ws.run_dir / "results.json"
+    for target in ws.targets:
+        record = {"name": target.name, "runner": target.runner, "device": target.device,
+                  "threads": target.threads, "budgets": target.budgets.model_dump(),
+                  "measurement": target.measurement.model_dump(), "results": []}
+        results["targets"].append(record)
+        chosen = [a for a in artifacts if a.backend in target.backends]
+        with ui.progress() as progress:
+            task = progress.add_task(f"bench {target.name}", total=len(chosen)) if progress else None
+            for art in chosen:
+                record["results"].append(
+                    bench_artifact(art, target, evalset, ws.run_dir / "bench" / target.name, on_step=ui.step)
+                )
+                # Rewritten after each artifact, so a crash keeps what was measured.
+                write_results(results_path, results)
+                if progress:
+                    progress.advance(task)
+    results["summary"] = {"speedups": speedups(results)}
+    apply_gate(results)
+    write_results(results_path, results)
+    atomic_write_text(results_path.with_name("report.md"), render_markdown(results))
+    return results
+
+
+def apply_gate(results: dict) -> dict:
+    from edgedistill.gate import gate_results
+
+    verdict, checks = gate_results(results)
+    results["verdict"] = verdict
+    results["checks"] = [c.to_json() for c in checks]
+    return results
+
+
+def render_markdown(results: dict) -> str:
+    from edgedistill.report.markdown import render
+
+    return render(results)
+
+
+def speedups(results: dict) -> list[str]:
+    """One line per backend: each student artifact against the teacher on the same runtime."""
+    lines = []
+    for target in results["targets"]:
+        ok = [r for r in target["results"] if r.get("warm")]
+        teachers = {r["backend"]: r for r in ok if r["role"] == "teacher"}
+        for r in ok:
+            t = teachers.get(r["backend"])
+            if r["role"] != "student" or t is None:
+                continue
+            s50, t50 = r["warm"]["summary"]["p50_ms"], t["warm"]["summary"]["p50_ms"]
+            lines.append(
+                f"{target['name']}: {r['artifact']} p50 {s50:.3f} ms vs teacher {t50:.3f} ms "
+                f"({t50 / s50:.1f}x faster), top-1 {r['accuracy']['top1']:.2%} vs {t['accuracy']['top1']:.2%}"
+            )
+    return lines
+
+
+def gate(results_path: Path, targets: list[Path] | None = None) -> dict:
+    """Re-gate a results file, optionally against other target budgets (matched by name).
+
+    The file is not rewritten: the verdict is returned (and carried by the exit code)."""
+    from edgedistill.report.results import load_results
+
+    results = load_results(results_path)
+    for path in targets or []:
+        t = load_target(path)
+        matches = [r for r in results["targets"] if r["name"] == t.name]
+        if not matches:
+            have = ", ".join(r["name"] for r in results["targets"])
+            raise UsageError(f"target {t.name!r} from {path} is not in {results_path} (it has: {have})")
+        for m in matches:
+            m["budgets"] = t.budgets.model_dump()
+    return apply_gate(results)
+
+
+def compress(ws: Workspace, ui: UI) -> dict:
+    d = distill(ws, ui)
+    artifacts = export(ws, ui, d)
+    return bench(ws, ui, artifacts, d)
+
+
+def doctor() -> list[dict]:
+    rows = []
+    for name, (_, extra) in BACKENDS.items():
+        avail = get_backend(name).availability()
+        rows.append({"backend": name, "usable": avail.ok, "version": avail.version,
+                     "reason": avail.reason, "extra": extra})
+    return rows

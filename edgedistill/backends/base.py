@@ -1,0 +1,77 @@
+"""The small protocol every runtime backend implements, and the registry that finds them.
+
+A backend module lives in this package and defines, at module level:
+
+    NAME: str                       registry name ("onnxruntime")
+    EXTRA: str | None               pip extra that installs it ("openvino"), None if core
+    ACCEPTS: tuple[ArtifactKind]    source kinds it converts from ("onnx",)
+    PRECISIONS: tuple[Precision]    precisions its export supports
+    def availability() -> Availability
+    def export(source, out_dir, *, precision, calibration) -> Artifact
+
+Loading and running happen in the probe (edgedistill/probe/runtimes.py), in a fresh process,
+so the parent never imports a runtime and every backend is timed by the same loop.
+Backend modules import their runtime inside functions only.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+from edgedistill.errors import BackendUnavailableError, UsageError
+
+# name -> (module, pip extra). A static table so that listing backends imports nothing.
+BACKENDS: dict[str, tuple[str, str | None]] = {
+    "onnxruntime": ("edgedistill.backends.onnxruntime", None),
+    "openvino": ("edgedistill.backends.openvino", "openvino"),
+    "executorch": ("edgedistill.backends.executorch", "executorch"),
+    "tensorrt": ("edgedistill.backends.tensorrt", "tensorrt"),
+}
+
+
+@dataclass(frozen=True)
+class Availability:
+    ok: bool
+    version: str | None = None
+    reason: str | None = None  # why not usable, and what fixes it
+
+
+def get_backend(name: str) -> ModuleType:
+    if name not in BACKENDS:
+        import difflib
+
+        close = difflib.get_close_matches(name, BACKENDS, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(BACKENDS)}"
+        raise UsageError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}", hint)
+    return importlib.import_module(BACKENDS[name][0])
+
+
+def require_available(name: str) -> ModuleType:
+    backend = get_backend(name)
+    avail = backend.availability()
+    if not avail.ok:
+        extra = BACKENDS[name][1]
+        fix = f"pip install 'edgedistill[{extra}]'" if extra else "reinstall edgedistill"
+        raise BackendUnavailableError(f"backend {name!r} is not usable here: {avail.reason}", fix)
+    return backend
+
+
+def installed(module: str) -> Availability:
+    """Usable when the module can be found (without importing it); its distribution's version."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        return Availability(False, reason=f"the {module} package is not installed")
+    return Availability(True, package_version(module))
+
+
+def package_version(dist: str) -> str | None:
+    """Installed version of a distribution, without importing it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None

@@ -1,0 +1,139 @@
+"""ExecuTorch backend: a torch.export program lowered to XNNPACK and written as a .pte, at fp32 or
+INT8 (PT2E quantization with ExecuTorch's XNNPACK quantizer). torch and executorch are imported
+inside functions only.
+
+The program is re-exported with a static batch of 1: ExecuTorch plans memory ahead of time and
+its Python runtime refuses to resize a static input, so the .pte runs one sample per call.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgedistill.artifacts import Artifact, atomic_write_bytes
+from edgedistill.backends.base import Availability, installed, package_version
+from edgedistill.errors import ExportError
+from edgedistill.exporters import (
+    check_calibration,
+    check_request,
+    first_line,
+    operator_from_message,
+    quiet_stdout,
+)
+
+if TYPE_CHECKING:
+    import numpy
+    import torch
+
+NAME = "executorch"
+EXTRA = "executorch"
+ACCEPTS = ("exported_program",)
+PRECISIONS = ("fp32", "int8")
+DELEGATE = "XnnpackBackend"
+
+
+def availability() -> Availability:
+    return installed("executorch")
+
+
+def export(source: Artifact, out_dir: Path, *, precision: str,
+           calibration: "numpy.ndarray | None") -> Artifact:
+    check_request(NAME, ACCEPTS, PRECISIONS, source, precision)
+    import torch
+
+    start = time.perf_counter()
+    program = torch.export.load(str(source.path))
+    example = _static_example(program)
+    meta: dict[str, Any] = {"input_shape": list(example.shape),
+                            "input_dtype": str(example.dtype).removeprefix("torch."),
+                            "delegate": DELEGATE, "executorch": package_version("executorch")}
+    module = program.module()
+    if precision == "int8":
+        samples = check_calibration(calibration, [None, *example.shape[1:]], "input", NAME)
+        module, quant_meta = _quantize(module, example, samples)
+        meta.update(quant_meta)
+    buffer, delegation = _lower(module, example)
+    out_path = Path(out_dir) / f"{source.role}-{precision}-{NAME}.pte"
+    atomic_write_bytes(out_path, buffer)
+    meta.update(delegation, source_path=str(source.path),
+                export_s=round(time.perf_counter() - start, 3))
+    return Artifact(kind="pte", path=out_path, precision=precision,  # type: ignore[arg-type]
+                    role=source.role, backend=NAME, meta=meta)
+
+
+def _static_example(program: "torch.export.ExportedProgram") -> "torch.Tensor":
+    """A zero input of the program's shape with batch 1; other dims must be static."""
+    import torch
+
+    user_inputs = set(program.graph_signature.user_inputs)
+    node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name in user_inputs)
+    value = node.meta["val"]
+    dims = list(value.shape)
+    if any(not isinstance(d, int) for d in dims[1:]):
+        raise ExportError(f"{NAME} needs static input dims except the batch axis; "
+                          f"the program's input {node.name!r} has shape {dims}",
+                          "export the program with fixed spatial dims")
+    return torch.zeros([1, *dims[1:]], dtype=value.dtype)
+
+
+def _quantize(module: "torch.nn.Module", example: "torch.Tensor",
+              samples: "numpy.ndarray") -> tuple["torch.nn.Module", dict[str, Any]]:
+    """PT2E static quantization with the XNNPACK quantizer (int8 symmetric, per-channel
+    weights), calibrated one sample at a time, the batch the program is exported with."""
+    import torch
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    quantizer = XNNPACKQuantizer()
+    quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True))
+    try:
+        with quiet_stdout():
+            graph = torch.export.export(module, (example,)).module()
+            prepared = prepare_pt2e(graph, quantizer)
+            with torch.no_grad():
+                for sample in torch.from_numpy(samples):
+                    prepared(sample.unsqueeze(0))
+            converted = convert_pt2e(prepared)
+    except Exception as e:
+        raise _failure("int8 quantization (PT2E, XNNPACKQuantizer)", e) from e
+    return converted, {
+        "quantizer": "XNNPACKQuantizer (torchao pt2e prepare/convert)",
+        "quantization_config": "get_symmetric_quantization_config(is_per_channel=True)",
+        "calibration_samples": int(len(samples)),
+        "torchao": package_version("torchao"),
+    }
+
+
+def _lower(module: "torch.nn.Module", example: "torch.Tensor") -> tuple[bytes, dict[str, Any]]:
+    """Export with a static batch, lower what XNNPACK supports to it, serialize the program."""
+    import torch
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.devtools.backend_debug import get_delegation_info
+    from executorch.exir import to_edge_transform_and_lower
+
+    try:
+        with quiet_stdout():
+            program = torch.export.export(module, (example,))
+            edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
+            info = get_delegation_info(edge.exported_program().graph_module)
+            buffer = edge.to_executorch().buffer
+    except Exception as e:
+        raise _failure("lowering to XNNPACK", e) from e
+    # Nodes left outside the delegate run on ExecuTorch's portable kernels, often much slower.
+    return buffer, {"delegated_subgraphs": info.num_delegated_subgraphs,
+                    "delegated_nodes": info.num_delegated_nodes,
+                    "non_delegated_nodes": info.num_non_delegated_nodes}
+
+
+def _failure(stage: str, exc: BaseException) -> ExportError:
+    op = operator_from_message(f"{exc}\n{exc.__cause__ or ''}")
+    return ExportError(
+        f"{NAME} {stage} failed{f', operator {op}' if op else ''}: "
+        f"{type(exc).__name__}: {first_line(str(exc))}",
+        "try the onnxruntime or openvino backend for this model",
+    )

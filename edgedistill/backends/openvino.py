@@ -1,0 +1,102 @@
+"""OpenVINO backend: ONNX converted to OpenVINO IR (.xml + .bin) at fp32 or fp16 weights, or
+quantized to INT8 by NNCF's post-training quantization. openvino and nncf are imported inside
+functions only."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgedistill.artifacts import Artifact
+from edgedistill.backends.base import Availability, installed, package_version
+from edgedistill.errors import BackendUnavailableError, ExportError
+from edgedistill.exporters import (
+    check_calibration,
+    check_onnx_external_data,
+    check_request,
+    first_line,
+    onnx_input,
+    quiet_stdout,
+    staged_output,
+)
+
+if TYPE_CHECKING:
+    import numpy
+
+NAME = "openvino"
+EXTRA = "openvino"
+ACCEPTS = ("onnx",)
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+def availability() -> Availability:
+    return installed("openvino")
+
+
+def export(source: Artifact, out_dir: Path, *, precision: str,
+           calibration: "numpy.ndarray | None") -> Artifact:
+    check_request(NAME, ACCEPTS, PRECISIONS, source, precision)
+    onnx_model = check_onnx_external_data(source.path)
+    import openvino as ov
+
+    out_path = Path(out_dir) / f"{source.role}-{precision}-{NAME}.xml"
+    start = time.perf_counter()
+    model = _convert(ov, Path(source.path))
+    meta: dict[str, Any] = {"converter": "openvino.convert_model", "openvino": ov.__version__}
+    if precision == "int8":
+        name, shape = onnx_input(onnx_model)
+        samples = check_calibration(calibration, shape, name, NAME)
+        model = _quantize(model, samples)
+        meta.update(quantizer="nncf.quantize", nncf=package_version("nncf"),
+                    preset="performance (default: symmetric activations and weights)",
+                    calibration_samples=int(len(samples)))
+    # fp16 keeps fp32 activations and computes as the device prefers; only the stored weights
+    # are halved. int8 weights are int8 already, so nothing is left to compress.
+    compress = precision == "fp16"
+    with staged_output(out_path) as tmp_xml:
+        ov.save_model(model, str(tmp_xml), compress_to_fp16=compress)
+    meta.update(compress_to_fp16=compress, source_path=str(source.path),
+                export_s=round(time.perf_counter() - start, 3))
+    return Artifact(kind="openvino_ir", path=out_path, precision=precision,  # type: ignore[arg-type]
+                    role=source.role, backend=NAME, meta=meta)
+
+
+def _convert(ov: Any, onnx_path: Path) -> Any:
+    try:
+        return ov.convert_model(str(onnx_path))
+    except Exception as e:  # OpConversionFailure, GeneralFailure, ...
+        op = _unconverted_operators(str(e))
+        detail = f"unsupported operator {op}" if op else first_line(str(e))
+        raise ExportError(f"{NAME} convert_model failed for {onnx_path.name}: {detail}",
+                          "try another backend for this model") from e
+
+
+# OpenVINO's ONNX frontend ends its report with "-- No conversion rule found for operations:
+# mylib.Weird, Foo" or "-- Conversion is failed for: Foo"; its first line names only C++ source.
+_UNCONVERTED = re.compile(
+    r"(?:No conversion rule found for operations?|Conversion is failed for):\s*(.+)"
+)
+
+
+def _unconverted_operators(text: str) -> str | None:
+    m = _UNCONVERTED.search(text)
+    return m.group(1).strip() if m else None
+
+
+def _quantize(model: Any, samples: "numpy.ndarray") -> Any:
+    if importlib.util.find_spec("nncf") is None:  # fp32/fp16 work without it
+        raise BackendUnavailableError(f"{NAME} int8 export needs nncf, which is not installed",
+                                      "pip install 'edgedistill[openvino]'")
+    import nncf
+
+    # One sample per item: the graph's batch axis may be static (1), and NNCF feeds items as is.
+    dataset = nncf.Dataset([samples[i : i + 1] for i in range(len(samples))])
+    try:
+        with quiet_stdout():  # NNCF draws rich progress bars on stdout
+            return nncf.quantize(model, dataset, subset_size=len(samples))
+    except Exception as e:
+        raise ExportError(f"{NAME} int8 quantization (nncf.quantize) failed: "
+                          f"{type(e).__name__}: {first_line(str(e))}") from e

@@ -1,0 +1,51 @@
+"""Pure statistics over raw samples (milliseconds). No I/O, no runtime imports."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+PERCENTILES = (50, 90, 95, 99)
+
+
+def min_samples_for(percentile: float) -> int:
+    """Fewest samples for which the percentile is not simply the maximum.
+
+    With n samples the p-th percentile is estimated from the top (1 - p/100)·n samples;
+    below 1 / (1 - p/100) there is no tail left to estimate it from.
+    """
+    tail = 1.0 - percentile / 100.0
+    return math.ceil(round(1.0 / tail, 9)) if tail > 0 else math.inf
+
+
+def summarize(samples_ms: list[float]) -> dict[str, float]:
+    a = np.asarray(samples_ms, dtype=np.float64)
+    if a.size == 0:
+        return {"n": 0}
+    out = {"n": int(a.size)}
+    for p in PERCENTILES:
+        out[f"p{p}_ms"] = float(np.percentile(a, p))
+    q1, q3 = np.percentile(a, [25, 75])
+    fence = q3 + 1.5 * (q3 - q1)
+    out.update(
+        mean_ms=float(a.mean()),
+        std_ms=float(a.std(ddof=1)) if a.size > 1 else 0.0,
+        min_ms=float(a.min()),
+        max_ms=float(a.max()),
+        throughput_per_s=float(1000.0 / a.mean()) if a.mean() > 0 else float("nan"),
+        outliers_high=int((a > fence).sum()),  # Tukey's fence: counted, not removed
+    )
+    return out
+
+
+def median_and_spread(values: list[float]) -> dict[str, float]:
+    a = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    if a.size == 0:
+        return {"n": 0}
+    return {
+        "n": int(a.size),
+        "median": float(np.median(a)),
+        "min": float(a.min()),
+        "max": float(a.max()),
+    }

@@ -1,0 +1,220 @@
+"""Pydantic models of edgedistill.toml and targets/*.toml.
+
+Unknown keys are errors with a did-you-mean; units live in key names (p90_ms, size_mb).
+Building a config has no side effects: nothing is loaded, nothing imported beyond pydantic.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edgedistill.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+Precision = Literal["fp32", "fp16", "int8"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+class RunConfig(Strict):
+    name: str = "default"
+    out_dir: Path = Path("runs")
+    seed: int = 0
+
+
+class TeacherConfig(Strict):
+    # "pkg.mod:factory" or a torch.export ".pt2"; the default is the built-in digits teacher.
+    spec: str = "edgedistill.zoo:digits_teacher"
+    weights: Path | None = None  # safetensors, or a state_dict .pt loaded with weights_only=True
+
+
+class StudentConfig(Strict):
+    spec: str = "edgedistill.zoo:digits_student"
+    weights: Path | None = None
+
+
+class DataConfig(Strict):
+    # "builtin:digits", a ".npz" with x and y, or "pkg.mod:factory" returning a torch Dataset.
+    spec: str = "builtin:digits"
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    label_fraction: float = Field(1.0, ge=0, le=1)  # share of training labels kept
+
+
+class DistillConfig(Strict):
+    epochs: int = Field(12, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.3, ge=0, le=1)  # weight of cross-entropy on labels; 1 - alpha on KD
+    threads: int | None = Field(None, ge=1)  # torch threads during training; None = torch default
+
+
+class CompressConfig(Strict):
+    precisions: list[Precision] = ["fp32", "int8"]
+    calibration_samples: int = Field(128, ge=1)
+
+
+class ExportConfig(Strict):
+    backends: list[str] = ["onnxruntime", "openvino", "executorch"]
+    # Verification: exported outputs vs PyTorch on the same inputs. Past these it is an error.
+    fp32_max_abs: float = Field(1e-3, gt=0)
+    fp16_max_abs: float = Field(5e-2, gt=0)
+    min_top1_agreement: dict[Precision, float] = {"fp32": 0.99, "fp16": 0.98, "int8": 0.95}
+    benchmark_teacher: bool = True  # export and bench the teacher too, as the reference
+
+
+class BenchConfig(Strict):
+    # A path, or the name of a profile shipped in targets/ ("local-cpu").
+    targets: list[Path] = [Path("local-cpu")]
+
+
+class Config(Strict):
+    run: RunConfig = RunConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    student: StudentConfig = StudentConfig()
+    data: DataConfig = DataConfig()
+    distill: DistillConfig = DistillConfig()
+    compress: CompressConfig = CompressConfig()
+    export: ExportConfig = ExportConfig()
+    bench: BenchConfig = BenchConfig()
+
+
+# ---------------------------------------------------------------- targets
+
+
+class Budgets(Strict):
+    p90_ms: float | None = Field(None, gt=0)
+    cold_start_ms: float | None = Field(None, gt=0)
+    accuracy_drop_pt: float | None = Field(None, ge=0)  # top-1 points below the teacher
+    size_mb: float | None = Field(None, gt=0)
+    memory_mb: float | None = Field(None, gt=0)
+
+
+class BudgetTable(Budgets):
+    # Per-backend overrides, e.g. a Python ExecuTorch runtime whose cold start imports torch.
+    overrides: dict[str, Budgets] = {}
+
+    def for_backend(self, backend: str) -> Budgets:
+        base = self.model_dump(exclude={"overrides"})
+        if backend in self.overrides:
+            base.update(self.overrides[backend].model_dump(exclude_none=True))
+        return Budgets(**base)
+
+
+class Measurement(Strict):
+    warmup_iterations: int = Field(20, ge=0)
+    min_iterations: int = Field(200, ge=1)
+    min_duration_s: float = Field(2.0, ge=0)
+    max_duration_s: float = Field(20.0, gt=0)
+    cold_runs: int = Field(3, ge=1)
+    timeout_s: float = Field(180.0, gt=0)  # per probe process
+
+
+class TargetConfig(Strict):
+    name: str
+    description: str = ""
+    runner: Literal["local"] = "local"
+    device: str = "CPU"
+    backends: list[str] = ["onnxruntime", "openvino", "executorch"]
+    threads: int = Field(1, ge=1)
+    measurement: Measurement = Measurement()
+    budgets: BudgetTable = BudgetTable()
+
+
+# ---------------------------------------------------------------- loading
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """Field names valid at `loc` (the parent of an unknown key), for did-you-mean hints."""
+    current: Any = model
+    for part in loc:
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        ann = fields[part].annotation
+        current = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+        if current is None:
+            return []
+    return list(getattr(current, "model_fields", {}))
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> ConfigError:
+    first = err.errors()[0]
+    loc = tuple(first["loc"])
+    path = ".".join(str(p) for p in loc)
+    if first["type"] == "extra_forbidden":
+        known = _known_keys(model, loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
+        hint = f"did you mean {'.'.join(map(str, loc[:-1] + (close[0],)))!r}?" if close else (
+            f"valid keys here: {', '.join(known)}" if known else None
+        )
+        return ConfigError(f"{source}: unknown key {path!r}", hint)
+    found = first.get("input")
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return ConfigError(f"{source}: {path}: {first['msg']}, found {found!r}{more}")
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}", "check the path, or run without --config")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:  # duplicate keys land here too
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+
+
+def validate(model: type[Strict], data: dict[str, Any], source: str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise format_validation_error(e, model, source) from None
+
+
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read edgedistill.toml (or defaults) and apply dotted-key overrides from CLI flags."""
+    data = read_toml(path) if path else {}
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return validate(Config, data, str(path) if path else "config")
+
+
+SHIPPED_TARGETS = Path(__file__).resolve().parent.parent / "targets"
+
+
+def resolve_target(path: Path) -> Path:
+    """A target file by path, or by the name of a shipped profile."""
+    path = Path(path)
+    shipped = SHIPPED_TARGETS / f"{path.name}.toml"
+    if not path.is_file() and path.suffix == "" and shipped.is_file():
+        return shipped
+    return path
+
+
+def load_target(path: Path) -> TargetConfig:
+    path = resolve_target(path)
+    if not path.is_file():
+        names = sorted(p.stem for p in SHIPPED_TARGETS.glob("*.toml"))
+        raise ConfigError(f"target file not found: {path}", f"give a .toml path or a shipped profile: {', '.join(names)}")
+    data = read_toml(path)
+    data.setdefault("name", Path(path).stem)
+    return validate(TargetConfig, data, str(path))

@@ -1,0 +1,212 @@
+"""Data sets behind a spec string, split once into train / validation / held-out test.
+
+Three spec forms: "builtin:digits" (ships inside scikit-learn, so it works offline), a ".npz"
+file with arrays `x` and optional `y`, and "pkg.mod:factory" returning a torch Dataset of
+(x, y) pairs. Label -1 marks an unlabelled sample: it can only be distilled on (the teacher
+labels it), so it always lands in the training split.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+from edgedistill.config import DataConfig
+from edgedistill.errors import UsageError
+from edgedistill.specs import call_entrypoint, is_entrypoint
+
+DATA_SPEC_FORMS = (
+    '"builtin:digits", a ".npz" file with arrays x and y, '
+    'or "pkg.mod:factory" returning a torch Dataset of (x, y) pairs'
+)
+MIN_PER_SPLIT = 10  # below this a split's accuracy moves in steps of 10 points: meaningless
+UNLABELLED = -1
+DIGITS_SIZE = 32  # 8×8 digits upsampled so the models have room for three stages
+
+
+@dataclass
+class DataSplits:
+    name: str  # "builtin:digits", the .npz file name, or the entrypoint
+    x_train: torch.Tensor
+    y_train: torch.Tensor | None  # None or -1 entries: unlabelled
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor  # held out: used only for the final accuracy
+    y_test: torch.Tensor
+    num_classes: int
+    input_shape: tuple[int, ...]  # per sample, e.g. (1, 32, 32)
+    fingerprint: str  # sha256 over the arrays and split settings, for caches
+
+
+def load_data(cfg: DataConfig, seed: int) -> DataSplits:
+    """Read the data the spec names and split it reproducibly (stratified, seeded)."""
+    name, x, y = _read_source(cfg.spec)
+    _validate(name, x, y)
+    return _split(name, x, y, cfg, seed)
+
+
+def calibration_subset(splits: DataSplits, n: int, seed: int) -> np.ndarray:
+    """`n` training samples (all, if fewer) as float32, for post-training quantization."""
+    if n < 1:
+        raise UsageError(f"calibration needs at least 1 sample, asked for {n}")
+    total = len(splits.x_train)
+    picked = np.random.default_rng(seed).choice(total, size=min(n, total), replace=False)
+    return np.ascontiguousarray(splits.x_train[torch.from_numpy(picked)].numpy(), dtype=np.float32)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def _read_source(spec: str) -> tuple[str, np.ndarray, np.ndarray]:
+    if spec.startswith("builtin:"):
+        return spec, *_builtin(spec)
+    if spec.lower().endswith(".npz"):
+        return Path(spec).name, *_read_npz(Path(spec))
+    if is_entrypoint(spec):
+        return spec, *_read_entrypoint(spec)
+    raise UsageError(f"data spec {spec!r} is not understood; expected {DATA_SPEC_FORMS}")
+
+
+def _builtin(spec: str) -> tuple[np.ndarray, np.ndarray]:
+    if spec != "builtin:digits":
+        raise UsageError(f"unknown built-in data set {spec!r}; available: builtin:digits")
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.from_numpy(digits.images / 16.0).float().unsqueeze(1)  # N×1×8×8 in [0, 1]
+    upsampled = torch.nn.functional.interpolate(
+        images, size=(DIGITS_SIZE, DIGITS_SIZE), mode="bilinear", align_corners=False
+    )
+    return upsampled.numpy(), digits.target.astype(np.int64)
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if not path.is_file():
+        raise UsageError(f"data file not found: {path}")
+    try:
+        # allow_pickle=False: an object array would be a pickle, i.e. code; refuse it.
+        with np.load(path, allow_pickle=False) as archive:
+            if "x" not in archive.files:
+                raise UsageError(f"{path.name}: expected an array named 'x', found {archive.files}")
+            x = archive["x"]
+            y = archive["y"] if "y" in archive.files else np.full(x.shape[:1], UNLABELLED, dtype=np.int64)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise UsageError(f"{path.name}: not a readable .npz of numeric arrays ({e})") from e
+    return x, y
+
+
+def _read_entrypoint(spec: str) -> tuple[np.ndarray, np.ndarray]:
+    dataset = call_entrypoint(spec, "data")
+    try:
+        items = [dataset[i] for i in range(len(dataset))]
+    except TypeError as e:
+        raise UsageError(f"data factory {spec!r} must return a map-style Dataset (len and [i]), {e}") from e
+    if not items:
+        raise UsageError(f"data factory {spec!r} returned an empty dataset")
+    bad = next(
+        (i for i, item in enumerate(items) if not (isinstance(item, (tuple, list)) and len(item) == 2)), None
+    )
+    if bad is not None:
+        raise UsageError(
+            f"data factory {spec!r}: item {bad} should be an (x, y) pair, found {type(items[bad]).__name__}"
+        )
+    try:
+        x = np.stack([np.asarray(item[0]) for item in items])
+    except ValueError as e:
+        raise UsageError(f"data factory {spec!r}: samples differ in shape ({e})") from e
+    return x, np.asarray([np.asarray(item[1]) for item in items])
+
+
+def _validate(name: str, x: np.ndarray, y: np.ndarray) -> None:
+    if x.dtype.kind not in "biuf" or x.ndim < 2:
+        raise UsageError(
+            f"{name}: x should be a numeric array N×features…, found dtype {x.dtype}, shape {x.shape}"
+        )
+    if y.dtype.kind not in "iu" or y.ndim != 1:
+        raise UsageError(
+            f"{name}: y should be a 1-D integer array of class indices, "
+            f"found dtype {y.dtype}, shape {y.shape}"
+        )
+    if len(x) != len(y):
+        raise UsageError(
+            f"{name}: x and y should have the same length, found {len(x)} samples and {len(y)} labels"
+        )
+    if (y < UNLABELLED).any():
+        raise UsageError(
+            f"{name}: labels should be class indices >= 0, or -1 for unlabelled; found {int(y.min())}"
+        )
+    if not np.isfinite(x).all():
+        raise UsageError(f"{name}: x holds NaN or Inf values")
+
+
+# ---------------------------------------------------------------- splitting
+
+
+def _split(name: str, x: np.ndarray, y: np.ndarray, cfg: DataConfig, seed: int) -> DataSplits:
+    labelled = np.flatnonzero(y != UNLABELLED)
+    unlabelled = np.flatnonzero(y == UNLABELLED)
+    n_test, n_val = round(len(labelled) * cfg.test_fraction), round(len(labelled) * cfg.val_fraction)
+    n_train = len(labelled) - n_test - n_val + len(unlabelled)
+    sizes = {"train": n_train, "validation": n_val, "test": n_test}
+    if min(sizes.values()) < MIN_PER_SPLIT:
+        raise UsageError(
+            f"{name}: every split needs at least {MIN_PER_SPLIT} samples, found "
+            + ", ".join(f"{k} {v}" for k, v in sizes.items())
+            + f" from {len(labelled)} labelled and {len(unlabelled)} unlabelled samples",
+            "provide more labelled data, or change data.val_fraction / data.test_fraction",
+        )
+    try:
+        rest, test = train_test_split(labelled, test_size=n_test, stratify=y[labelled], random_state=seed)
+        train, val = train_test_split(rest, test_size=n_val, stratify=y[rest], random_state=seed)
+    except ValueError as e:  # e.g. a class with a single labelled sample cannot be stratified
+        raise UsageError(f"{name}: cannot make a stratified split: {e}") from e
+    y_train = np.concatenate([_keep_labels(y[train], cfg.label_fraction, seed), y[unlabelled]])
+    arrays = {
+        "x_train": x[np.concatenate([train, unlabelled])],
+        "y_train": y_train,
+        "x_val": x[val],
+        "y_val": y[val],
+        "x_test": x[test],
+        "y_test": y[test],
+    }
+    tensors = {
+        k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32 if k[0] == "x" else np.int64))
+        for k, v in arrays.items()
+    }
+    settings = {"name": name, "seed": seed, **cfg.model_dump(mode="json")}
+    return DataSplits(
+        name=name,
+        num_classes=int(y[labelled].max()) + 1,
+        input_shape=tuple(x.shape[1:]),
+        fingerprint=fingerprint(tensors, settings),
+        **tensors,
+    )
+
+
+def _keep_labels(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Keep `fraction` of the labels in every class, mark the rest unlabelled."""
+    if fraction >= 1:
+        return y
+    kept = np.full_like(y, UNLABELLED)
+    rng = np.random.default_rng(seed)
+    for cls in np.unique(y):
+        members = np.flatnonzero(y == cls)
+        chosen = rng.permutation(members)[: round(len(members) * fraction)]
+        kept[chosen] = cls
+    return kept
+
+
+def fingerprint(tensors: dict[str, torch.Tensor], settings: dict) -> str:
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for key in sorted(tensors):
+        t = tensors[key]
+        h.update(f"{key}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()

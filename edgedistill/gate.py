@@ -1,0 +1,104 @@
+"""Budgets + results -> checks -> one verdict and its exit code.
+
+Each budget is a small check object giving a typed outcome. Student artifacts are gated; the
+teacher is measured as the reference and never gated. Precedence of the verdict: FAIL (a budget
+was missed: block the release) over INVALID (measurement not trustworthy) over INCONCLUSIVE (no
+measurement: timeout, crash, unavailable runtime) over PASS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+from edgedistill.config import BudgetTable
+from edgedistill.errors import EXIT_BUDGET_FAILED, EXIT_INCONCLUSIVE, EXIT_INVALID, EXIT_PASS
+
+PASS, FAIL, INVALID, INCONCLUSIVE = "PASS", "FAIL", "INVALID", "INCONCLUSIVE"
+EXIT_CODES = {PASS: EXIT_PASS, FAIL: EXIT_BUDGET_FAILED, INVALID: EXIT_INVALID, INCONCLUSIVE: EXIT_INCONCLUSIVE}
+_PRECEDENCE = (FAIL, INVALID, INCONCLUSIVE, PASS)
+
+
+@dataclass(frozen=True)
+class Check:
+    """`metric <= limit` for one artifact on one target."""
+
+    target: str
+    artifact: str
+    budget: str
+    limit: float
+    value: float | None
+    outcome: str
+    detail: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _p90(r: dict, ref: dict) -> float | None:
+    return r.get("warm", {}).get("summary", {}).get("p90_ms")
+
+
+def _cold(r: dict, ref: dict) -> float | None:
+    return r.get("cold", {}).get("total_ms", {}).get("median")
+
+
+def _accuracy_drop(r: dict, ref: dict) -> float | None:
+    top1 = r.get("accuracy", {}).get("top1")
+    teacher = ref.get("teacher_top1")
+    return None if top1 is None or teacher is None else round((teacher - top1) * 100.0, 4)
+
+
+def _size(r: dict, ref: dict) -> float | None:
+    return r["size_bytes"] / 2**20
+
+
+def _memory(r: dict, ref: dict) -> float | None:
+    return r.get("memory", {}).get("peak_rss_mb")
+
+
+METRICS: dict[str, Callable[[dict, dict], float | None]] = {
+    "p90_ms": _p90,
+    "cold_start_ms": _cold,
+    "accuracy_drop_pt": _accuracy_drop,
+    "size_mb": _size,
+    "memory_mb": _memory,
+}
+
+
+def check_result(target: str, result: dict, budgets: BudgetTable, reference: dict) -> list[Check]:
+    limits = budgets.for_backend(result["backend"]).model_dump(exclude_none=True)
+    checks = []
+    for budget, limit in limits.items():
+        value = METRICS[budget](result, reference)
+        if result["status"] in ("inconclusive", "error", "skipped"):
+            outcome, detail = INCONCLUSIVE, result["status_detail"]
+        elif result["status"] == "invalid" and budget in ("p90_ms", "cold_start_ms"):
+            outcome, detail = INVALID, result["status_detail"]
+        elif value is None:
+            outcome, detail = INCONCLUSIVE, "not measured"
+        else:
+            outcome, detail = (PASS, "") if value <= limit else (FAIL, f"{value:.4g} > {limit:g}")
+        checks.append(Check(target, result["artifact"], budget, limit, value, outcome, detail))
+    return checks
+
+
+def gate_target(target: dict, reference: dict) -> list[Check]:
+    budgets = BudgetTable.model_validate(target["budgets"])
+    checks: list[Check] = []
+    for result in target["results"]:
+        if result["role"] == "student":
+            checks += check_result(target["name"], result, budgets, reference)
+    return checks
+
+
+def verdict(checks: list[Check]) -> str:
+    seen = {c.outcome for c in checks}
+    if not checks:
+        return INCONCLUSIVE  # nothing was gated: never a silent PASS
+    return next(v for v in _PRECEDENCE if v in seen)
+
+
+def gate_results(results: dict) -> tuple[str, list[Check]]:
+    checks = [c for t in results["targets"] for c in gate_target(t, results["reference"])]
+    return verdict(checks), checks

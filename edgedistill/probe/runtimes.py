@@ -1,0 +1,427 @@
+"""Load and run each runtime inside the probe process.
+
+This file is copied to remote devices (a Jetson over SSH) and run there without edgedistill
+installed: it imports only the standard library and numpy at module level, and each runtime
+inside the functions that need it, so the probe can time the import itself.
+
+A Session runs ONE inference per call; the harness owns the only timing loop. Every Session
+checks the input against what the model declares before running, because some runtimes accept
+a wrong shape silently (OpenVINO runs a 28x28 image through a 32x32 model with adaptive pooling).
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import importlib.util
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+# backend -> module whose import the probe times (ExecuTorch's Python runtime imports torch).
+RUNTIME_MODULE: dict[str, str] = {
+    "onnxruntime": "onnxruntime",
+    "openvino": "openvino",
+    "executorch": "executorch.runtime",
+    "tensorrt": "tensorrt",
+}
+
+# Distribution names each runtime ships under, most common first.
+_DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino",
+                    "onnxruntime-directml"),
+    "openvino": ("openvino",),
+    "executorch": ("executorch",),
+    "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11"),
+}
+
+
+def _check_backend(backend: str) -> None:
+    if backend not in RUNTIME_MODULE:
+        raise ValueError(f"unknown backend {backend!r}; "
+                         f"expected one of {', '.join(RUNTIME_MODULE)}")
+
+
+def import_runtime(backend: str) -> Any:
+    """Import and return the runtime's module (the caller times this)."""
+    _check_backend(backend)
+    return importlib.import_module(RUNTIME_MODULE[backend])
+
+
+def runtime_version(backend: str) -> str | None:
+    """The runtime's version from package metadata, else from the imported module (JetPack's
+    TensorRT comes from a system package with no Python metadata)."""
+    _check_backend(backend)
+    for dist in _DISTRIBUTIONS[backend]:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    module = sys.modules.get(RUNTIME_MODULE[backend].split(".")[0])
+    return getattr(module, "__version__", None)
+
+
+def load(backend: str, path: str, *, threads: int, device: str = "CPU",
+         options: dict | None = None) -> "Session":
+    """Open the model at `path` with `threads` applied explicitly, ready for run()."""
+    _check_backend(backend)
+    session_class = {
+        "onnxruntime": OnnxRuntimeSession,
+        "openvino": OpenVinoSession,
+        "executorch": ExecuTorchSession,
+        "tensorrt": TensorRTSession,
+    }[backend]
+    return session_class(str(path), threads=threads, device=device, options=dict(options or {}))
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000.0, 3)
+
+
+def _no_options(backend: str, options: dict) -> None:
+    if options:
+        raise ValueError(f"{backend} takes no runtime options; got {sorted(options)}")
+
+
+class Session(abc.ABC):
+    """One loaded model. Subclasses set the input description and implement _run()."""
+
+    input_name: str
+    input_shape: list[int | None]  # None for a dynamic dim
+    input_dtype: str  # numpy dtype name
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """ONE inference on `x`; returns the first output as a numpy array the caller owns."""
+        self._check_input(x)
+        return self._run(x)
+
+    @abc.abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """What the runtime really used: device, providers, threads, load parts."""
+
+    @abc.abstractmethod
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """The runtime's own call, on an input already checked."""
+
+    def _check_input(self, x: np.ndarray) -> None:
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"input {self.input_name!r}: expected a numpy array, "
+                            f"got {type(x).__name__}")
+        expected = self.input_shape
+        shape_ok = len(x.shape) == len(expected) and all(
+            e is None or e == a for e, a in zip(expected, x.shape)
+        )
+        if not shape_ok or x.dtype != np.dtype(self.input_dtype):
+            shown = ["?" if d is None else d for d in expected]
+            raise ValueError(
+                f"input {self.input_name!r}: expected shape {shown} dtype {self.input_dtype}, "
+                f"got shape {list(x.shape)} dtype {x.dtype}"
+            )
+
+
+# ---------------------------------------------------------------- ONNX Runtime
+
+_ORT_PROVIDERS = {
+    "CPU": ["CPUExecutionProvider"],
+    # CPU stays listed so that nodes CUDA cannot run still work; describe() shows what ran.
+    "CUDA": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+}
+_ORT_TYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int32)": "int32",
+    "tensor(int64)": "int64", "tensor(bool)": "bool",
+}
+
+
+class OnnxRuntimeSession(Session):
+    def __init__(self, path: str, *, threads: int, device: str, options: dict):
+        import onnxruntime as ort
+
+        if device.upper() not in _ORT_PROVIDERS:
+            raise ValueError(f"onnxruntime device {device!r}: "
+                             f"expected one of {', '.join(_ORT_PROVIDERS)}")
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1  # sequential execution never uses the inter-op pool
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        for key, value in options.items():  # e.g. "session.intra_op.allow_spinning": "0"
+            so.add_session_config_entry(key, str(value))
+        self._requested = device.upper()
+        self._threads = threads
+        self._session = ort.InferenceSession(path, so, providers=_ORT_PROVIDERS[self._requested])
+        first = self._session.get_inputs()[0]
+        self.input_name = first.name
+        self.input_shape = [d if isinstance(d, int) and d >= 0 else None for d in first.shape]
+        self.input_dtype = _ORT_TYPES.get(first.type, first.type)
+        self._outputs = [self._session.get_outputs()[0].name]
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        return self._session.run(self._outputs, {self.input_name: x})[0]
+
+    def describe(self) -> dict[str, Any]:
+        providers = self._session.get_providers()
+        return {
+            "device": providers[0].removesuffix("ExecutionProvider").upper(),
+            "requested_device": self._requested,
+            "providers": providers,
+            "threads": self._threads,
+            "inter_op_threads": 1,
+            "execution_mode": "sequential",
+        }
+
+
+# ---------------------------------------------------------------- OpenVINO
+
+
+class OpenVinoSession(Session):
+    def __init__(self, path: str, *, threads: int, device: str, options: dict):
+        import openvino as ov
+
+        core = ov.Core()
+        start = time.perf_counter()
+        model = core.read_model(path)
+        read_ms = _ms(start)
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        self._on_cpu = device.upper() == "CPU"
+        if self._on_cpu:  # other plugins reject CPU threading properties
+            config.update(INFERENCE_NUM_THREADS=threads, NUM_STREAMS=1)
+        config.update(options)
+        start = time.perf_counter()
+        self._compiled = core.compile_model(model, device, config)
+        self._load_parts = {"read_ms": read_ms, "compile_ms": _ms(start)}
+        self._device = device
+        # One request made here and reused: creating it per call would be timed as inference.
+        self._request = self._compiled.create_infer_request()
+        port = self._compiled.inputs[0]
+        self.input_name = port.get_any_name()
+        self.input_shape = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
+        self.input_dtype = np.dtype(port.get_element_type().to_dtype()).name
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        # Shared buffers avoid two hidden copies; the output view is copied once, because the
+        # request overwrites it on the next call.
+        results = self._request.infer({0: x}, share_inputs=True, share_outputs=True)
+        return np.array(results[0], copy=True)
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {
+            "device": self._device,
+            "execution_devices": list(self._compiled.get_property("EXECUTION_DEVICES")),
+            "load_parts_ms": self._load_parts,
+        }
+        if self._on_cpu:
+            info["threads"] = int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
+            info["streams"] = int(self._compiled.get_property("NUM_STREAMS"))
+        else:
+            info["threads"] = None
+            info["notes"] = f"threads are set for CPU only; {self._device} schedules its own work"
+        return info
+
+
+# ---------------------------------------------------------------- ExecuTorch
+
+# ExecuTorch ScalarType codes (runtime/core/portable_type/scalar_type.h) -> numpy names.
+_ET_DTYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16",
+              6: "float32", 7: "float64", 11: "bool"}
+
+
+class ExecuTorchSession(Session):
+    def __init__(self, path: str, *, threads: int, device: str, options: dict):
+        import torch
+        from executorch.extension.pybindings import portable_lib
+        from executorch.runtime import Runtime
+
+        _no_options("executorch", options)
+        if device.upper() != "CPU":
+            raise ValueError(f"executorch's Python runtime runs on CPU; got device {device!r}")
+        self._torch = torch
+        # Set before loading: XNNPACK binds the process-wide threadpool when the method loads.
+        self._threads, self._notes = _executorch_threads(portable_lib, threads)
+        start = time.perf_counter()
+        program = Runtime.get().load_program(Path(path))
+        read_ms = _ms(start)
+        start = time.perf_counter()
+        self._method = program.load_method("forward")
+        self._load_parts = {"read_ms": read_ms, "compile_ms": _ms(start)}  # delegate init
+        self._program = program  # keeps the program alive as long as its method
+        meta = self._method.metadata.input_tensor_meta(0)
+        self.input_name = "input 0"  # a .pte keeps no input names
+        self.input_shape = list(meta.sizes())
+        self.input_dtype = _ET_DTYPES.get(meta.dtype(), f"scalar type {meta.dtype()}")
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        outputs = self._method.execute([self._torch.from_numpy(np.ascontiguousarray(x))])
+        return outputs[0].numpy().copy()
+
+    def describe(self) -> dict[str, Any]:
+        info: dict[str, Any] = {"device": "CPU", "threads": self._threads,
+                                "load_parts_ms": self._load_parts}
+        if self._notes:
+            info["notes"] = self._notes
+        return info
+
+
+def _executorch_threads(portable_lib: Any, threads: int) -> tuple[int | None, str | None]:
+    """Resize ExecuTorch's threadpool (XNNPACK and the portable kernels share it).
+
+    torch.set_num_threads has no effect on it. The pybindings expose an experimental,
+    process-wide reset; where a build lacks it the pool keeps its default size (the core count)
+    and the thread count is reported as unknown.
+    """
+    reset = getattr(portable_lib, "_unsafe_reset_threadpool", None)
+    count = getattr(portable_lib, "_threadpool_get_thread_count", None)
+    if reset is None or count is None:
+        return None, "this executorch build cannot set its thread count from Python"
+    reset(threads)
+    return int(count()), None
+
+
+# ---------------------------------------------------------------- TensorRT
+
+
+class TensorRTSession(Session):
+    def __init__(self, path: str, *, threads: int, device: str, options: dict):
+        import tensorrt as trt
+
+        _no_options("tensorrt", options)
+        if device.upper() not in ("CUDA", "GPU"):
+            raise ValueError(f"tensorrt runs on a CUDA GPU; got device {device!r}")
+        self._trt = trt
+        self._cuda = _TorchCuda() if importlib.util.find_spec("torch") else _CudaPython()
+        start = time.perf_counter()
+        # The logger and runtime must outlive the engine made from them.
+        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._runtime = trt.Runtime(self._logger)
+        engine = self._runtime.deserialize_cuda_engine(Path(path).read_bytes())
+        if engine is None:
+            raise RuntimeError(f"TensorRT could not deserialize {path}: an engine runs only on the "
+                               "GPU model and TensorRT version that built it; rebuild it here")
+        deserialize_ms = _ms(start)
+        start = time.perf_counter()
+        self._context = engine.create_execution_context()
+        self._load_parts = {"deserialize_ms": deserialize_ms, "context_ms": _ms(start)}
+        self._engine = engine
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        self._io = names
+        self._output = next(n for n in names if n not in inputs)
+        self.input_name = inputs[0]
+        self.input_shape = [d if d >= 0 else None for d in engine.get_tensor_shape(self.input_name)]
+        self.input_dtype = self._dtype(self.input_name).name
+        self._bound_shape: tuple[int, ...] | None = None
+        self._buffers: dict[str, Any] = {}
+
+    def _dtype(self, name: str) -> np.dtype:
+        return np.dtype(self._trt.nptype(self._engine.get_tensor_dtype(name)))
+
+    def _bind(self, shape: tuple[int, ...]) -> None:
+        """Set the input shape and (re)allocate every I/O buffer; only when the shape changes."""
+        if not self._context.set_input_shape(self.input_name, shape):
+            raise ValueError(f"input {self.input_name!r}: shape {list(shape)} is outside the "
+                             "engine's optimization profile")
+        for name in self._io:
+            count = int(np.prod(tuple(self._context.get_tensor_shape(name))))
+            handle, pointer = self._cuda.alloc(count * self._dtype(name).itemsize)
+            self._buffers[name] = handle  # replaces (and frees) the previous buffer
+            self._context.set_tensor_address(name, pointer)
+        self._bound_shape = shape
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x)
+        if x.shape != self._bound_shape:
+            self._bind(x.shape)
+        self._cuda.upload(self._buffers[self.input_name], x)
+        if not self._context.execute_async_v3(self._cuda.stream):
+            raise RuntimeError("TensorRT execute_async_v3 failed (see TensorRT's log)")
+        self._cuda.synchronize()
+        shape = tuple(self._context.get_tensor_shape(self._output))
+        out = np.empty(shape, self._dtype(self._output))
+        self._cuda.download(out, self._buffers[self._output])
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        return {"device": "CUDA", "gpu": self._cuda.device_name(), "threads": None,
+                "notes": "TensorRT runs on the GPU; a CPU thread count does not apply",
+                "load_parts_ms": self._load_parts}
+
+
+class _TorchCuda:
+    """Device memory through torch.cuda; buffers are uint8 tensors, freed with their handle."""
+
+    def __init__(self) -> None:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise RuntimeError("no CUDA device is visible to torch")
+        self._torch = torch
+        self.stream = torch.cuda.current_stream().cuda_stream
+
+    def alloc(self, nbytes: int) -> tuple[Any, int]:
+        buffer = self._torch.empty(max(nbytes, 1), dtype=self._torch.uint8, device="cuda")
+        return buffer, buffer.data_ptr()
+
+    def upload(self, buffer: Any, x: np.ndarray) -> None:
+        buffer[: x.nbytes].copy_(self._torch.from_numpy(x.reshape(-1).view(np.uint8)))
+
+    def download(self, out: np.ndarray, buffer: Any) -> None:
+        self._torch.from_numpy(out.reshape(-1).view(np.uint8)).copy_(buffer[: out.nbytes])
+
+    def synchronize(self) -> None:
+        self._torch.cuda.current_stream().synchronize()
+
+    def device_name(self) -> str:
+        return self._torch.cuda.get_device_name()
+
+
+class _CudaPython:
+    """Device memory through cuda-python's runtime API, for targets without torch."""
+
+    def __init__(self) -> None:
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError:  # cuda-python before 12.6 named the module cuda.cudart
+            from cuda import cudart
+        self._rt = cudart
+        self._stream = self._call("cudaStreamCreate", cudart.cudaStreamCreate())
+        self.stream = int(self._stream)
+
+    def _call(self, what: str, result: tuple) -> Any:
+        err, *value = result
+        if err != self._rt.cudaError_t.cudaSuccess:
+            raise RuntimeError(f"{what} failed: {err}")
+        return value[0] if value else None
+
+    def alloc(self, nbytes: int) -> tuple[Any, int]:
+        pointer = int(self._call("cudaMalloc", self._rt.cudaMalloc(max(nbytes, 1))))
+        return _CudaBuffer(self._rt, pointer), pointer
+
+    def upload(self, buffer: "_CudaBuffer", x: np.ndarray) -> None:
+        kind = self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self._call("cudaMemcpy", self._rt.cudaMemcpy(buffer.pointer, x.ctypes.data, x.nbytes, kind))
+
+    def download(self, out: np.ndarray, buffer: "_CudaBuffer") -> None:
+        kind = self._rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self._call("cudaMemcpy",
+                   self._rt.cudaMemcpy(out.ctypes.data, buffer.pointer, out.nbytes, kind))
+
+    def synchronize(self) -> None:
+        self._call("cudaStreamSynchronize", self._rt.cudaStreamSynchronize(self._stream))
+
+    def device_name(self) -> str:
+        props = self._call("cudaGetDeviceProperties", self._rt.cudaGetDeviceProperties(0))
+        return props.name.decode(errors="replace").rstrip("\x00")
+
+
+class _CudaBuffer:
+    """A cudaMalloc pointer freed when its last reference goes, like a torch tensor."""
+
+    def __init__(self, runtime: Any, pointer: int):
+        self._rt = runtime
+        self.pointer = pointer
+
+    def __del__(self) -> None:
+        self._rt.cudaFree(self.pointer)

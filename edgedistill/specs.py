@@ -1,0 +1,343 @@
+"""Turn spec strings ("pkg.mod:factory", "model.pt2") and weight files into models.
+
+Models are programs: a pickle can run any code when it is loaded, so weights are read only by
+loaders that cannot execute anything (safetensors, or torch.load with weights_only=True passed
+explicitly, which also holds when TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 is set). A file the safe
+loader refuses is reported, never retried with weights_only=False.
+"""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import pickle
+import pickletools
+import posixpath
+import re
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from edgedistill.artifacts import sha256_file
+from edgedistill.errors import ModelMismatchError, UnsafeModelError, UsageError
+
+_ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+MODEL_SPEC_FORMS = '"pkg.mod:factory" (called with no arguments) or a torch.export ".pt2" file'
+_SHOW_KEYS = 5  # how many mismatching state-dict keys (or unsafe archive members) an error lists
+_PT2_METADATA = {"archive_format", "archive_version", "byteorder", "version", "serialization_id"}
+
+
+def is_entrypoint(spec: str) -> bool:
+    return bool(_ENTRYPOINT.match(spec))
+
+
+def call_entrypoint(spec: str, what: str) -> object:
+    """Import "pkg.mod:attr" and call it with no arguments; `what` ("teacher", "data") names it."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise UsageError(
+            f"{what} spec {spec!r}: cannot import module {module_name!r} ({e})",
+            "check the spelling, and that the module is installed or on PYTHONPATH",
+        ) from e
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise UsageError(f"{what} spec {spec!r}: module {module_name!r} has no callable {attr!r}")
+    try:
+        return factory()
+    except Exception as e:  # the user's code: say which factory failed and how
+        raise UsageError(
+            f"{what} factory {spec!r} failed: {type(e).__name__}: {e}",
+            "the factory must work when called with no arguments",
+        ) from e
+
+
+def load_model(spec: str, weights: Path | None = None, *, role: str) -> nn.Module:
+    """Build the model a spec names, load optional weights, return it in eval mode.
+
+    A ".pt2" program keeps the train/eval behaviour it was exported with (torch.export modules
+    cannot switch modes).
+    """
+    if spec.lower().endswith(".pt2"):
+        model = _load_exported(Path(spec), role)
+    elif is_entrypoint(spec):
+        model = _call_factory(spec, role)
+    else:
+        raise UsageError(f"{role} spec {spec!r} is not understood; expected {MODEL_SPEC_FORMS}")
+    if weights is not None:
+        _load_state_dict(model, read_state_dict(Path(weights), role), Path(weights), role)
+    _refuse_non_finite(model, role)
+    set_mode(model, training=False)
+    return model
+
+
+def set_mode(model: nn.Module, *, training: bool) -> None:
+    try:
+        model.train(training)
+    except NotImplementedError:
+        pass  # a torch.export module: its mode was fixed when it was exported
+
+
+def _call_factory(spec: str, role: str) -> nn.Module:
+    model = call_entrypoint(spec, role)
+    if not isinstance(model, nn.Module):
+        raise UsageError(
+            f"{role} factory {spec!r} must return a torch.nn.Module, found {type(model).__name__}"
+        )
+    return model
+
+
+def _load_exported(path: Path, role: str) -> nn.Module:
+    _require_file(path, role, "model")
+    unreadable = f"loading {role} model: {path} is not a readable torch.export .pt2 archive"
+    try:
+        unsafe = unsafe_pt2_members(path)
+    except (zipfile.BadZipFile, ValueError) as e:  # ValueError: a config that is not valid JSON
+        raise UsageError(f"{unreadable} ({e})", "re-export it with torch.export.save") from e
+    if unsafe:
+        raise UnsafeModelError(
+            f"refusing to load {role} model {path} (sha256 {sha256_file(path)}): torch.export.load "
+            f"would unpickle {'; '.join(unsafe[:_SHOW_KEYS])}",
+            "export it again from code you trust, or ship a pkg.mod:factory with .safetensors weights",
+        )
+    try:
+        return torch.export.load(path).module()
+    except Exception as e:  # a truncated or foreign archive fails in many ways inside torch
+        raise UsageError(
+            f"{unreadable} ({type(e).__name__}: {e})", "re-export it with torch.export.save"
+        ) from e
+
+
+def unsafe_pt2_members(path: Path) -> list[str]:
+    """Members of a .pt2 archive that torch.export.load could not read without running code.
+
+    torch.export.load is not weights_only: it retries sample inputs with weights_only=False and
+    unpickles pickled tensors and opaque constants with the full unpickler; AOTInductor packages
+    hold native libraries. So, read statically, every member must be metadata (JSON, version
+    files), a tensor the archive's own configs declare as raw bytes, or a torch.save payload whose
+    globals are all on the weights_only allowlist. Anything else is listed with the reason.
+    """
+    unsafe = []
+    with zipfile.ZipFile(path) as archive:
+        raw_tensors, unpickled = _config_payloads(archive)
+        for info in archive.infolist():
+            name = info.filename
+            inert = name.endswith(".json") or name.rsplit("/", 1)[-1] in _PT2_METADATA or name in raw_tensors
+            if info.is_dir() or (inert and name not in unpickled):
+                continue
+            problem = _payload_problem(archive.read(info))
+            if problem:
+                unsafe.append(f"{name} ({problem})")
+    return unsafe
+
+
+def _config_payloads(archive: zipfile.ZipFile) -> tuple[set[str], set[str]]:
+    """Members the weights/constants configs name: (plain tensor bytes, payloads torch unpickles)."""
+    raw, unpickled = set(), set()
+    for name in archive.namelist():
+        if not name.endswith(("_weights_config.json", "_constants_config.json")):
+            continue
+        config = json.loads(archive.read(name))
+        entries = config.get("config") if isinstance(config, dict) else None
+        if not isinstance(entries, dict) or not all(isinstance(m, dict) for m in entries.values()):
+            raise ValueError(f"malformed payload config {name}")
+        folder = name.rsplit("/", 1)[0]
+        for meta in entries.values():
+            path_name = str(meta.get("path_name", ""))
+            # torch joins path_name onto the folder, so it can point anywhere in the archive
+            member = posixpath.normpath(f"{folder}/{path_name}")
+            is_tensor = name.endswith("_weights_config.json") or path_name.startswith("tensor_")
+            (raw if is_tensor and meta.get("use_pickle") is False else unpickled).add(member)
+    return raw, unpickled
+
+
+def _payload_problem(data: bytes) -> str | None:
+    if not data.startswith(b"PK\x03\x04"):
+        return "not a torch.save payload: a raw pickle, native code or unknown data"
+    try:
+        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data))
+    except Exception as e:  # the scanner only passes plain protocol-2 pickles
+        return f"cannot be checked statically: {_first_line(e)}"
+    return f"imports {', '.join(sorted(unsafe))}" if unsafe else None
+
+
+def read_state_dict(path: Path, role: str) -> dict[str, torch.Tensor]:
+    """Read a .safetensors file or a state_dict .pt/.pth without running any code from it."""
+    _require_file(path, role, "weights")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        try:
+            return load_file(path)
+        except SafetensorError as e:
+            raise UsageError(
+                f"loading {role} weights: {path} is not a readable safetensors file ({e})"
+            ) from e
+    if suffix in (".pt", ".pth"):
+        return _as_state_dict(_torch_load_safely(path, role), path, role)
+    raise UsageError(
+        f"loading {role} weights: unsupported file type {suffix or '(none)'!r} for {path}",
+        'use ".safetensors" or a state_dict saved with torch.save as ".pt"/".pth"',
+    )
+
+
+def _torch_load_safely(path: Path, role: str) -> object:
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as e:
+        unsafe = unsafe_globals(path)
+        if not unsafe:  # refused, but not for an import: the file is damaged or not a checkpoint
+            raise UsageError(
+                f"loading {role} weights: {path} is not a readable PyTorch checkpoint ({_first_line(e)})"
+            ) from e
+        raise UnsafeModelError(
+            f"refusing to load {role} weights {path} (sha256 {sha256_file(path)}): unpickling it would "
+            f"import {', '.join(sorted(unsafe))}, which can run code",
+            "save a state_dict (torch.save(model.state_dict(), path)) or convert it to .safetensors",
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise UsageError(
+            f"loading {role} weights: {path} is not a readable PyTorch checkpoint ({_first_line(e)})"
+        ) from e
+
+
+def unsafe_globals(path: Path) -> list[str]:
+    """The imports a checkpoint would perform that weights_only does not allow, read statically.
+
+    torch's own scanner covers torch.save's zip format; a raw pickle (pickle.dump) is scanned
+    opcode by opcode with pickletools, which decodes but never executes.
+    """
+    try:
+        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except ValueError:  # not a torch.save zip archive
+        return _raw_pickle_globals(path)
+    except RuntimeError:  # a damaged archive: nothing can be read from it
+        return []
+
+
+def _raw_pickle_globals(path: Path) -> list[str]:
+    # STACK_GLOBAL takes module and name from the stack, so follow the values pushed and
+    # memoized; everything else that pushes leaves a placeholder.
+    found: set[str] = set()
+    pushed: list[object] = []
+    memo: dict[int, object] = {}
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(f):
+                if op.name == "GLOBAL":  # arg is "module name"
+                    found.add(str(arg).replace(" ", "."))
+                    pushed.append(None)
+                elif op.name == "STACK_GLOBAL":
+                    found.add(".".join(map(str, pushed[-2:])))
+                    pushed.append(None)
+                elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                    memo[arg] = pushed[-1] if pushed else None
+                elif op.name == "MEMOIZE":
+                    memo[len(memo)] = pushed[-1] if pushed else None
+                elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+                    pushed.append(memo.get(arg))
+                elif op.stack_after:
+                    pushed.append(arg if isinstance(arg, str) else None)
+    except (ValueError, EOFError, pickle.UnpicklingError):
+        pass  # a damaged pickle: report what was found before the damage
+    return sorted(found)
+
+
+def _as_state_dict(obj: object, path: Path, role: str) -> dict[str, torch.Tensor]:
+    # Training frameworks often wrap the weights: {"state_dict": {...}, "epoch": 3, ...}.
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return dict(obj)
+    found = (
+        f"a mapping with keys {list(obj)[:_SHOW_KEYS]}" if isinstance(obj, Mapping) else type(obj).__name__
+    )
+    raise UsageError(
+        f"loading {role} weights: {path} should hold a state_dict (parameter name -> tensor), found {found}",
+        "save it with torch.save(model.state_dict(), path)",
+    )
+
+
+def _load_state_dict(model: nn.Module, state: dict[str, torch.Tensor], path: Path, role: str) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong_shape = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    problems = [
+        f"{label} ({len(keys)}): {', '.join(keys[:_SHOW_KEYS])}{', …' if len(keys) > _SHOW_KEYS else ''}"
+        for label, keys in (
+            ("missing", missing),
+            ("unexpected", unexpected),
+            ("shape file vs model", wrong_shape),
+        )
+        if keys
+    ]
+    if problems:
+        raise UsageError(
+            f"loading {role} weights: {path} does not fit the model: {'; '.join(problems)}",
+            "check that the weights were saved from the same architecture as the spec builds",
+        )
+    model.load_state_dict(state)
+
+
+def _refuse_non_finite(model: nn.Module, role: str) -> None:
+    # A NaN weight makes every logit NaN; name the tensor now rather than fail at step 1.
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UsageError(f"{role} weights: tensor {name!r} holds NaN or Inf values")
+
+
+def _require_file(path: Path, role: str, what: str) -> None:
+    if not path.is_file():
+        raise UsageError(f"loading {role} {what}: file not found: {path}")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def check_compatible(
+    teacher: nn.Module, student: nn.Module, input_shape: tuple[int, ...], num_classes: int
+) -> None:
+    """Refuse, before any training, a teacher, student and data that do not fit together."""
+    teacher_classes = _output_classes(teacher, "teacher", input_shape)
+    student_classes = _output_classes(student, "student", input_shape)
+    if not teacher_classes == student_classes == num_classes:
+        raise ModelMismatchError(
+            f"teacher outputs {teacher_classes} classes, student outputs {student_classes}, "
+            f"the data has {num_classes}",
+            "give both models a head with as many outputs as the data has classes",
+        )
+
+
+def _output_classes(model: nn.Module, role: str, input_shape: tuple[int, ...]) -> int:
+    # A batch of 2: BatchNorm in training mode refuses a batch of 1, and it catches models
+    # exported with a fixed batch of 1.
+    was_training = model.training
+    set_mode(model, training=False)
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros((2, *input_shape)))
+    except Exception as e:  # shape errors surface as RuntimeError, export guards as AssertionError
+        raise ModelMismatchError(
+            f"the {role} cannot take the data's input shape {tuple(input_shape)} "
+            f"(batch of 2): {_first_line(e)}",
+            "check the data spec, or export the model with a dynamic batch axis",
+        ) from e
+    finally:
+        set_mode(model, training=was_training)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
+        found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelMismatchError(f"the {role} must return logits of shape (batch, classes), found {found}")
+    return int(out.shape[1])

@@ -1,0 +1,41 @@
+"""Progress and messages: a live bar on a terminal, plain lines in CI logs, nothing with --quiet."""
+
+from __future__ import annotations
+
+import contextlib
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+
+class UI:
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.err = Console(stderr=True, highlight=False)
+        self.out = Console(highlight=False)
+        if not self.out.is_terminal:  # CI logs and pipes: wide enough that tables do not wrap
+            self.out = Console(highlight=False, width=200)
+
+    @property
+    def interactive(self) -> bool:
+        return self.err.is_terminal
+
+    def step(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(f"[bold cyan]›[/] {message}")
+
+    def note(self, message: str) -> None:
+        if not self.quiet:
+            self.err.print(f"  {message}")
+
+    @contextlib.contextmanager
+    def progress(self):
+        """A rich Progress on a terminal; None elsewhere (callers then log plain lines)."""
+        if self.quiet or not self.interactive:
+            yield None
+            return
+        with Progress(
+            TextColumn("  {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=self.err, transient=False,
+        ) as progress:
+            yield progress

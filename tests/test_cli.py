@@ -1,0 +1,70 @@
+"""The CLI's contract: fast help, lazy runtimes, one-line errors with documented exit codes."""
+
+import json
+import subprocess
+import sys
+
+from conftest import ROOT, run_cli
+
+RUNTIMES = ("torch", "onnxruntime", "openvino", "executorch", "tensorrt", "nncf", "numpy")
+
+
+def test_help_imports_no_runtime():
+    code = ("import sys; from edgedistill.cli import cli; "
+            "import edgedistill.backends.base, edgedistill.config; "
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {RUNTIMES!r}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_every_command_has_help_with_an_example():
+    for cmd in ("compress", "distill", "export", "bench", "gate", "report", "doctor"):
+        r = run_cli([cmd, "--help"])
+        assert r.returncode == 0, r.stderr
+        assert "Example" in r.stdout, cmd
+
+
+def test_version():
+    from edgedistill import __version__
+
+    r = run_cli(["--version"])
+    assert r.returncode == 0 and __version__ in r.stdout
+
+
+def test_unknown_config_key_exits_2_with_hint_and_no_traceback(tmp_path):
+    (tmp_path / "edgedistill.toml").write_text("[distill]\nepochz = 3\n")
+    r = run_cli(["compress"], cwd=tmp_path)
+    assert r.returncode == 2
+    assert "unknown key 'distill.epochz'" in r.stderr and "did you mean 'distill.epochs'" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "runs").exists()  # nothing started, nothing half-written
+
+
+def test_unknown_backend_exits_2(tmp_path):
+    r = run_cli(["compress", "--backend", "onnxruntim"], cwd=tmp_path)
+    assert r.returncode == 2 and "did you mean 'onnxruntime'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_missing_weights_file_exits_2(tmp_path):
+    r = run_cli(["distill", "--teacher-weights", tmp_path / "nope.safetensors"], cwd=tmp_path)
+    assert r.returncode == 2 and "nope.safetensors" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    r = run_cli(["--debug", "compress", "--backend", "nope"], cwd=tmp_path)
+    assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_gate_on_missing_results_file_exits_2(tmp_path):
+    r = run_cli(["gate", tmp_path / "results.json"])
+    assert r.returncode == 2 and "results file not found" in r.stderr
+
+
+def test_doctor_lists_every_backend_and_why_tensorrt_is_not_usable():
+    r = run_cli(["doctor", "--json"])
+    assert r.returncode == 0, r.stderr
+    rows = {row["backend"]: row for row in json.loads(r.stdout)}
+    assert set(rows) == {"onnxruntime", "openvino", "executorch", "tensorrt"}
+    assert rows["onnxruntime"]["usable"] and rows["onnxruntime"]["version"]
+    if not rows["tensorrt"]["usable"]:
+        assert rows["tensorrt"]["reason"] and rows["tensorrt"]["extra"] == "tensorrt"

@@ -1,0 +1,119 @@
+"""End to end: the CLI on the built-in default, every CPU backend, short training.
+
+One pipeline run is shared by the tests of this module (it takes a few minutes on 2 cores).
+"""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+BACKENDS = ("onnxruntime", "openvino", "executorch")
+
+TARGET = """
+name = "ci-cpu"
+backends = ["onnxruntime", "openvino", "executorch"]
+threads = 1
+[measurement]
+warmup_iterations = 5
+min_iterations = 150
+min_duration_s = 0.3
+cold_runs = 2
+timeout_s = 300
+[budgets]
+p90_ms = 50.0
+accuracy_drop_pt = 15.0
+size_mb = 20.0
+[budgets.overrides.executorch]
+p90_ms = 100.0
+"""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e")
+    (work / "ci-cpu.toml").write_text(TARGET)
+    args = ["compress", "--epochs", "3", "--target", "ci-cpu.toml", "--out-dir", "runs", "--run-name", "e2e"]
+    first = run_cli(args, cwd=work)
+    second = run_cli([*args, "--json"], cwd=work)
+    return work, first, second
+
+
+def test_compress_passes_and_exit_code_carries_the_verdict(run):
+    work, first, _ = run
+    assert first.returncode == 0, first.stderr[-3000:]
+    results = json.loads((work / "runs/e2e/results.json").read_text())
+    assert results["schema"] == "edgedistill.results/1"
+    assert results["verdict"] == "PASS"
+    assert "verdict: PASS" in first.stdout
+
+
+def test_every_backend_measured_with_cold_parts_warm_percentiles_and_accuracy(run):
+    work, _, _ = run
+    results = json.loads((work / "runs/e2e/results.json").read_text())
+    rows = results["targets"][0]["results"]
+    measured = {(r["role"], r["precision"], r["backend"]) for r in rows if r["status"] == "ok"}
+    for b in BACKENDS:
+        assert ("student", "fp32", b) in measured and ("teacher", "fp32", b) in measured
+    assert ("student", "int8", "onnxruntime") in measured and ("student", "int8", "openvino") in measured
+    for r in rows:
+        cold = r["cold"]
+        assert len(cold["runs"]) == 2
+        for part in ("interpreter_ms", "import_ms", "load_ms", "first_inference_ms", "total_ms"):
+            assert cold[part]["median"] > 0
+        s = r["warm"]["summary"]
+        assert s["n"] >= 150 and 0 < s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"]
+        assert len(r["warm"]["samples_ms"]) == s["n"]
+        assert r["accuracy"]["top1"] > 0.8 and r["accuracy"]["n"] == results["reference"]["test_samples"]
+        assert r["memory"]["peak_rss_mb"] > 10 and r["size_bytes"] > 0
+        assert r["threads"] == 1
+    env = results["environment"]
+    assert env["cpu_model"] and env["versions"]["onnxruntime"] and env["load_average"] is not None
+
+
+def test_student_is_faster_than_teacher_on_onnxruntime(run):
+    work, _, _ = run
+    rows = json.loads((work / "runs/e2e/results.json").read_text())["targets"][0]["results"]
+    p50 = {(r["role"], r["precision"], r["backend"]): r["warm"]["summary"]["p50_ms"] for r in rows}
+    assert p50[("student", "fp32", "onnxruntime")] * 2 < p50[("teacher", "fp32", "onnxruntime")]
+
+
+def test_exports_were_verified_against_pytorch(run):
+    work, _, _ = run
+    manifest = json.loads((work / "runs/e2e/export/manifest.json").read_text())
+    for a in manifest["artifacts"]:
+        v = a["meta"]["verification"]
+        if a["precision"] == "fp32":
+            assert v["max_abs"] <= 1e-3 and v["top1_agreement"] >= 0.99
+        else:
+            assert v["top1_agreement"] >= 0.95
+
+
+def test_markdown_report_and_second_run_reuses_stages(run):
+    work, _, second = run
+    md = (work / "runs/e2e/report.md").read_text()
+    assert "**Verdict: PASS**" in md and "student-int8-onnxruntime" in md
+    assert second.returncode == 0
+    assert "distill: unchanged" in second.stderr and "export: unchanged" in second.stderr
+    assert json.loads(second.stdout)["verdict"] == "PASS"
+
+
+def test_gate_against_a_tighter_target_fails_with_exit_1(run):
+    work, _, _ = run
+    tight = work / "tight.toml"
+    tight.write_text(TARGET.replace("p90_ms = 50.0", "p90_ms = 0.001"))
+    r = run_cli(["gate", "runs/e2e/results.json", "--target", tight], cwd=work)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "FAIL" in r.stdout
+
+
+def test_report_csv_from_results_alone(run):
+    work, _, _ = run
+    r = run_cli(["report", "runs/e2e/results.json", "--format", "csv"], cwd=work)
+    assert r.returncode == 0
+    lines = r.stdout.strip().splitlines()
+    assert lines[0].startswith("target,artifact") and len(lines) >= 1 + 2 * len(BACKENDS)

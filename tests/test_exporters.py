@@ -1,0 +1,163 @@
+"""Exporters (torch -> ONNX / torch.export) and the ONNX external-data safety check."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import TinyNet
+from onnx import helper
+
+from edgedistill.errors import ExportError, UnsafeModelError, UsageError
+from edgedistill.exporters import (
+    check_onnx_external_data,
+    export_onnx,
+    export_program,
+    has_external_data,
+    operator_from_message,
+    staged_output,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> tuple[torch.nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    return TinyNet().eval(), torch.randn(1, 1, 32, 32)
+
+
+@pytest.fixture(scope="module")
+def onnx_artifact(tiny, tmp_path_factory):
+    model, example = tiny
+    return export_onnx(model, example, tmp_path_factory.mktemp("onnx") / "student.onnx")
+
+
+def test_onnx_export_runs_in_onnxruntime_like_torch(tiny, onnx_artifact):
+    import onnxruntime as ort
+
+    model, _ = tiny
+    assert onnx_artifact.kind == "onnx" and onnx_artifact.files() == [onnx_artifact.path]
+    assert onnx_artifact.meta["exporter"] == "torch.onnx dynamo"
+    assert onnx_artifact.meta["input_shape"] == [None, 1, 32, 32]
+    session = ort.InferenceSession(str(onnx_artifact.path), providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input"]
+    assert [o.name for o in session.get_outputs()] == ["output"]
+    x = torch.randn(5, 1, 32, 32)  # a batch: the batch axis is dynamic
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = session.run(None, {"input": x.numpy()})[0]
+    assert np.abs(got - expected).max() < 1e-4
+    assert not [p for p in onnx_artifact.path.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_export_program_is_loadable(tiny, tmp_path):
+    model, example = tiny
+    artifact = export_program(model, example, tmp_path / "student.pt2", dynamic_batch=False)
+    assert artifact.kind == "exported_program" and artifact.meta["input_shape"] == [1, 1, 32, 32]
+    program = torch.export.load(str(artifact.path))
+    with torch.no_grad():
+        assert torch.allclose(program.module()(example), model(example))
+
+
+def test_unsupported_operator_names_exporter_opset_operator_and_leaves_nothing(tmp_path):
+    @torch.library.custom_op("edgedistill_test::mystery", mutates_args=())
+    def mystery(x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    mystery.register_fake(lambda x: torch.empty_like(x))
+
+    class Uses(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return mystery(x) + 1
+
+    with pytest.raises(ExportError) as err:
+        export_onnx(Uses(), torch.randn(1, 3), tmp_path / "bad.onnx", opset=18)
+    message = str(err.value)
+    assert "torch.onnx dynamo" in message and "opset 18" in message
+    assert "edgedistill_test.mystery" in message
+    assert "\n" not in err.value.message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_model_that_fixes_its_batch_is_refused_not_silently_made_static(tmp_path):
+    class FixedBatch(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(1, 12)
+
+    with pytest.raises(ExportError, match="batch axis static") as err:
+        export_onnx(FixedBatch(), torch.randn(1, 3, 4), tmp_path / "fixed.onnx")
+    assert "dynamic_batch=False" in str(err.value) and list(tmp_path.iterdir()) == []
+
+
+def test_operator_from_message_formats():
+    assert operator_from_message("No ONNX function found for <OpOverload(op='aten.foo', "
+                                 "overload='default')>") == "aten.foo.default"
+    assert operator_from_message("Could not run 'aten::bar' with arguments") == "aten::bar"
+    assert operator_from_message("shapes do not match") is None
+
+
+def test_staged_output_keeps_old_file_on_failure(tmp_path):
+    final = tmp_path / "m.onnx"
+    final.write_bytes(b"old")
+    with pytest.raises(RuntimeError), staged_output(final) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("exporter crashed")
+    assert final.read_bytes() == b"old" and list(tmp_path.iterdir()) == [final]
+
+
+# ---------------------------------------------------------------- external data
+
+
+def _external_data_model(folder, location: str = "w.data"):
+    """A one-Add model whose weight lives in `folder/w.data`, then pointed at `location`."""
+    values = np.arange(4, dtype=np.float32).tobytes()
+    weight = helper.make_tensor("w", onnx.TensorProto.FLOAT, [4], values, raw=True)
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [4])], [weight],
+    )
+    path = folder / "m.onnx"
+    onnx.save(helper.make_model(graph), str(path), save_as_external_data=True,
+              location="w.data", size_threshold=0)
+    model = onnx.load(str(path), load_external_data=False)
+    for entry in model.graph.initializer[0].external_data:
+        if entry.key == "location":
+            entry.value = location
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_external_data_inside_folder_is_accepted(tmp_path):
+    path = _external_data_model(tmp_path)
+    assert has_external_data(check_onnx_external_data(path))
+    (tmp_path / "sub").mkdir()
+    check_onnx_external_data(_external_data_model(tmp_path, "sub/../w.data"))
+
+
+@pytest.mark.parametrize("location", ["../x", "../../etc/hostname", "/etc/hostname"])
+def test_external_data_escaping_the_folder_is_refused(tmp_path, location):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    with pytest.raises(UnsafeModelError, match="refused") as err:
+        check_onnx_external_data(_external_data_model(folder, location))
+    assert err.value.exit_code == 6 and location in str(err.value)
+
+
+def test_external_data_symlink_out_of_the_folder_is_refused(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"\0" * 16)
+    os.symlink(secret, folder / "link.data")
+    with pytest.raises(UnsafeModelError, match="symlink"):
+        check_onnx_external_data(_external_data_model(folder, "link.data"))
+
+
+def test_truncated_onnx_is_a_usage_error_naming_the_format(onnx_artifact, tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(onnx_artifact.path.read_bytes()[:-200])
+    with pytest.raises(UsageError, match="ONNX"):
+        check_onnx_external_data(broken)

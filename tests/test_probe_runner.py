@@ -1,0 +1,101 @@
+"""The probe and the local runner, on a fake runtime: timing, timeouts, crashes, cleanup."""
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgedistill.bench.runners import local
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture
+def fake_probe(tmp_path, monkeypatch):
+    probe_dir = tmp_path / "probe"
+    probe_dir.mkdir()
+    shutil.copy(local.PROBE_DIR / "probe.py", probe_dir / "probe.py")
+    shutil.copy(HERE / "fake_runtimes.py", probe_dir / "runtimes.py")
+    monkeypatch.setattr(local, "PROBE_DIR", probe_dir)
+    inputs = tmp_path / "inputs.npy"
+    np.save(inputs, np.arange(40, dtype=np.float32).reshape(10, 4))
+    return tmp_path, inputs
+
+
+def request(tmp, inputs, mode="full", **options):
+    return {"backend": "fake", "model": str(tmp / "model.bin"), "threads": 1, "device": "CPU",
+            "inputs": str(inputs), "mode": mode, "outputs_path": str(tmp / "out.npy"),
+            "warmup_iterations": 3, "min_iterations": 30, "min_duration_s": 0.05, "max_duration_s": 5,
+            "options": options}
+
+
+def test_full_probe_reports_cold_parts_warm_samples_and_outputs(fake_probe):
+    tmp, inputs = fake_probe
+    out = local.run_probe(request(tmp, inputs, latency_ms=2.0), threads=1, timeout_s=60)
+    assert out.status == "ok", out.detail
+    r = out.result
+    cold = r["cold"]
+    assert all(cold[k] >= 0 for k in ("interpreter_ms", "import_ms", "load_ms", "first_inference_ms"))
+    assert cold["first_inference_ms"] >= 2.0
+    samples = r["warm"]["samples_ms"]
+    assert len(samples) >= 30
+    assert 2.0 <= np.median(samples) < 20.0  # a 2 ms sleep, measured by the probe's loop
+    assert r["warm"]["loop_overhead_ms"] < 0.1
+    outputs = np.load(tmp / "out.npy")
+    assert outputs.shape == (10, 3) and outputs[1, 0] == 4.0  # every input, in order
+    assert r["peak_rss_mb"] > 1
+
+
+def test_peak_memory_is_the_probes_own_not_the_parents(fake_probe):
+    tmp, inputs = fake_probe
+    ballast = bytearray(400 * 2**20)  # the parent holds 400 MiB when it spawns the probe
+    ballast[:: 4096] = b"x" * len(ballast[:: 4096])
+    out = local.run_probe(request(tmp, inputs, mode="cold"), threads=1, timeout_s=60)
+    assert out.status == "ok"
+    assert 1 < out.result["peak_rss_mb"] < 300
+    del ballast
+
+
+def test_cold_mode_skips_the_warm_loop(fake_probe):
+    tmp, inputs = fake_probe
+    out = local.run_probe(request(tmp, inputs, mode="cold"), threads=1, timeout_s=60)
+    assert out.status == "ok" and "warm" not in out.result and "cold" in out.result
+
+
+def test_runtime_error_is_reported_as_data(fake_probe):
+    tmp, inputs = fake_probe
+    out = local.run_probe(request(tmp, inputs, fault="raise"), threads=1, timeout_s=60)
+    assert out.status == "error"
+    assert "expected shape [1, 4], found [1, 5]" in out.detail
+
+
+def test_segfault_in_the_runtime_does_not_kill_the_parent(fake_probe):
+    tmp, inputs = fake_probe
+    out = local.run_probe(request(tmp, inputs, fault="segfault"), threads=1, timeout_s=60)
+    assert out.status == "crashed" and "SIGSEGV" in out.detail
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is dead for our purposes
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+@pytest.mark.parametrize("fault", ["hang", "grandchild"])
+def test_timeout_kills_the_whole_process_group(fake_probe, fault):
+    tmp, inputs = fake_probe
+    t0 = time.monotonic()
+    out = local.run_probe(request(tmp, inputs, fault=fault), threads=1, timeout_s=2)
+    assert out.status == "timeout" and "process group killed" in out.detail
+    assert time.monotonic() - t0 < 15
+    time.sleep(0.2)
+    left = subprocess.run(["pgrep", "-f", "sleep 3600"], capture_output=True, text=True).stdout.split()
+    assert not [p for p in left if _alive(int(p))], "a grandchild outlived the timeout"

@@ -1,0 +1,40 @@
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edgedistill.bench import stats
+
+
+def test_summary_matches_numpy():
+    rng = np.random.default_rng(0)
+    a = rng.lognormal(0, 0.3, 1000)
+    s = stats.summarize(a.tolist())
+    assert s["n"] == 1000
+    assert s["p90_ms"] == np.percentile(a, 90)
+    assert abs(s["mean_ms"] - a.mean()) < 1e-12
+    assert abs(s["throughput_per_s"] - 1000 / a.mean()) < 1e-9
+
+
+def test_outliers_counted_not_removed():
+    a = [1.0] * 99 + [50.0]
+    s = stats.summarize(a)
+    assert s["outliers_high"] == 1 and s["max_ms"] == 50.0 and s["n"] == 100
+
+
+def test_min_samples_for_percentile():
+    assert stats.min_samples_for(50) == 2
+    assert stats.min_samples_for(90) == 10
+    assert stats.min_samples_for(99) == 100
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(min_value=0.001, max_value=1e4, allow_nan=False), min_size=2, max_size=300))
+def test_percentiles_are_ordered(samples):
+    s = stats.summarize(samples)
+    assert s["min_ms"] <= s["p50_ms"] <= s["p90_ms"] <= s["p95_ms"] <= s["p99_ms"] <= s["max_ms"]
+    assert s["std_ms"] >= 0
+
+
+def test_median_and_spread_skips_missing():
+    assert stats.median_and_spread([3.0, None, 1.0, 2.0]) == {"n": 3, "median": 2.0, "min": 1.0, "max": 3.0}
+    assert stats.median_and_spread([None]) == {"n": 0}
