@@ -91,7 +91,10 @@ def distill(ws: Workspace, ui: UI) -> Distilled:
     out = stage.begin()
     with ui.progress() as progress:
         result = train(teacher, student, splits, cfg.distill, out, seed=cfg.run.seed,
-                       cache_dir=Path(cfg.run.out_dir) / ".cache" / "teacher", progress=progress)
+                       cache_dir=Path(cfg.run.out_dir) / ".cache" / "teacher", progress=progress,
+                       on_epoch=None if progress else lambda r: ui.note(
+                           f"epoch {r['epoch']}/{cfg.distill.epochs}: loss {r['loss']:.4f}, "
+                           f"val top-1 {r['val_acc']:.2%}, {r['samples_per_s']:.0f} samples/s"))
     metrics = {"teacher_val_acc": result.teacher_val_acc, "student_val_acc": result.student_val_acc,
                "epochs": len(result.history)}
     ui.note(f"validation top-1: teacher {result.teacher_val_acc:.2%}, student {result.student_val_acc:.2%}")
@@ -104,9 +107,10 @@ def distill(ws: Workspace, ui: UI) -> Distilled:
 
 def _eval_files(ws: Workspace, d: Distilled) -> dict[str, Path]:
     """Held-out inputs, labels and reference outputs, written once for every later stage."""
-    from edgedistill.distill.trainer import predict
-    from edgedistill.artifacts import atomic_write_bytes
     import io
+
+    from edgedistill.artifacts import atomic_write_bytes
+    from edgedistill.distill.trainer import predict
 
     folder = ws.run_dir / "data"
     files = {
@@ -128,10 +132,24 @@ def _eval_files(ws: Workspace, d: Distilled) -> dict[str, Path]:
     return files
 
 
+def unavailable_backends(names: list[str]) -> dict[str, str]:
+    """Backends that cannot run here, with the reason (and the fix)."""
+    out = {}
+    for name in dict.fromkeys(names):
+        avail = get_backend(name).availability()
+        if not avail.ok:
+            extra = BACKENDS[name][1]
+            out[name] = avail.reason + (f"; extra: edgedistill[{extra}]" if extra else "")
+    return out
+
+
 def _plan(cfg: Config) -> list[tuple[str, str, str]]:
-    """(role, precision, backend) for every artifact to build, in a stable order."""
+    """(role, precision, backend) for every artifact to build here, in a stable order."""
     plan = []
+    missing = unavailable_backends(cfg.export.backends)
     for backend in dict.fromkeys(cfg.export.backends):
+        if backend in missing:
+            continue
         supported = get_backend(backend).PRECISIONS
         plan += [("student", p, backend) for p in cfg.compress.precisions if p in supported]
         if cfg.export.benchmark_teacher:
@@ -188,6 +206,8 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
         ui.step("export: unchanged, reusing the verified artifacts")
         return [Artifact.from_json(a) for a in manifest["artifacts"]]
 
+    for name, reason in unavailable_backends(cfg.export.backends).items():
+        ui.step(f"export: skipping {name}: {reason}")
     out = stage.begin()
     example = d.splits.x_test[:1].contiguous()
     calibration = calibration_subset(d.splits, cfg.compress.calibration_samples, seed=cfg.run.seed)
@@ -227,7 +247,7 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
 def bench(ws: Workspace, ui: UI, artifacts: list[Artifact] | None = None,
           d: Distilled | None = None) -> dict:
     from edgedistill.bench.environment import environment
-    from edgedistill.bench.harness import EvalSet, bench_artifact
+    from edgedistill.bench.harness import EvalSet, bench_artifact, skipped_result
     from edgedistill.report.results import new_results, write_results
 
     d = d or distill(ws, ui)
@@ -246,6 +266,10 @@ def bench(ws: Workspace, ui: UI, artifacts: list[Artifact] | None = None,
                   "measurement": target.measurement.model_dump(), "results": []}
         results["targets"].append(record)
         chosen = [a for a in artifacts if a.backend in target.backends]
+        # A backend the target asks for that cannot run here is recorded, never silently dropped.
+        for name, reason in unavailable_backends(target.backends).items():
+            ui.step(f"bench {target.name}: skipping {name}: {reason}")
+            record["results"].append(skipped_result(name, target, reason))
         with ui.progress() as progress:
             task = progress.add_task(f"bench {target.name}", total=len(chosen)) if progress else None
             for art in chosen:

@@ -12,7 +12,12 @@ from dataclasses import asdict, dataclass
 from typing import Callable
 
 from edgedistill.config import BudgetTable
-from edgedistill.errors import EXIT_BUDGET_FAILED, EXIT_INCONCLUSIVE, EXIT_INVALID, EXIT_PASS
+from edgedistill.errors import (
+    EXIT_BUDGET_FAILED,
+    EXIT_INCONCLUSIVE,
+    EXIT_INVALID,
+    EXIT_PASS,
+)
 
 PASS, FAIL, INVALID, INCONCLUSIVE = "PASS", "FAIL", "INVALID", "INCONCLUSIVE"
 EXIT_CODES = {PASS: EXIT_PASS, FAIL: EXIT_BUDGET_FAILED, INVALID: EXIT_INVALID, INCONCLUSIVE: EXIT_INCONCLUSIVE}
@@ -50,7 +55,7 @@ def _accuracy_drop(r: dict, ref: dict) -> float | None:
 
 
 def _size(r: dict, ref: dict) -> float | None:
-    return r["size_bytes"] / 2**20
+    return None if r["size_bytes"] is None else r["size_bytes"] / 2**20
 
 
 def _memory(r: dict, ref: dict) -> float | None:

@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from conftest import ROOT, run_cli
+from conftest import run_cli
 
 RUNTIMES = ("torch", "onnxruntime", "openvino", "executorch", "tensorrt", "nncf", "numpy")
 

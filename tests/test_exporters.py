@@ -11,15 +11,10 @@ import torch
 from conftest import TinyNet
 from onnx import helper
 
+from edgedistill.backends.common import operator_from_message, staged_output
 from edgedistill.errors import ExportError, UnsafeModelError, UsageError
-from edgedistill.exporters import (
-    check_onnx_external_data,
-    export_onnx,
-    export_program,
-    has_external_data,
-    operator_from_message,
-    staged_output,
-)
+from edgedistill.exporters import export_onnx, export_program
+from edgedistill.onnx_files import check_onnx_external_data, has_external_data
 
 
 @pytest.fixture(scope="module")

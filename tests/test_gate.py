@@ -84,3 +84,13 @@ def test_per_backend_override():
     r["cold"]["total_ms"]["median"] = 8000.0
     budgets = {"cold_start_ms": 1000.0, "overrides": {"executorch": {"cold_start_ms": 20000.0}}}
     assert gate_results(results(r, budgets=budgets))[0] == PASS
+
+
+def test_skipped_backend_is_inconclusive_not_pass():
+    from edgedistill.bench.harness import skipped_result
+    from edgedistill.config import TargetConfig
+
+    skipped = skipped_result("tensorrt", TargetConfig(name="cpu"), "the tensorrt package is not installed")
+    verdict, checks = gate_results(results(RESULT, skipped))
+    assert verdict == INCONCLUSIVE
+    assert {c.detail for c in checks if c.artifact == "student-*-tensorrt"} == {"the tensorrt package is not installed"}

@@ -13,7 +13,12 @@ from safetensors.torch import save_file
 from torch import nn
 
 from edgedistill.artifacts import sha256_file
-from edgedistill.errors import EXIT_UNSAFE, ModelMismatchError, UnsafeModelError, UsageError
+from edgedistill.errors import (
+    EXIT_UNSAFE,
+    ModelMismatchError,
+    UnsafeModelError,
+    UsageError,
+)
 from edgedistill.specs import check_compatible, load_model, unsafe_globals
 
 STUDENT = "edgedistill.zoo:digits_student"

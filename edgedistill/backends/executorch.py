@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any
 
 from edgedistill.artifacts import Artifact, atomic_write_bytes
 from edgedistill.backends.base import Availability, installed, package_version
-from edgedistill.errors import ExportError
-from edgedistill.exporters import (
+from edgedistill.backends.common import (
     check_calibration,
     check_request,
     first_line,
     operator_from_message,
     quiet_stdout,
 )
+from edgedistill.errors import ExportError
 
 if TYPE_CHECKING:
     import numpy
@@ -112,7 +112,9 @@ def _quantize(module: "torch.nn.Module", example: "torch.Tensor",
 def _lower(module: "torch.nn.Module", example: "torch.Tensor") -> tuple[bytes, dict[str, Any]]:
     """Export with a static batch, lower what XNNPACK supports to it, serialize the program."""
     import torch
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
+        XnnpackPartitioner,
+    )
     from executorch.devtools.backend_debug import get_delegation_info
     from executorch.exir import to_edge_transform_and_lower
 

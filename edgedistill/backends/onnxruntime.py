@@ -12,17 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 from edgedistill.artifacts import Artifact
 from edgedistill.backends.base import Availability, package_version
-from edgedistill.errors import ExportError
-from edgedistill.exporters import (
+from edgedistill.backends.common import (
     check_calibration,
-    check_onnx_external_data,
     check_request,
     first_line,
-    has_external_data,
-    onnx_input,
     operator_from_message,
     quiet_stdout,
     staged_output,
+)
+from edgedistill.errors import ExportError
+from edgedistill.onnx_files import (
+    check_onnx_external_data,
+    has_external_data,
+    onnx_input,
 )
 
 if TYPE_CHECKING:
@@ -110,7 +112,12 @@ def quantize_qdq(src: Path, dst: Path, samples: "numpy.ndarray", *, input_name: 
     8 bits, which is what TensorRT's explicit quantization takes. onnxruntime's fused CPU kernels
     saturate on such a model on AVX2, so it is not meant for onnxruntime.
     """
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     activation = QuantType.QInt8 if symmetric_activations else QuantType.QUInt8

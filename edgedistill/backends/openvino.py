@@ -12,16 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 from edgedistill.artifacts import Artifact
 from edgedistill.backends.base import Availability, installed, package_version
-from edgedistill.errors import BackendUnavailableError, ExportError
-from edgedistill.exporters import (
+from edgedistill.backends.common import (
     check_calibration,
-    check_onnx_external_data,
     check_request,
     first_line,
-    onnx_input,
     quiet_stdout,
     staged_output,
 )
+from edgedistill.errors import BackendUnavailableError, ExportError
+from edgedistill.onnx_files import check_onnx_external_data, onnx_input
 
 if TYPE_CHECKING:
     import numpy

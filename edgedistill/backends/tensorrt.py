@@ -19,11 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from edgedistill.artifacts import Artifact, atomic_write_bytes
 from edgedistill.backends.base import Availability, package_version
+from edgedistill.backends.common import check_calibration, check_request
 from edgedistill.errors import BackendUnavailableError, ExportError, UsageError
-from edgedistill.exporters import (
-    check_calibration,
+from edgedistill.onnx_files import (
     check_onnx_external_data,
-    check_request,
     has_external_data,
     onnx_input,
 )

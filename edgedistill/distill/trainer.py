@@ -15,7 +15,7 @@ import io
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,10 +67,12 @@ def distill(
     seed: int,
     cache_dir: Path,
     progress: Progress | None = None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> DistillResult:
     """Train `student` on the teacher's logits for splits.x_train; keep the best on validation.
 
-    Writes out_dir/student.safetensors (the best student), history.jsonl and checkpoint.pt.
+    `progress` shows live bars on a terminal; `on_epoch` gets each epoch's record (plain log lines
+    in CI). Writes out_dir/student.safetensors (the best student), history.jsonl and checkpoint.pt.
     """
     out_dir = Path(out_dir)
     check_compatible(teacher, student, splits.input_shape, splits.num_classes)
@@ -82,7 +84,10 @@ def distill(
         )
         state.resume(out_dir / CHECKPOINT_FILE)
         while state.epoch < cfg.epochs:
-            state.end_epoch(_train_epoch(state, splits, soft_targets, cfg, progress))
+            record = _train_epoch(state, splits, soft_targets, cfg, progress)
+            state.end_epoch(record)
+            if on_epoch:
+                on_epoch(record)
             atomic_write_text(out_dir / HISTORY_FILE, "".join(json.dumps(r) + "\n" for r in state.history))
             state.save(out_dir / CHECKPOINT_FILE)
     student.load_state_dict(state.best)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgedistill.report.rows import result_rows, ROW_HEADERS
+from edgedistill.report.rows import ROW_HEADERS, result_rows
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:

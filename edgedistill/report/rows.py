@@ -32,7 +32,7 @@ def result_row(r: dict) -> list[str]:
         cold_text(r),
         _f(acc.get("top1") and acc["top1"] * 100, ".2f"),
         _f(acc.get("teacher_agreement") and acc["teacher_agreement"] * 100, ".1f"),
-        f"{r['size_bytes'] / 2**20:.2f}",
+        _f(None if r["size_bytes"] is None else r["size_bytes"] / 2**20, ".2f"),
         _f(r.get("memory", {}).get("peak_rss_mb"), ".0f"),
     ]
 

@@ -1,0 +1,125 @@
+"""What every backend's export shares: atomic staging of output files, a quiet stdout for
+chatty converters, the operator named in a converter's error, and checks of the request and
+the calibration data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgedistill.artifacts import Artifact
+from edgedistill.errors import UsageError
+
+if TYPE_CHECKING:
+    import numpy
+
+
+_OPERATOR_PATTERNS = (
+    # torch.onnx DispatchError: "No ONNX function found for <OpOverload(op='mylib.weird', overload='default')>"
+    re.compile(r"OpOverload\(op='(?P<op>[\w.:]+)', overload='(?P<overload>\w+)'\)"),
+    # torch.onnx ConversionError: "... call_function[target=torch.ops.aten.foo.default]"
+    re.compile(r"target=torch\.ops\.(?P<op>[\w.]+)"),
+    # torch.export / dynamo: "aten::foo", "torch.ops.aten.foo.default"
+    re.compile(r"torch\.ops\.(?P<op>\w+\.\w+(?:\.\w+)?)"),
+    re.compile(r"\b(?P<op>(?:aten|prim|prims|quantized)::\w+)"),
+)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def operator_from_message(text: str) -> str | None:
+    """The operator an exporter or runtime error names, or None when it names none."""
+    text = _ANSI.sub("", text)
+    for pattern in _OPERATOR_PATTERNS:
+        if m := pattern.search(text):
+            groups = m.groupdict()
+            return f"{groups['op']}.{groups['overload']}" if groups.get("overload") else groups["op"]
+    return None
+
+
+def first_line(text: str, limit: int = 300) -> str:
+    """The first non-empty line of an exception text, ANSI colours removed, for one-line errors."""
+    line = next((ln.strip() for ln in _ANSI.sub("", text).splitlines() if ln.strip()), "")
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+# ---------------------------------------------------------------- staging and quiet
+
+
+@contextlib.contextmanager
+def staged_output(final_path: Path) -> Iterator[Path]:
+    """Yield where to write `final_path` inside a fresh temporary folder beside it.
+
+    On success every file written there is moved into place, companions (.data, .bin) first and
+    the main file last, so the main file's presence means its companions are complete; stale
+    companions of an earlier export under the same name are removed. On failure the temporary
+    folder goes, and nothing is left behind.
+    """
+    final_path = Path(final_path)
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.", dir=final_path.parent))
+    try:
+        yield tmp_dir / final_path.name
+        if not (tmp_dir / final_path.name).is_file():
+            raise FileNotFoundError(f"the export wrote no {final_path.name}")
+        produced = [p for p in tmp_dir.iterdir() if p.name != final_path.name]
+        for companion in produced:
+            os.replace(companion, final_path.parent / companion.name)
+        os.replace(tmp_dir / final_path.name, final_path)
+        produced_names = {p.name for p in produced}
+        for stale in (Path(str(final_path) + ".data"), final_path.with_suffix(".bin")):
+            if stale != final_path and stale.name not in produced_names:
+                stale.unlink(missing_ok=True)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[io.StringIO]:
+    """Capture what exporters and quantizers print (progress bars, banners) instead of showing it;
+    the captured text is available to attach to an error."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        yield buffer
+
+
+def check_calibration(calibration: "numpy.ndarray | None", expected: list[int | None],
+                      input_name: str, backend: str) -> "numpy.ndarray":
+    """The calibration array as float32, or UsageError naming expected and actual shapes."""
+    import numpy as np
+
+    if calibration is None or len(calibration) == 0:
+        raise UsageError(f"{backend} int8 export needs calibration data; none was given",
+                         "pass calibration samples (N x C x H x W float32)")
+    calibration = np.asarray(calibration)
+    sample = list(calibration.shape[1:])
+    if len(calibration.shape) != len(expected) or any(
+        e is not None and e != a for e, a in zip(expected[1:], sample)
+    ):
+        shown = ["N" if d is None else d for d in expected]
+        raise UsageError(
+            f"{backend} calibration data for input {input_name!r}: expected shape {shown}, "
+            f"got {list(calibration.shape)}",
+            "calibration samples must have the model's input shape, stacked on a batch axis",
+        )
+    if not np.issubdtype(calibration.dtype, np.floating):
+        raise UsageError(f"{backend} calibration data: expected float32, got {calibration.dtype}")
+    return calibration.astype(np.float32, copy=False)
+
+
+def check_request(backend: str, accepts: tuple[str, ...], precisions: tuple[str, ...],
+                  source: Artifact, precision: str) -> None:
+    """UsageError unless `backend` converts this kind of source at this precision."""
+    if source.kind not in accepts:
+        raise UsageError(f"{backend} exports from {' or '.join(accepts)}, got a {source.kind} "
+                         f"artifact ({source.path})")
+    if precision not in precisions:
+        raise UsageError(f"{backend} does not support precision {precision!r}; "
+                         f"supported: {', '.join(precisions)}")
