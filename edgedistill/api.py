@@ -195,6 +195,7 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
     from edgedistill.exporters import export_onnx, export_program
 
     d = d or distill(ws, ui)
+    ui.quiet_library_logs()
     cfg = ws.cfg
     plan = _plan(cfg)
     versions = {BACKENDS[b][0]: package_version(b) for _, _, b in plan}

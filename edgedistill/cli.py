@@ -62,7 +62,7 @@ def _workspace(opts: dict):
 def _ui(opts: dict):
     from edgedistill.ui import UI
 
-    return UI(quiet=opts["quiet"] or opts["as_json"])
+    return UI(quiet=opts["quiet"] or opts["as_json"], debug=_DEBUG["on"])
 
 
 def _handle_errors(f):
@@ -120,19 +120,11 @@ def cli(debug: bool):
     """
     _DEBUG["on"] = debug
     if not debug:
-        _quiet_third_party()
+        import warnings
 
-
-def _quiet_third_party() -> None:
-    """Exporters and quantizers log chatter that is not the user's business (torch.onnx's
-    "torchvision is not installed", torchao's optional CUDA kernels); --debug shows it all."""
-    import logging
-    import warnings
-
-    for name in ("torch.onnx", "torch._export", "torch.export", "torchao", "nncf", "executorch"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
+        # Exporters and quantizers warn about their own deprecations; --debug shows them.
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 @cli.command()

@@ -15,12 +15,24 @@ from rich.progress import (
 
 
 class UI:
-    def __init__(self, quiet: bool = False):
+    def __init__(self, quiet: bool = False, debug: bool = False):
         self.quiet = quiet
+        self.debug = debug
         self.err = Console(stderr=True, highlight=False)
         self.out = Console(highlight=False)
         if not self.out.is_terminal:  # CI logs and pipes: wide enough that tables do not wrap
             self.out = Console(highlight=False, width=200)
+
+    def quiet_library_logs(self) -> None:
+        """Exporters log chatter that is not the user's business (torch.onnx's "torchvision is not
+        installed", torchao's optional CUDA kernels). Call after importing torch, which resets
+        its loggers' levels on import. --debug keeps it all."""
+        if self.debug:
+            return
+        import logging
+
+        for name in ("torch.onnx", "torch.export", "torch._export", "torch.utils._pytree", "torchao", "nncf"):
+            logging.getLogger(name).setLevel(logging.ERROR)
 
     @property
     def interactive(self) -> bool:

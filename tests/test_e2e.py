@@ -4,6 +4,7 @@ One pipeline run is shared by the tests of this module (it takes a few minutes o
 """
 
 import json
+from pathlib import Path
 
 import pytest
 from conftest import run_cli
@@ -68,7 +69,7 @@ def test_every_backend_measured_with_cold_parts_warm_percentiles_and_accuracy(ru
     assert ("student", "int8", "onnxruntime") in measured and ("student", "int8", "openvino") in measured
     for r in rows:
         cold = r["cold"]
-        assert len(cold["runs"]) == 2
+        assert len(cold["runs"]) == (2 if r["role"] == "student" else 1)
         for part in ("interpreter_ms", "import_ms", "load_ms", "first_inference_ms", "total_ms"):
             assert cold[part]["median"] > 0
         s = r["warm"]["summary"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 ROW_HEADERS = [
-    "artifact", "status", "p50 ms", "p90 ms", "p99 ms", "cold ms (import+load+first)",
+    "artifact", "status", "p50 ms", "p90 ms", "p99 ms", "cold ms = start+import+load+first",
     "top-1 %", "agree %", "size MB", "peak MB",
 ]
 
@@ -16,7 +16,7 @@ def cold_text(r: dict) -> str:
     cold = r.get("cold")
     if not cold:
         return "—"
-    parts = "+".join(_f(cold[p].get("median"), ".0f") for p in ("import_ms", "load_ms", "first_inference_ms"))
+    parts = "+".join(_f(cold[p].get("median"), ".0f") for p in ("interpreter_ms", "import_ms", "load_ms", "first_inference_ms"))
     return f"{cold['total_ms']['median']:.0f} ({parts})"
 
 
