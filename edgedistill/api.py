@@ -106,7 +106,8 @@ def distill(ws: Workspace, ui: UI) -> Distilled:
 
 
 def _eval_files(ws: Workspace, d: Distilled) -> dict[str, Path]:
-    """Held-out inputs, labels and reference outputs, written once for every later stage."""
+    """Held-out inputs, labels and reference outputs: written by the export stage, read by
+    verification and by every later bench."""
     import io
 
     from edgedistill.artifacts import atomic_write_bytes
@@ -143,10 +144,9 @@ def unavailable_backends(names: list[str]) -> dict[str, str]:
     return out
 
 
-def _plan(cfg: Config) -> list[tuple[str, str, str]]:
+def _plan(cfg: Config, missing: dict[str, str]) -> list[tuple[str, str, str]]:
     """(role, precision, backend) for every artifact to build here, in a stable order."""
     plan = []
-    missing = unavailable_backends(cfg.export.backends)
     for backend in dict.fromkeys(cfg.export.backends):
         if backend in missing:
             continue
@@ -197,19 +197,20 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
     d = d or distill(ws, ui)
     ui.quiet_library_logs()
     cfg = ws.cfg
-    plan = _plan(cfg)
+    missing = unavailable_backends(cfg.export.backends)
+    for name, reason in missing.items():
+        ui.step(f"export: skipping {name}: {reason}")
+    plan = _plan(cfg, missing)
     versions = {BACKENDS[b][0]: package_version(b) for _, _, b in plan}
     key = stage_key(distill=d.key, export=cfg.export.model_dump(), compress=cfg.compress.model_dump(),
                     versions=versions)
     stage = Stage(ws.run_dir, "export", key)
-    eval_files = _eval_files(ws, d)
     if (manifest := stage.cached()) is not None:
         ui.step("export: unchanged, reusing the verified artifacts")
         return [Artifact.from_json(a) for a in manifest["artifacts"]]
 
-    for name, reason in unavailable_backends(cfg.export.backends).items():
-        ui.step(f"export: skipping {name}: {reason}")
     out = stage.begin()
+    eval_files = _eval_files(ws, d)
     example = d.splits.x_test[:1].contiguous()
     calibration = calibration_subset(d.splits, cfg.compress.calibration_samples, seed=cfg.run.seed)
     models = {"student": d.student, "teacher": d.teacher}
@@ -237,7 +238,8 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
             artifacts.append(art)
             if progress:
                 progress.advance(task)
-    files = [f for a in artifacts for f in a.files()]
+    # The held-out files are listed too: the bench reads them, so losing one re-runs the stage.
+    files = [*eval_files.values(), *(f for a in artifacts for f in a.files())]
     stage.commit(files, artifacts=[a.to_json() for a in artifacts])
     return artifacts
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 
 from rich.console import Console
 from rich.progress import (
@@ -19,9 +20,8 @@ class UI:
         self.quiet = quiet
         self.debug = debug
         self.err = Console(stderr=True, highlight=False)
-        self.out = Console(highlight=False)
-        if not self.out.is_terminal:  # CI logs and pipes: wide enough that tables do not wrap
-            self.out = Console(highlight=False, width=200)
+        # CI logs and pipes get a fixed width wide enough that tables do not wrap.
+        self.out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
     def quiet_library_logs(self) -> None:
         """Exporters log chatter that is not the user's business (torch.onnx's "torchvision is not

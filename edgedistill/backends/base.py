@@ -20,7 +20,7 @@ import importlib
 from dataclasses import dataclass
 from types import ModuleType
 
-from edgedistill.errors import BackendUnavailableError, UsageError
+from edgedistill.errors import UsageError
 
 # name -> (module, pip extra). A static table so that listing backends imports nothing.
 BACKENDS: dict[str, tuple[str, str | None]] = {
@@ -46,16 +46,6 @@ def get_backend(name: str) -> ModuleType:
         hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(BACKENDS)}"
         raise UsageError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}", hint)
     return importlib.import_module(BACKENDS[name][0])
-
-
-def require_available(name: str) -> ModuleType:
-    backend = get_backend(name)
-    avail = backend.availability()
-    if not avail.ok:
-        extra = BACKENDS[name][1]
-        fix = f"pip install 'edgedistill[{extra}]'" if extra else "reinstall edgedistill"
-        raise BackendUnavailableError(f"backend {name!r} is not usable here: {avail.reason}", fix)
-    return backend
 
 
 def installed(module: str) -> Availability:
