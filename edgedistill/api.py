@@ -162,7 +162,8 @@ def _verify(artifact: Artifact, inputs: Path, reference: np.ndarray, cfg: Config
     from edgedistill.bench.runners.local import run_probe
 
     outputs = work / f"{artifact.name}.verify.npy"
-    req = {"backend": artifact.backend, "model": str(Path(artifact.path).resolve()), "threads": 1,
+    req = {"backend": artifact.backend, "model": str(Path(artifact.path).resolve()),
+           "precision": artifact.precision, "threads": 1,
            "device": "CPU", "inputs": str(inputs), "mode": "outputs", "outputs_path": str(outputs)}
     outcome = run_probe(req, threads=1, timeout_s=600)
     if outcome.status != "ok":
@@ -171,7 +172,7 @@ def _verify(artifact: Artifact, inputs: Path, reference: np.ndarray, cfg: Config
     outputs.unlink()
     diff = np.abs(got - reference)
     agreement = float((got.argmax(1) == reference.argmax(1)).mean())
-    report = {"samples": int(len(got)), "max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
+    report = {"samples": len(got), "max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
               "top1_agreement": agreement}
     tol = {"fp32": cfg.export.fp32_max_abs, "fp16": cfg.export.fp16_max_abs}.get(artifact.precision)
     min_agree = cfg.export.min_top1_agreement.get(artifact.precision, 1.0)
@@ -261,12 +262,14 @@ def bench(ws: Workspace, ui: UI, artifacts: list[Artifact] | None = None,
     evalset = EvalSet(data / "test_inputs.npy", labels, teacher_pred)
     reference = {"teacher_top1": float((teacher_pred == labels).mean()), "test_samples": int(labels.size),
                  "distill": d.metrics}
-    results = new_results(ws.cfg.run.name, environment(), reference)
+    results = new_results(ws.cfg.run.name, environment(seed=ws.cfg.run.seed), reference)
     results_path = ws.run_dir / "results.json"
     for target in ws.targets:
         record = {"name": target.name, "runner": target.runner, "device": target.device,
                   "threads": target.threads, "budgets": target.budgets.model_dump(),
-                  "measurement": target.measurement.model_dump(), "results": []}
+                  "measurement": target.measurement.model_dump(), "sweep": target.sweep.model_dump(),
+                  "allow_fallback": target.allow_fallback, "cold_disk": ws.cfg.bench.cold_disk,
+                  "results": []}
         results["targets"].append(record)
         chosen = [a for a in artifacts if a.backend in target.backends]
         # A backend the target asks for that cannot run here is recorded, never silently dropped.
@@ -277,7 +280,8 @@ def bench(ws: Workspace, ui: UI, artifacts: list[Artifact] | None = None,
             task = progress.add_task(f"bench {target.name}", total=len(chosen)) if progress else None
             for art in chosen:
                 record["results"].append(
-                    bench_artifact(art, target, evalset, ws.run_dir / "bench" / target.name, on_step=ui.step)
+                    bench_artifact(art, target, evalset, ws.run_dir / "bench" / target.name, on_step=ui.step,
+                                   cold_disk=ws.cfg.bench.cold_disk)
                 )
                 # Rewritten after each artifact, so a crash keeps what was measured.
                 write_results(results_path, results)
@@ -286,8 +290,24 @@ def bench(ws: Workspace, ui: UI, artifacts: list[Artifact] | None = None,
     results["summary"] = {"speedups": speedups(results)}
     apply_gate(results)
     write_results(results_path, results)
-    atomic_write_text(results_path.with_name("report.md"), render_markdown(results))
+    write_reports(results, results_path.parent, ui)
     return results
+
+
+def write_reports(results: dict, folder: Path, ui: UI) -> None:
+    """report.md, report.html and junit.xml beside results.json; the Markdown also goes to the
+    GitHub Actions job summary when there is one."""
+    from edgedistill.report import html, junit
+    from edgedistill.report.step_summary import append_step_summary
+
+    markdown = render_markdown(results)
+    atomic_write_text(folder / "report.md", markdown)
+    atomic_write_text(folder / "report.html", html.render(results))
+    atomic_write_text(folder / "junit.xml", junit.render(results))
+    try:
+        append_step_summary(markdown)
+    except OSError as e:  # a broken summary path must not replace the verdict's exit code
+        ui.step(f"warning: could not append to $GITHUB_STEP_SUMMARY: {e}")
 
 
 def apply_gate(results: dict) -> dict:
@@ -323,10 +343,14 @@ def speedups(results: dict) -> list[str]:
     return lines
 
 
-def gate(results_path: Path, targets: list[Path] | None = None) -> dict:
-    """Re-gate a results file, optionally against other target budgets (matched by name).
+def gate(results_path: Path, targets: list[Path] | None = None, baseline: Path | None = None,
+         max_regression_pct: float = 10.0, alpha: float = 0.01, max_cold_regression_pct: float = 20.0,
+         gate_cold_start: bool = False) -> dict:
+    """Re-gate a results file, optionally against other target budgets (matched by name) and
+    against a baseline results file (a regression check per student metric: see regression.py).
 
-    The file is not rewritten: the verdict is returned (and carried by the exit code)."""
+    The file is not rewritten: the verdict is returned (and carried by the exit code); with a
+    baseline, the comparison is returned under "regression"."""
     from edgedistill.report.results import load_results
 
     results = load_results(results_path)
@@ -338,7 +362,36 @@ def gate(results_path: Path, targets: list[Path] | None = None) -> dict:
             raise UsageError(f"target {t.name!r} from {path} is not in {results_path} (it has: {have})")
         for m in matches:
             m["budgets"] = t.budgets.model_dump()
-    return apply_gate(results)
+    if baseline is None:
+        return apply_gate(results)
+    return _gate_against_baseline(apply_gate(results), load_results(baseline), max_regression_pct, alpha,
+                                  max_cold_regression_pct, gate_cold_start)
+
+
+def _gate_against_baseline(results: dict, base: dict, max_regression_pct: float, alpha: float,
+                           max_cold_regression_pct: float, gate_cold_start: bool) -> dict:
+    """Add the regression checks to the budget checks and decide the verdict over all of them."""
+    from edgedistill.gate import Check, verdict
+    from edgedistill.regression import compare_results, gate_checks
+
+    # The bootstrap interval is for people reading `compare`; the gate decides on the test alone.
+    comparison = compare_results(base, results, max_regression_pct, alpha, bootstrap=False,
+                                 max_cold_regression_pct=max_cold_regression_pct,
+                                 gate_cold_start=gate_cold_start)
+    results["checks"] += [c.to_json() for c in gate_checks(comparison)]
+    results["verdict"] = verdict([Check(**c) for c in results["checks"]])
+    results["regression"] = comparison.to_json()
+    return results
+
+
+def compare(base_path: Path, head_path: Path, max_regression_pct: float = 10.0, alpha: float = 0.01,
+            max_cold_regression_pct: float = 20.0):
+    """Base vs head, every matched artifact (teacher included): deltas and their significance."""
+    from edgedistill.regression import compare_results
+    from edgedistill.report.results import load_results
+
+    return compare_results(load_results(base_path), load_results(head_path), max_regression_pct, alpha,
+                           max_cold_regression_pct=max_cold_regression_pct)
 
 
 def compress(ws: Workspace, ui: UI) -> dict:

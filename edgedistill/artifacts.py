@@ -45,7 +45,7 @@ class Artifact:
         return d
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "Artifact":
+    def from_json(cls, d: dict[str, Any]) -> Artifact:
         return cls(**{**d, "path": Path(d["path"])})
 
 

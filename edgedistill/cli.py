@@ -43,6 +43,14 @@ def _config_options(f):
     return f
 
 
+def _bench_options(f):
+    """Flags of the verbs that measure."""
+    return click.option(
+        "--cold-disk", is_flag=True, default=None,
+        help="Evict model files from the OS page cache before each cold run (needs read access "
+             "only); the results say whether it worked.")(f)
+
+
 def _workspace(opts: dict):
     from edgedistill.api import open_workspace
     from edgedistill.config import load_config
@@ -55,6 +63,7 @@ def _workspace(opts: dict):
         "student.spec": opts["student"], "data.spec": opts["data"], "distill.epochs": opts["epochs"],
         "export.backends": list(opts["backends"]) or None, "bench.targets": list(opts["targets"]) or None,
         "run.name": opts["run_name"], "run.out_dir": opts["out_dir"],
+        "bench.cold_disk": opts.get("cold_disk"),
     }
     return open_workspace(load_config(path, overrides))
 
@@ -99,7 +108,8 @@ def _render_results(results: dict, ui, as_json: bool, results_path: Path) -> int
         click.echo(json.dumps(results, indent=2, default=str))
     else:
         print_results(results, ui.out)
-        ui.out.print(f"results: {results_path}  report: {results_path.with_name('report.md')}")
+        reports = ", ".join(str(results_path.with_name(n)) for n in ("report.md", "report.html", "junit.xml"))
+        ui.out.print(f"results: {results_path}  reports: {reports}")
     return EXIT_CODES[results["verdict"]]
 
 
@@ -129,6 +139,7 @@ def cli(debug: bool):
 
 @cli.command()
 @_config_options
+@_bench_options
 @_handle_errors
 def compress(**opts):
     """The whole pipeline: distill, quantize, export, verify, benchmark, gate.
@@ -192,6 +203,7 @@ def export(**opts):
 
 @cli.command()
 @_config_options
+@_bench_options
 @_handle_errors
 def bench(**opts):
     """Benchmark every artifact on every target: cold start (fresh process), warm latency
@@ -208,55 +220,140 @@ def bench(**opts):
     sys.exit(_render_results(results, ui, opts["as_json"], ws.run_dir / "results.json"))
 
 
+_REGRESSION_OPTIONS = [
+    click.option("--max-regression", "max_regression", type=click.FloatRange(min=0), default=10.0,
+                 show_default=True, metavar="PCT",
+                 help="A slowdown of the warm latency median must exceed this many percent to count as a regression."),
+    click.option("--max-cold-regression", "max_cold_regression", type=click.FloatRange(min=0), default=20.0,
+                 show_default=True, metavar="PCT",
+                 help="The same for the cold-start median (wider: fresh processes shift more between sessions)."),
+    click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01,
+                 show_default=True,
+                 help="Significance level: a regression also needs a one-sided Mann-Whitney U p-value below this."),
+]
+
+
+def _regression_options(f):
+    for option in reversed(_REGRESSION_OPTIONS):
+        f = option(f)
+    return f
+
+
 @cli.command()
 @click.argument("results_path", type=click.Path(path_type=Path))
 @click.option("--target", "targets", multiple=True, type=click.Path(path_type=Path),
               help="Gate against this target file's budgets instead of those recorded (matched by name).")
+@click.option("--baseline", type=click.Path(path_type=Path),
+              help="Also fail on a regression against this earlier results file (warm p50, cold start).")
+@_regression_options
+@click.option("--gate-cold-start", is_flag=True,
+              help="Also fail on a cold-start regression (off by default: fresh processes on a shared "
+                   "machine shift between sessions; the cold_start_ms budget still applies).")
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @_handle_errors
-def gate(results_path: Path, targets: tuple[Path, ...], as_json: bool):
+def gate(results_path: Path, targets: tuple[Path, ...], baseline: Path | None, max_regression: float,
+         alpha: float, max_cold_regression: float, gate_cold_start: bool, as_json: bool):
     """Turn a results file into a verdict and exit code against budgets.
 
+    With --baseline, each student artifact's warm latency (and, with --gate-cold-start, its cold
+    start) is also compared with the baseline's raw samples: a regression (exit 1) is a slowdown
+    of the median by more than --max-regression percent (cold start: --max-cold-regression) that
+    is also statistically significant (p < --alpha), so run-to-run noise does not fail a build.
+    Cold-start regressions are always reported.
+
     \b
-    Example:
+    Examples:
       edgedistill gate runs/default/results.json --target targets/local-cpu.toml
+      edgedistill gate head/results.json --baseline base/results.json --max-regression 10
     """
     from edgedistill import api
     from edgedistill.gate import EXIT_CODES
+    from edgedistill.regression import notes
     from edgedistill.report.table import print_checks
     from edgedistill.ui import UI
 
-    results = api.gate(results_path, list(targets))
+    results = api.gate(results_path, list(targets), baseline, max_regression, alpha, max_cold_regression,
+                       gate_cold_start)
     if as_json:
-        click.echo(json.dumps({"verdict": results["verdict"], "checks": results["checks"]}, indent=2))
+        out = {"verdict": results["verdict"], "checks": results["checks"]}
+        if "regression" in results:
+            out["regression"] = results["regression"]
+        click.echo(json.dumps(out, indent=2))
     else:
-        print_checks(results, UI().out)
+        console = UI().out
+        if "regression" in results:
+            console.print(f"against baseline {baseline} (regression: slower by > {max_regression:g} % warm, "
+                          f"> {max_cold_regression:g} % cold start, and p < {alpha:g}):")
+            for c in results["checks"]:
+                if c["budget"].startswith("regression_"):
+                    console.print(f"  {c['outcome']} {c['artifact']} {c['budget']}: {c['detail']}")
+            for line in notes(results["regression"]):
+                console.print(f"  {line}")
+        print_checks(results, console)
     sys.exit(EXIT_CODES[results["verdict"]])
 
 
 @cli.command()
+@click.argument("base_path", metavar="BASE", type=click.Path(path_type=Path))
+@click.argument("head_path", metavar="HEAD", type=click.Path(path_type=Path))
+@_regression_options
+@click.option("--fail-on-regression", is_flag=True, help="Exit 1 when a regression is found.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@_handle_errors
+def compare(base_path: Path, head_path: Path, max_regression: float, alpha: float, max_cold_regression: float,
+            fail_on_regression: bool, as_json: bool):
+    """Compare two results files: per artifact (teacher included), the median warm latency and
+    cold start of each, the change in percent, a bootstrap 95 % interval of the ratio, the
+    two-sided Mann-Whitney U p-value, and slower / faster / same.
+
+    It reports and does not gate: the exit code is 0 unless --fail-on-regression is given
+    (then 1 on a regression). To gate, use `edgedistill gate HEAD --baseline BASE`.
+
+    \b
+    Example:
+      edgedistill compare runs/main/results.json runs/default/results.json
+    """
+    from edgedistill import api
+    from edgedistill.errors import EXIT_BUDGET_FAILED, EXIT_PASS
+    from edgedistill.regression import print_comparison
+    from edgedistill.ui import UI
+
+    comparison = api.compare(base_path, head_path, max_regression, alpha, max_cold_regression)
+    if as_json:
+        click.echo(json.dumps(comparison.to_json(), indent=2))
+    else:
+        print_comparison(comparison, UI().out)
+    sys.exit(EXIT_BUDGET_FAILED if fail_on_regression and comparison.regressions else EXIT_PASS)
+
+
+@cli.command()
 @click.argument("results_path", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["md", "csv"]), default="md", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "html", "junit"]), default="md", show_default=True,
+              help="md: Markdown; csv: one row per artifact; html: one self-contained page with plots; "
+                   "junit: JUnit XML, one test per budget check.")
 @click.option("--output", "-o", type=click.Path(path_type=Path), help="Write here instead of stdout.")
 @_handle_errors
 def report(results_path: Path, fmt: str, output: Path | None):
     """Render a report from a results file alone.
 
     \b
-    Example:
+    Examples:
       edgedistill report runs/default/results.json --format md -o report.md
+      edgedistill report runs/default/results.json --format html -o report.html
+      edgedistill report runs/default/results.json --format junit -o junit.xml
     """
     from edgedistill.artifacts import atomic_write_text
     from edgedistill.report import csv as csv_report
-    from edgedistill.report import markdown
+    from edgedistill.report import html, junit, markdown
     from edgedistill.report.results import load_results
 
     results = load_results(results_path)
-    text = markdown.render(results) if fmt == "md" else csv_report.render(results)
+    render = {"md": markdown.render, "csv": csv_report.render, "html": html.render, "junit": junit.render}[fmt]
+    text = render(results)
     if output:
         atomic_write_text(output, text)
     else:
-        click.echo(text)
+        click.echo(text, nl=not text.endswith("\n"))
 
 
 @cli.command()

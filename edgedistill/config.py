@@ -9,9 +9,9 @@ from __future__ import annotations
 import difflib
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edgedistill.errors import ConfigError
 
@@ -79,6 +79,8 @@ class ExportConfig(Strict):
 class BenchConfig(Strict):
     # A path, or the name of a profile shipped in targets/ ("local-cpu").
     targets: list[Path] = [Path("local-cpu")]
+    # Evict model files from the page cache before each cold run, so the read is a disk read.
+    cold_disk: bool = False
 
 
 class Config(Strict):
@@ -119,8 +121,32 @@ class Measurement(Strict):
     min_iterations: int = Field(200, ge=1)
     min_duration_s: float = Field(2.0, ge=0)
     max_duration_s: float = Field(20.0, gt=0)
-    cold_runs: int = Field(3, ge=1)
+    cold_runs: int = Field(5, ge=1)  # fresh processes per student artifact (and per cache state)
     timeout_s: float = Field(180.0, gt=0)  # per probe process
+    # Cold start with the runtime's model cache, empty (miss) and filled (hit), where it has one.
+    measure_cache: bool = True
+    # Integrity: the same input repeated may not be faster than this share of varied inputs'
+    # median (a cache answering), and outputs sampled during the latency run must match.
+    caching_ratio: float = Field(0.75, gt=0, le=1)
+    sampled_output_max_abs: float = Field(1e-3, ge=0)
+    # Unstable conditions: a 1-minute load average above this many runnable tasks per usable
+    # core before a run, or a CPU governor that lowers clocks, makes latency INVALID.
+    max_load_per_core: float = Field(1.0, gt=0)
+    allow_unstable_clocks: bool = False
+
+    @model_validator(mode="after")
+    def _durations_ordered(self) -> Measurement:
+        if self.min_duration_s > self.max_duration_s:
+            raise ValueError(f"min_duration_s ({self.min_duration_s:g}) must not exceed "
+                             f"max_duration_s ({self.max_duration_s:g})")
+        return self
+
+
+class Sweep(Strict):
+    """Extra warm-latency points besides the target's own threads at batch 1."""
+
+    threads: list[Annotated[int, Field(ge=1)]] = []
+    batch_sizes: list[Annotated[int, Field(ge=1)]] = []
 
 
 class TargetConfig(Strict):
@@ -130,7 +156,11 @@ class TargetConfig(Strict):
     device: str = "CPU"
     backends: list[str] = ["onnxruntime", "openvino", "executorch"]
     threads: int = Field(1, ge=1)
+    # A runtime that ran on another device or provider than `device` (ONNX Runtime falling back
+    # to CPU, OpenVINO AUTO choosing CPU) makes the result INVALID unless this allows it.
+    allow_fallback: bool = False
     measurement: Measurement = Measurement()
+    sweep: Sweep = Sweep()
     budgets: BudgetTable = BudgetTable()
 
 

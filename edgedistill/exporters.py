@@ -62,11 +62,11 @@ def _default_onnx_opset() -> int | str:
     return ONNX_DEFAULT_OPSET
 
 
-def _input_shape(example: "torch.Tensor", dynamic_batch: bool) -> list[int | None]:
+def _input_shape(example: torch.Tensor, dynamic_batch: bool) -> list[int | None]:
     return [None if (i == 0 and dynamic_batch) else int(d) for i, d in enumerate(example.shape)]
 
 
-def export_onnx(model: "torch.nn.Module", example: "torch.Tensor", out_path: Path, *,
+def export_onnx(model: torch.nn.Module, example: torch.Tensor, out_path: Path, *,
                 role: str = "student", dynamic_batch: bool = True,
                 opset: int | None = None) -> Artifact:
     """Export `model` to ONNX with the dynamo-based exporter; weights inline unless past 2 GB.
@@ -118,7 +118,7 @@ def export_onnx(model: "torch.nn.Module", example: "torch.Tensor", out_path: Pat
     )
 
 
-def export_program(model: "torch.nn.Module", example: "torch.Tensor", out_path: Path, *,
+def export_program(model: torch.nn.Module, example: torch.Tensor, out_path: Path, *,
                    role: str = "student", dynamic_batch: bool = True) -> Artifact:
     """Export `model` with torch.export and save the program (.pt2), the input ExecuTorch takes."""
     import torch

@@ -8,8 +8,8 @@ measurement: timeout, crash, unavailable runtime) over PASS.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 from edgedistill.config import BudgetTable
 from edgedistill.errors import (

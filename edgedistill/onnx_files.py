@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import onnx
 
 
-def _graph_tensors(graph: "onnx.GraphProto") -> Iterator["onnx.TensorProto"]:
+def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
     yield from graph.initializer
     for sparse in graph.sparse_initializer:
         yield sparse.values
@@ -28,7 +28,7 @@ def _graph_tensors(graph: "onnx.GraphProto") -> Iterator["onnx.TensorProto"]:
         yield from _node_tensors(node)
 
 
-def _node_tensors(node: "onnx.NodeProto") -> Iterator["onnx.TensorProto"]:
+def _node_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:
     # Constants and subgraphs (If/Loop/Scan bodies) can carry external data too.
     for attr in node.attribute:
         if attr.HasField("t"):
@@ -43,7 +43,7 @@ def _node_tensors(node: "onnx.NodeProto") -> Iterator["onnx.TensorProto"]:
             yield from _graph_tensors(sub)
 
 
-def _model_tensors(model: "onnx.ModelProto") -> Iterator["onnx.TensorProto"]:
+def _model_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
     yield from _graph_tensors(model.graph)
     for function in model.functions:
         for node in function.node:
@@ -65,7 +65,7 @@ def _escape_reason(location: str, folder: Path) -> str | None:
     return None
 
 
-def check_onnx_external_data(path: Path) -> "onnx.ModelProto":
+def check_onnx_external_data(path: Path) -> onnx.ModelProto:
     """Refuse an ONNX model whose external data would be read from outside its own folder.
 
     Reads the graph only (no external data) and returns it, so callers can inspect inputs
@@ -104,13 +104,13 @@ def check_onnx_external_data(path: Path) -> "onnx.ModelProto":
     return model
 
 
-def has_external_data(model: "onnx.ModelProto") -> bool:
+def has_external_data(model: onnx.ModelProto) -> bool:
     import onnx
 
     return any(t.data_location == onnx.TensorProto.EXTERNAL for t in _model_tensors(model))
 
 
-def onnx_input(model: "onnx.ModelProto") -> tuple[str, list[int | None]]:
+def onnx_input(model: onnx.ModelProto) -> tuple[str, list[int | None]]:
     """Name and shape (None for symbolic dims) of the model's first real input."""
     initializers = {t.name for t in model.graph.initializer}
     first = next(i for i in model.graph.input if i.name not in initializers)

@@ -163,7 +163,7 @@ def _payload_problem(data: bytes) -> str | None:
         return "not a torch.save payload: a raw pickle, native code or unknown data"
     try:
         unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data))
-    except Exception as e:  # the scanner only passes plain protocol-2 pickles
+    except Exception as e:  # noqa: BLE001 -- the scanner only passes plain protocol-2 pickles
         return f"cannot be checked statically: {_first_line(e)}"
     return f"imports {', '.join(sorted(unsafe))}" if unsafe else None
 

@@ -1,11 +1,14 @@
 import os
+import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+HERE = ROOT / "tests"
 
 
 @pytest.fixture
@@ -21,7 +24,7 @@ def run_cli(args, cwd=None, env=None, timeout=900):
 
     return subprocess.run(
         [sys.executable, "-m", "edgedistill", *map(str, args)],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False,
     )
 
 
@@ -37,3 +40,17 @@ class TinyNet(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(torch.relu(self.conv(x))).flatten(1))
+
+
+@pytest.fixture
+def fake_probe(tmp_path, monkeypatch):
+    from edgedistill.bench.runners import local
+
+    probe_dir = tmp_path / "probe"
+    probe_dir.mkdir()
+    shutil.copy(local.PROBE_DIR / "probe.py", probe_dir / "probe.py")
+    shutil.copy(HERE / "fake_runtimes.py", probe_dir / "runtimes.py")
+    monkeypatch.setattr(local, "PROBE_DIR", probe_dir)
+    inputs = tmp_path / "inputs.npy"
+    np.save(inputs, np.arange(40, dtype=np.float32).reshape(10, 4))
+    return tmp_path, inputs

@@ -1,6 +1,7 @@
 """A fake runtime for harness tests, copied beside probe.py in place of runtimes.py.
 
-Deterministic latencies, and injected hangs, crashes and grandchildren, chosen by `options`.
+Deterministic latencies, and injected hangs, crashes, grandchildren, caching and drifting
+outputs, chosen by `options`.
 """
 
 import os
@@ -22,22 +23,39 @@ def runtime_version(backend):
 
 
 class Session:
-    input_name, input_shape, input_dtype = "input", [None, 4], "float32"
+    input_name, input_dtype = "input", "float32"
 
-    def __init__(self, options):
+    def __init__(self, options, cache):
         self.options = options
+        self.input_shape = [options.get("fixed_batch"), 4]
+        self.load_parts = {"read_ms": 0.5}
+        self.calls = 0
+        self.last = None
+        self.cache = cache
+
+    def _check_input(self, x):
+        if x.shape[1:] != (4,):
+            raise ValueError(f"input 'input': expected shape [?, 4], got {list(x.shape)}")
 
     def run(self, x):
         import numpy as np
 
-        time.sleep(self.options.get("latency_ms", 1.0) / 1000)
-        return np.asarray(x, dtype="float32").reshape(len(x), -1)[:, :3]
+        self._check_input(x)
+        self.calls += 1
+        same = self.last is not None and np.array_equal(x, self.last)
+        self.last = x.copy()
+        cached = self.options.get("cache_repeats") and same
+        time.sleep(self.options.get("latency_ms", 1.0) / 1000 / (10 if cached else 1))
+        out = np.asarray(x, dtype="float32").reshape(len(x), -1)[:, :3].copy()
+        if self.options.get("drift_after") and self.calls > self.options["drift_after"]:
+            out[:, 0] = -out[:, 0] - 1000  # a different answer than the accuracy pass got
+        return out
 
     def describe(self):
-        return {"device": self.options.get("device_used", "CPU"), "threads": 1}
+        return {"device": self.options.get("device_used", "CPU"), "threads": 1, "cache": self.cache}
 
 
-def load(backend, path, *, threads, device="CPU", options=None):
+def load(backend, path, *, threads, device="CPU", options=None, cache=None, precision=None):
     options = options or {}
     fault = options.get("fault")
     if fault == "hang":
@@ -50,4 +68,10 @@ def load(backend, path, *, threads, device="CPU", options=None):
         time.sleep(3600)
     if fault == "raise":
         raise ValueError("input 'input': expected shape [1, 4], found [1, 5]")
-    return Session(options)
+    time.sleep(options.get("load_ms", 2.0) / 1000)
+    if cache:
+        marker = os.path.join(cache["dir"], "compiled")
+        hit = os.path.exists(marker)
+        time.sleep(0.005 if hit else 0.05)  # a hit skips the 50 ms "compile"
+        open(marker, "w").close()
+    return Session(options, cache)

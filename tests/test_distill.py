@@ -162,7 +162,7 @@ def test_distill_writes_weights_history_and_progress(tmp_path, splits):
 
 
 def test_interrupted_run_resumes_to_identical_losses_and_weights(tmp_path, splits, monkeypatch):
-    run = dict(splits=splits, cfg=FAST, seed=0, cache_dir=tmp_path / "cache")
+    run = {"splits": splits, "cfg": FAST, "seed": 0, "cache_dir": tmp_path / "cache"}
     straight = distill(tiny_net(seed=1), tiny_net(seed=2), out_dir=tmp_path / "a", **run)
 
     calls, real_loss = [0], trainer.hinton_loss
@@ -196,7 +196,7 @@ def refuse_to_train(*args, **kwargs):
 
 
 def test_finished_run_is_not_trained_again(tmp_path, splits, monkeypatch):
-    run = dict(splits=splits, cfg=FAST, out_dir=tmp_path / "run", seed=0, cache_dir=tmp_path / "cache")
+    run = {"splits": splits, "cfg": FAST, "out_dir": tmp_path / "run", "seed": 0, "cache_dir": tmp_path / "cache"}
     first = distill(tiny_net(seed=1), tiny_net(seed=2), **run)
     monkeypatch.setattr(trainer, "hinton_loss", refuse_to_train)
     again = distill(tiny_net(seed=1), tiny_net(seed=2), **run)

@@ -4,6 +4,8 @@ One pipeline run is shared by the tests of this module (it takes a few minutes o
 """
 
 import json
+import os
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,9 @@ min_iterations = 150
 min_duration_s = 0.3
 cold_runs = 2
 timeout_s = 300
+max_load_per_core = 4.0   # CI machines are shared; this test checks the pipeline, not the machine
+[sweep]
+batch_sizes = [1, 4]
 [budgets]
 p90_ms = 50.0
 accuracy_drop_pt = 15.0
@@ -37,9 +42,11 @@ def run(tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
     (work / "ci-cpu.toml").write_text(TARGET)
     args = ["compress", "--epochs", "3", "--target", "ci-cpu.toml", "--out-dir", "runs", "--run-name", "e2e"]
-    first = run_cli(args, cwd=work)
+    # The job summary is checked here, never the CI job's own (when the suite runs in Actions).
+    env = {**os.environ, "GITHUB_STEP_SUMMARY": str(work / "step-summary.md")}
+    first = run_cli(args, cwd=work, env=env)
     stamps = {stage: _finished(work, stage) for stage in ("distill", "export")}
-    second = run_cli([*args, "--json"], cwd=work)
+    second = run_cli([*args, "--json"], cwd=work, env=env)
     second.reused = {stage: stamp is not None and _finished(work, stage) == stamp
                      for stage, stamp in stamps.items()}
     return work, first, second
@@ -54,7 +61,7 @@ def test_compress_passes_and_exit_code_carries_the_verdict(run):
     work, first, _ = run
     assert first.returncode == 0, first.stderr[-3000:]
     results = json.loads((work / "runs/e2e/results.json").read_text())
-    assert results["schema"] == "edgedistill.results/1"
+    assert results["schema"] == "edgedistill.results/2"
     assert results["verdict"] == "PASS"
     assert "verdict: PASS" in first.stdout
 
@@ -68,18 +75,36 @@ def test_every_backend_measured_with_cold_parts_warm_percentiles_and_accuracy(ru
         assert ("student", "fp32", b) in measured and ("teacher", "fp32", b) in measured
     assert ("student", "int8", "onnxruntime") in measured and ("student", "int8", "openvino") in measured
     for r in rows:
+        assert r["problems"] == [], r["status_detail"]
         cold = r["cold"]
         assert len(cold["runs"]) == (2 if r["role"] == "student" else 1)
-        for part in ("interpreter_ms", "import_ms", "load_ms", "first_inference_ms", "total_ms"):
+        for part in ("interpreter_ms", "import_ms", "compile_ms", "first_inference_ms", "total_ms"):
             assert cold[part]["median"] > 0
+        assert cold["read_ms"]["median"] >= 0 and cold["kind"] == "warm-disk"
+        if r["role"] == "student" and r["backend"] in ("onnxruntime", "openvino"):
+            cache = cold["cache"]
+            assert cache["miss"]["total_ms"]["n"] == 2 and cache["hit"]["total_ms"]["n"] == 2
+            assert cache["saving_ms"] == pytest.approx(
+                cache["miss"]["total_ms"]["median"] - cache["hit"]["total_ms"]["median"], abs=1e-2)
+        if r["role"] == "student":  # the sweep: batch 4, which the .pte's fixed batch cannot run
+            (point,) = r["sweep"]
+            assert point["batch_size"] == 4
+            if r["backend"] == "executorch":
+                assert point["status"] == "unsupported"
+            else:
+                assert point["status"] == "ok" and point["samples_per_s"] > 0
         s = r["warm"]["summary"]
         assert s["n"] >= 150 and 0 < s["p50_ms"] <= s["p90_ms"] <= s["p99_ms"]
+        assert s["p90_ms"] <= s["p90_early_stopping_ms"]
+        assert 0 < r["warm"]["loop_overhead_ms"] <= r["warm"]["harness_overhead_ms"] < s["p50_ms"]
+        assert r["integrity"]["sampled_outputs"]["argmax_mismatches"] == 0
         assert len(r["warm"]["samples_ms"]) == s["n"]
         assert r["accuracy"]["top1"] > 0.8 and r["accuracy"]["n"] == results["reference"]["test_samples"]
         assert r["memory"]["peak_rss_mb"] > 10 and r["size_bytes"] > 0
         assert r["threads"] == 1
     env = results["environment"]
     assert env["cpu_model"] and env["versions"]["onnxruntime"] and env["load_average"] is not None
+    assert env["seed"] == 0 and rows[0]["conditions"]["usable_cores"] >= 1
 
 
 def test_student_is_faster_than_teacher_on_onnxruntime(run):
@@ -100,10 +125,17 @@ def test_exports_were_verified_against_pytorch(run):
             assert v["top1_agreement"] >= 0.95
 
 
-def test_markdown_report_and_second_run_reuses_stages(run):
+def test_reports_and_second_run_reuses_stages(run):
     work, _, second = run
     md = (work / "runs/e2e/report.md").read_text()
     assert "**Verdict: PASS**" in md and "student-int8-onnxruntime" in md
+    html = (work / "runs/e2e/report.html").read_text()
+    assert html.count("<svg") >= 3 and "student-int8-openvino" in html
+    results = json.loads((work / "runs/e2e/results.json").read_text())
+    suites = ET.parse(work / "runs/e2e/junit.xml").getroot()
+    assert int(suites.get("tests")) == len(results["checks"]) and suites.get("failures") == "0"
+    # both runs appended their report to the job summary
+    assert (work / "step-summary.md").read_text().count("**Verdict: PASS**") == 2
     assert second.returncode == 0
     assert second.reused == {"distill": True, "export": True}
     assert json.loads(second.stdout)["verdict"] == "PASS"

@@ -1,7 +1,6 @@
 """The probe and the local runner, on a fake runtime: timing, timeouts, crashes, cleanup."""
 
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -10,20 +9,6 @@ import numpy as np
 import pytest
 
 from edgedistill.bench.runners import local
-
-HERE = Path(__file__).resolve().parent
-
-
-@pytest.fixture
-def fake_probe(tmp_path, monkeypatch):
-    probe_dir = tmp_path / "probe"
-    probe_dir.mkdir()
-    shutil.copy(local.PROBE_DIR / "probe.py", probe_dir / "probe.py")
-    shutil.copy(HERE / "fake_runtimes.py", probe_dir / "runtimes.py")
-    monkeypatch.setattr(local, "PROBE_DIR", probe_dir)
-    inputs = tmp_path / "inputs.npy"
-    np.save(inputs, np.arange(40, dtype=np.float32).reshape(10, 4))
-    return tmp_path, inputs
 
 
 def request(tmp, inputs, mode="full", **options):
@@ -39,12 +24,19 @@ def test_full_probe_reports_cold_parts_warm_samples_and_outputs(fake_probe):
     assert out.status == "ok", out.detail
     r = out.result
     cold = r["cold"]
-    assert all(cold[k] >= 0 for k in ("interpreter_ms", "import_ms", "load_ms", "first_inference_ms"))
+    parts = ("interpreter_ms", "import_ms", "read_ms", "compile_ms", "first_inference_ms")
+    assert all(cold[k] >= 0 for k in parts)
+    assert cold["read_ms"] == 0.5  # what the session timed reading the file
+    assert cold["compile_ms"] >= 1.4  # the rest of the fake's 2 ms load
     assert cold["first_inference_ms"] >= 2.0
     samples = r["warm"]["samples_ms"]
     assert len(samples) >= 30
     assert 2.0 <= np.median(samples) < 20.0  # a 2 ms sleep, measured by the probe's loop
     assert r["warm"]["loop_overhead_ms"] < 0.1
+    # the harness's overhead includes the session's input check, so it is the larger
+    assert r["warm"]["loop_overhead_ms"] <= r["warm"]["harness_overhead_ms"] < 0.5
+    assert len(r["warm"]["same_input_samples_ms"]) >= 50
+    assert r["sampled_outputs"]["checked"] >= 1 and r["sampled_outputs"]["argmax_mismatches"] == 0
     outputs = np.load(tmp / "out.npy")
     assert outputs.shape == (10, 3) and outputs[1, 0] == 4.0  # every input, in order
     assert r["peak_rss_mb"] > 1
@@ -64,6 +56,17 @@ def test_cold_mode_skips_the_warm_loop(fake_probe):
     tmp, inputs = fake_probe
     out = local.run_probe(request(tmp, inputs, mode="cold"), threads=1, timeout_s=60)
     assert out.status == "ok" and "warm" not in out.result and "cold" in out.result
+
+
+def test_warm_mode_runs_batches_and_refuses_a_fixed_batch(fake_probe):
+    tmp, inputs = fake_probe
+    out = local.run_probe({**request(tmp, inputs, mode="warm"), "batch_size": 4}, threads=1, timeout_s=60)
+    assert out.status == "ok" and out.result["first_output_shape"] == [4, 3]
+    assert len(out.result["warm"]["samples_ms"]) >= 30 and "sampled_outputs" not in out.result
+    fixed = {**request(tmp, inputs, mode="warm", fixed_batch=1), "batch_size": 4}
+    out = local.run_probe(fixed, threads=1, timeout_s=60)
+    assert out.status == "error" and out.result["error_type"] == "UnsupportedBatch"
+    assert "fixed at 1" in out.detail
 
 
 def test_runtime_error_is_reported_as_data(fake_probe):
@@ -97,5 +100,5 @@ def test_timeout_kills_the_whole_process_group(fake_probe, fault):
     assert out.status == "timeout" and "process group killed" in out.detail
     assert time.monotonic() - t0 < 15
     time.sleep(0.2)
-    left = subprocess.run(["pgrep", "-f", "sleep 3600"], capture_output=True, text=True).stdout.split()
+    left = subprocess.run(["pgrep", "-f", "sleep 3600"], capture_output=True, text=True, check=False).stdout.split()
     assert not [p for p in left if _alive(int(p))], "a grandchild outlived the timeout"

@@ -38,3 +38,31 @@ def test_percentiles_are_ordered(samples):
 def test_median_and_spread_skips_missing():
     assert stats.median_and_spread([3.0, None, 1.0, 2.0]) == {"n": 3, "median": 2.0, "min": 1.0, "max": 3.0}
     assert stats.median_and_spread([None]) == {"n": 0}
+
+
+def test_early_stopping_needs_44_samples_for_p90_at_99_percent():
+    # 0.9**44 < 0.01 <= 0.9**43: below 44 samples even the maximum is not a 99 % bound
+    assert stats.early_stopping_index(43, 90) is None
+    assert stats.early_stopping_index(44, 90) == 44
+    assert stats.early_stopping_percentile(list(range(1, 44)), 90) is None
+    assert stats.summarize([1.0] * 20)["p90_early_stopping_ms"] is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(min_value=44, max_value=20000))
+def test_early_stopping_rank_is_the_least_with_enough_confidence(n):
+    from scipy.stats import binom
+
+    k = stats.early_stopping_index(n, 90)
+    assert binom.cdf(k - 1, n, 0.9) >= 0.99
+    assert k == 1 or binom.cdf(k - 2, n, 0.9) < 0.99
+    assert k >= 0.9 * n  # never below the point estimate's rank
+
+
+def test_early_stopping_bound_covers_the_true_p90_at_least_99_percent_of_the_time():
+    rng = np.random.default_rng(1)
+    true_p90 = float(np.exp(0.5 * 1.2815515655446004))  # lognormal(0, 0.5)
+    runs = 2000
+    covered = sum(stats.early_stopping_percentile(rng.lognormal(0, 0.5, 300), 90) >= true_p90
+                  for _ in range(runs))
+    assert covered / runs >= 0.985  # 99 % nominal, minus simulation noise

@@ -90,8 +90,8 @@ def quiet_stdout() -> Iterator[io.StringIO]:
         yield buffer
 
 
-def check_calibration(calibration: "numpy.ndarray | None", expected: list[int | None],
-                      input_name: str, backend: str) -> "numpy.ndarray":
+def check_calibration(calibration: numpy.ndarray | None, expected: list[int | None],
+                      input_name: str, backend: str) -> numpy.ndarray:
     """The calibration array as float32, or UsageError naming expected and actual shapes."""
     import numpy as np
 

@@ -39,7 +39,7 @@ def availability() -> Availability:
 
 
 def export(source: Artifact, out_dir: Path, *, precision: str,
-           calibration: "numpy.ndarray | None") -> Artifact:
+           calibration: numpy.ndarray | None) -> Artifact:
     check_request(NAME, ACCEPTS, PRECISIONS, source, precision)
     import torch
 
@@ -63,7 +63,7 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
                     role=source.role, backend=NAME, meta=meta)
 
 
-def _static_example(program: "torch.export.ExportedProgram") -> "torch.Tensor":
+def _static_example(program: torch.export.ExportedProgram) -> torch.Tensor:
     """A zero input of the program's shape with batch 1; other dims must be static."""
     import torch
 
@@ -78,8 +78,8 @@ def _static_example(program: "torch.export.ExportedProgram") -> "torch.Tensor":
     return torch.zeros([1, *dims[1:]], dtype=value.dtype)
 
 
-def _quantize(module: "torch.nn.Module", example: "torch.Tensor",
-              samples: "numpy.ndarray") -> tuple["torch.nn.Module", dict[str, Any]]:
+def _quantize(module: torch.nn.Module, example: torch.Tensor,
+              samples: numpy.ndarray) -> tuple[torch.nn.Module, dict[str, Any]]:
     """PT2E static quantization with the XNNPACK quantizer (int8 symmetric, per-channel
     weights), calibrated one sample at a time, the batch the program is exported with."""
     import torch
@@ -104,12 +104,12 @@ def _quantize(module: "torch.nn.Module", example: "torch.Tensor",
     return converted, {
         "quantizer": "XNNPACKQuantizer (torchao pt2e prepare/convert)",
         "quantization_config": "get_symmetric_quantization_config(is_per_channel=True)",
-        "calibration_samples": int(len(samples)),
+        "calibration_samples": len(samples),
         "torchao": package_version("torchao"),
     }
 
 
-def _lower(module: "torch.nn.Module", example: "torch.Tensor") -> tuple[bytes, dict[str, Any]]:
+def _lower(module: torch.nn.Module, example: torch.Tensor) -> tuple[bytes, dict[str, Any]]:
     """Export with a static batch, lower what XNNPACK supports to it, serialize the program."""
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import (

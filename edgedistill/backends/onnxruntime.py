@@ -47,7 +47,7 @@ def availability() -> Availability:
 
 
 def export(source: Artifact, out_dir: Path, *, precision: str,
-           calibration: "numpy.ndarray | None") -> Artifact:
+           calibration: numpy.ndarray | None) -> Artifact:
     check_request(NAME, ACCEPTS, PRECISIONS, source, precision)
     model = check_onnx_external_data(source.path)
     out_path = Path(out_dir) / f"{source.role}-{precision}-{NAME}.onnx"
@@ -83,12 +83,12 @@ class _Samples:
     """onnxruntime CalibrationDataReader over an N x ... array, one sample per call: a batch of
     one fits every model, dynamic batch axis or not, and min/max calibration is the same."""
 
-    def __init__(self, input_name: str, samples: "numpy.ndarray"):
+    def __init__(self, input_name: str, samples: numpy.ndarray):
         self._input_name = input_name
         self._samples = samples
         self._next = 0
 
-    def get_next(self) -> dict[str, "numpy.ndarray"] | None:
+    def get_next(self) -> dict[str, numpy.ndarray] | None:
         if self._next >= len(self._samples):
             return None
         sample = self._samples[self._next : self._next + 1]
@@ -99,7 +99,7 @@ class _Samples:
         self._next = 0
 
 
-def quantize_qdq(src: Path, dst: Path, samples: "numpy.ndarray", *, input_name: str,
+def quantize_qdq(src: Path, dst: Path, samples: numpy.ndarray, *, input_name: str,
                  external: bool, symmetric_activations: bool) -> dict[str, Any]:
     """Static post-training INT8 quantization into QDQ format; returns what was done.
 
@@ -155,5 +155,5 @@ def quantize_qdq(src: Path, dst: Path, samples: "numpy.ndarray", *, input_name: 
         "activation_symmetric": symmetric_activations,
         "reduce_range": not symmetric_activations,
         "calibrate_method": "MinMax",
-        "calibration_samples": int(len(samples)),
+        "calibration_samples": len(samples),
     }

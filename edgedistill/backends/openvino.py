@@ -36,7 +36,7 @@ def availability() -> Availability:
 
 
 def export(source: Artifact, out_dir: Path, *, precision: str,
-           calibration: "numpy.ndarray | None") -> Artifact:
+           calibration: numpy.ndarray | None) -> Artifact:
     check_request(NAME, ACCEPTS, PRECISIONS, source, precision)
     onnx_model = check_onnx_external_data(source.path)
     import openvino as ov
@@ -51,7 +51,7 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
         model = _quantize(model, samples)
         meta.update(quantizer="nncf.quantize", nncf=package_version("nncf"),
                     preset="performance (default: symmetric activations and weights)",
-                    calibration_samples=int(len(samples)))
+                    calibration_samples=len(samples))
     # fp16 keeps fp32 activations and computes as the device prefers; only the stored weights
     # are halved. int8 weights are int8 already, so nothing is left to compress.
     compress = precision == "fp16"
@@ -85,7 +85,7 @@ def _unconverted_operators(text: str) -> str | None:
     return m.group(1).strip() if m else None
 
 
-def _quantize(model: Any, samples: "numpy.ndarray") -> Any:
+def _quantize(model: Any, samples: numpy.ndarray) -> Any:
     if importlib.util.find_spec("nncf") is None:  # fp32/fp16 work without it
         raise BackendUnavailableError(f"{NAME} int8 export needs nncf, which is not installed",
                                       "pip install 'edgedistill[openvino]'")
@@ -95,7 +95,10 @@ def _quantize(model: Any, samples: "numpy.ndarray") -> Any:
     dataset = nncf.Dataset([samples[i : i + 1] for i in range(len(samples))])
     try:
         with quiet_stdout():  # NNCF draws rich progress bars on stdout
-            return nncf.quantize(model, dataset, subset_size=len(samples))
+            # Full bias correction: with NNCF's default fast one, an under-trained digits student
+            # kept only 93 % top-1 agreement with its fp32 self on an AVX-512 VNNI CPU; the
+            # full one kept 100 %, at a cost of seconds on small models.
+            return nncf.quantize(model, dataset, subset_size=len(samples), fast_bias_correction=False)
     except Exception as e:
         raise ExportError(f"{NAME} int8 quantization (nncf.quantize) failed: "
                           f"{type(e).__name__}: {first_line(str(e))}") from e

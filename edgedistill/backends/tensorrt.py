@@ -66,7 +66,7 @@ def availability() -> Availability:
 
 
 def export(source: Artifact, out_dir: Path, *, precision: str,
-           calibration: "numpy.ndarray | None") -> Artifact:
+           calibration: numpy.ndarray | None) -> Artifact:
     check_request(NAME, ACCEPTS, PRECISIONS, source, precision)
     model = check_onnx_external_data(source.path)
     if importlib.util.find_spec("tensorrt") is None:

@@ -28,7 +28,26 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment() -> dict:
+def governor() -> str | None:
+    """The CPU frequency governor, where the kernel exposes it (not in most VMs)."""
+    return _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+
+
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def thermal_zones() -> list[dict] | None:
+    """Temperatures in °C of the thermal zones the kernel exposes (Jetson, laptops), else None."""
+    zones = []
+    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*")):
+        temp = _read(str(zone / "temp"))
+        if temp and temp.lstrip("-").isdigit():
+            zones.append({"zone": _read(str(zone / "type")) or zone.name, "celsius": int(temp) / 1000})
+    return zones or None
+
+
+def environment(seed: int | None = None) -> dict:
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
         "tool_version": __version__,
@@ -37,8 +56,10 @@ def environment() -> dict:
         "machine": platform.machine(),
         "cpu_model": cpu_model(),
         "logical_cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
-        "load_average": list(load) if load else None,
+        "usable_cores": usable_cores(),
+        "governor": governor(),
+        "thermal": thermal_zones(),
+        "load_average": [round(x, 2) for x in load] if load else None,
+        "seed": seed,
         "versions": {d: package_version(d) for d in _DISTS},
     }

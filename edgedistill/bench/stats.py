@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 PERCENTILES = (50, 90, 95, 99)
+EARLY_STOPPING_CONFIDENCE = 0.99  # MLPerf LoadGen's
 
 
 def min_samples_for(percentile: float) -> int:
@@ -35,8 +36,35 @@ def summarize(samples_ms: list[float]) -> dict[str, float]:
         max_ms=float(a.max()),
         throughput_per_s=float(1000.0 / a.mean()) if a.mean() > 0 else float("nan"),
         outliers_high=int((a > fence).sum()),  # Tukey's fence: counted, not removed
+        p90_early_stopping_ms=early_stopping_percentile(a, 90),
     )
     return out
+
+
+def early_stopping_index(n: int, percentile: float, confidence: float = EARLY_STOPPING_CONFIDENCE) -> int | None:
+    """1-based rank k of the order statistic that bounds the true percentile from above with
+    `confidence`, as MLPerf LoadGen's early stopping does; None if n samples cannot.
+
+    The k-th smallest of n samples exceeds the true p-quantile when fewer than k samples fall
+    below it: P = BinomCDF(k - 1; n, p). The smallest k with P >= confidence is the bound.
+    """
+    from scipy.stats import binom
+
+    if n <= 0:
+        return None
+    k = int(binom.ppf(confidence, n, percentile / 100.0)) + 1
+    # ppf can land one short of the exact cdf threshold through rounding; step up if so.
+    while k <= n and binom.cdf(k - 1, n, percentile / 100.0) < confidence:
+        k += 1
+    return k if k <= n else None
+
+
+def early_stopping_percentile(samples, percentile: float,
+                              confidence: float = EARLY_STOPPING_CONFIDENCE) -> float | None:
+    """A latency the true percentile stays under with `confidence` (None: too few samples)."""
+    a = np.sort(np.asarray(samples, dtype=np.float64))
+    k = early_stopping_index(a.size, percentile, confidence)
+    return None if k is None else float(a[k - 1])
 
 
 def median_and_spread(values: list[float]) -> dict[str, float]:

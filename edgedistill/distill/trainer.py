@@ -148,7 +148,7 @@ class _TrainingState:
             return
         try:
             saved = torch.load(path, weights_only=True, map_location="cpu")
-        except Exception:  # unreadable: start over; the file is replaced after the first epoch
+        except Exception:  # noqa: BLE001 -- unreadable: start over; replaced after the first epoch
             return
         if not isinstance(saved, dict) or saved.get("key") != self.key:
             return

@@ -1,20 +1,31 @@
-"""One measurement in a fresh process: import the runtime, load the model, first inference,
-warm loop, outputs. Run as `python probe.py request.json`; writes `result_path` from the request.
+"""One measurement in a fresh process: import the runtime, read and compile the model, first
+inference, warm loop, integrity checks, outputs. Run as `python probe.py request.json`; writes
+`result_path` from the request.
 
 Only the standard library at the top: numpy and the runtime are imported inside the timed
 section, because they are part of a real cold start. This file and runtimes.py beside it are all
 a remote device needs (they are copied there as they are); they never import edgedistill.
+
+Modes: "cold" (cold start only), "outputs" (cold start + every held-out output, for verification),
+"full" (cold start, outputs, warm loop, integrity checks), "warm" (load, then the warm loop at
+`batch_size`: a sweep point).
 """
 
 import time
 
 _START_WALL_NS = time.time_ns()  # first thing: interpreter start ends here
 
-import json  # noqa: E402
-import os  # noqa: E402
-import sys  # noqa: E402
+import json
+import os
+import sys
 
-PROBE_SCHEMA = "edgedistill.probe/1"
+PROBE_SCHEMA = "edgedistill.probe/2"
+OUTPUT_SAMPLE_STRIDE = 37  # a prime, so sampled iterations land on varied inputs
+MAX_OUTPUT_SAMPLES = 64
+
+
+class UnsupportedBatch(ValueError):
+    """The model's batch dimension is fixed to another size than the sweep point asks for."""
 
 
 def _ms(a: float, b: float) -> float:
@@ -45,43 +56,87 @@ def _import_runtimes():
     return runtimes
 
 
-def _warm_loop(session, samples, req):
-    """Time single inferences until both the minimum count and the minimum duration are met.
+def _median(values):
+    s = sorted(values)
+    n = len(s)
+    return (s[n // 2] + s[(n - 1) // 2]) / 2 if n else 0.0
 
-    Inputs cycle through varied samples, so a runtime cannot serve a cached answer.
+
+def _timed_loop(run, samples, min_n, min_s, max_s, keep_every=0):
+    """Time single calls of run(sample) until both the minimum count and duration are met.
+
+    Returns (times_ns, elapsed_s, kept) where kept holds (sample index, output) of every
+    `keep_every`-th iteration, recorded after the clock stopped.
     """
-    import numpy as np
-
-    for i in range(req["warmup_iterations"]):
-        session.run(samples[i % len(samples)])
-    min_n, min_s, max_s = req["min_iterations"], req["min_duration_s"], req["max_duration_s"]
     clock = time.perf_counter_ns
-    times = []
+    times, kept = [], []
     began = clock()
     i = 0
     while True:
-        x = samples[i % len(samples)]
+        k = i % len(samples)
+        x = samples[k]
         t0 = clock()
-        session.run(x)
+        out = run(x)
         t1 = clock()
         times.append(t1 - t0)
+        if keep_every and i % keep_every == 0 and len(kept) < MAX_OUTPUT_SAMPLES:
+            kept.append((k, out))
         i += 1
         elapsed = (t1 - began) / 1e9
         if (i >= min_n and elapsed >= min_s) or elapsed >= max_s:
-            break
-    # The loop's own cost per iteration (clock reads, indexing, append) measured the same way.
-    overhead = []
-    for j in range(min(len(times), 1000)):
+            return times, elapsed, kept
+
+
+def _overhead_ms(fn, samples, n):
+    """Median cost per iteration of the timing loop around `fn` (no inference), in ms."""
+    clock = time.perf_counter_ns
+    costs = []
+    for j in range(n):
         t0 = clock()
-        _ = samples[j % len(samples)]
+        fn(samples[j % len(samples)])
         t1 = clock()
-        overhead.append(t1 - t0)
-    return {
+        costs.append(t1 - t0)
+    return round(_median(costs) / 1e6, 6)
+
+
+def _warm(session, samples, req, keep_every=0):
+    """Warm-up, then the timed loop; also the loop's own overhead and the harness's (the
+    Session's input check included), each measured the same way without the inference."""
+    for i in range(req["warmup_iterations"]):
+        session.run(samples[i % len(samples)])
+    min_n, min_s, max_s = req["min_iterations"], req["min_duration_s"], req["max_duration_s"]
+    times, elapsed, kept = _timed_loop(session.run, samples, min_n, min_s, max_s, keep_every)
+    n = len(times)
+    overhead_n = min(n, 1000)
+    warm = {
         "samples_ms": [round(t / 1e6, 5) for t in times],
-        "duration_s": round((clock() - began) / 1e9, 4),
-        "loop_overhead_ms": round(float(np.median(overhead)) / 1e6, 6) if overhead else 0.0,
-        "hit_max_duration": elapsed >= max_s and (i < min_n or elapsed < min_s),
+        "duration_s": round(elapsed, 4),
+        "hit_max_duration": elapsed >= max_s and (n < min_n or elapsed < min_s),
+        "loop_overhead_ms": _overhead_ms(lambda x: None, samples, overhead_n),
+        "harness_overhead_ms": _overhead_ms(session._check_input, samples, overhead_n),
     }
+    return warm, kept
+
+
+def _same_input(session, samples, req):
+    """The same input again and again: much faster than varied inputs means a cache answered."""
+    n = max(50, req["min_iterations"] // 2)
+    times, _, _ = _timed_loop(session.run, [samples[0]], n, 0.0, req["max_duration_s"])
+    return [round(t / 1e6, 5) for t in times]
+
+
+def _compare_sampled(kept, outputs):
+    import numpy as np
+
+    if not kept:
+        return None
+    diffs, mismatches = [], 0
+    for k, out in kept:
+        ref = outputs[k : k + 1]
+        out = np.asarray(out)
+        diffs.append(float(np.abs(out.astype(np.float64) - ref).max()))
+        mismatches += int(out.argmax(axis=-1)[0] != ref.argmax(axis=-1)[0])
+    return {"checked": len(kept), "argmax_mismatches": mismatches, "max_abs_diff": max(diffs)}
 
 
 def _all_outputs(session, inputs):
@@ -91,10 +146,16 @@ def _all_outputs(session, inputs):
     return np.concatenate(outs, axis=0)
 
 
+def _batches(inputs, batch):
+    if batch == 1:
+        return [inputs[k : k + 1] for k in range(len(inputs))]
+    return [inputs[k : k + batch] for k in range(0, len(inputs) - batch + 1, batch)]
+
+
 def run(req: dict) -> dict:
     result = {"schema": PROBE_SCHEMA, "backend": req["backend"], "mode": req["mode"], "pid": os.getpid()}
     parent_ns = req.get("parent_start_wall_ns")
-    result["interpreter_ms"] = round((_START_WALL_NS - parent_ns) / 1e6, 4) if parent_ns else None
+    interpreter_ms = round((_START_WALL_NS - parent_ns) / 1e6, 4) if parent_ns else None
 
     t0 = time.perf_counter()
     import numpy as np
@@ -103,16 +164,26 @@ def run(req: dict) -> dict:
     runtimes.import_runtime(req["backend"])
     t1 = time.perf_counter()
     session = runtimes.load(req["backend"], req["model"], threads=req["threads"], device=req["device"],
-                            options=req.get("options") or {})
+                            options=req.get("options") or {}, cache=req.get("cache"),
+                            precision=req.get("precision"))
     t2 = time.perf_counter()
-    inputs = np.load(req["inputs"], mmap_mode=None)
+    inputs = np.load(req["inputs"])
+    batch = int(req.get("batch_size") or 1)
+    declared = session.input_shape[0] if session.input_shape else None
+    if declared is not None and declared != batch:
+        raise UnsupportedBatch(f"the model's batch dimension is fixed at {declared}; "
+                               f"batch {batch} needs a dynamic batch axis")
     t3 = time.perf_counter()
-    first = session.run(inputs[:1])
+    first = session.run(inputs[:batch])
     t4 = time.perf_counter()
+    # The session times reading the model file itself; the rest of loading is compiling or
+    # creating the session, so the parts add up exactly to the load.
+    read_ms = min(session.load_parts.get("read_ms", 0.0), _ms(t1, t2))
     result["cold"] = {
-        "interpreter_ms": result.pop("interpreter_ms"),
+        "interpreter_ms": interpreter_ms,
         "import_ms": _ms(t0, t1),
-        "load_ms": _ms(t1, t2),
+        "read_ms": read_ms,
+        "compile_ms": round(_ms(t1, t2) - read_ms, 4),
         "first_inference_ms": _ms(t3, t4),
         "rss_after_load_mb": round(_status_mb("VmRSS"), 2),
     }
@@ -120,13 +191,20 @@ def run(req: dict) -> dict:
     result["session"] = session.describe()
     result["first_output_shape"] = list(np.asarray(first).shape)
 
+    outputs = None
     if req["mode"] in ("full", "outputs"):
         outputs = _all_outputs(session, inputs)
         np.save(req["outputs_path"], outputs)
         result["outputs_path"] = req["outputs_path"]
     if req["mode"] == "full":
-        samples = [inputs[k : k + 1] for k in range(len(inputs))]
-        result["warm"] = _warm_loop(session, samples, req)
+        samples = _batches(inputs, 1)
+        warm, kept = _warm(session, samples, req, keep_every=OUTPUT_SAMPLE_STRIDE)
+        warm["same_input_samples_ms"] = _same_input(session, samples, req)
+        result["warm"] = warm
+        result["sampled_outputs"] = _compare_sampled(kept, outputs)
+    elif req["mode"] == "warm":
+        result["warm"], _ = _warm(session, _batches(inputs, batch), req)
+    result["batch_size"] = batch
     result["peak_rss_mb"] = round(_status_mb("VmHWM"), 2)
     return result
 
@@ -137,7 +215,7 @@ def main(argv):
     try:
         result = run(req)
         result["ok"] = True
-    except Exception as e:  # reported to the parent as data, with the type and message
+    except Exception as e:  # noqa: BLE001 -- reported to the parent as data, with type and message
         result = {"schema": PROBE_SCHEMA, "ok": False, "error_type": type(e).__name__, "error": str(e)}
     tmp = req["result_path"] + ".tmp"
     with open(tmp, "w") as f:

@@ -7,6 +7,10 @@ inside the functions that need it, so the probe can time the import itself.
 A Session runs ONE inference per call; the harness owns the only timing loop. Every Session
 checks the input against what the model declares before running, because some runtimes accept
 a wrong shape silently (OpenVINO runs a 28x28 image through a 32x32 model with adaptive pooling).
+
+A Session records `load_parts["read_ms"]`, the time spent reading the model file, so the probe
+can split loading into read and compile. `cache` asks for the runtime's own compiled-model cache:
+{"mode": "miss" | "hit", "dir": folder}; backends without one refuse it.
 """
 
 from __future__ import annotations
@@ -65,17 +69,30 @@ def runtime_version(backend: str) -> str | None:
     return getattr(module, "__version__", None)
 
 
+# Backends with a compiled-model cache the probe can drive (described in bench/harness.py).
+CACHEABLE = ("onnxruntime", "openvino")
+
+
 def load(backend: str, path: str, *, threads: int, device: str = "CPU",
-         options: dict | None = None) -> "Session":
+         options: dict | None = None, cache: dict | None = None, precision: str | None = None) -> Session:
     """Open the model at `path` with `threads` applied explicitly, ready for run()."""
     _check_backend(backend)
+    if cache and backend not in CACHEABLE:
+        raise ValueError(f"{backend} has no model cache the probe can measure")
     session_class = {
         "onnxruntime": OnnxRuntimeSession,
         "openvino": OpenVinoSession,
         "executorch": ExecuTorchSession,
         "tensorrt": TensorRTSession,
     }[backend]
-    return session_class(str(path), threads=threads, device=device, options=dict(options or {}))
+    options = dict(options or {})
+    if backend == "openvino" and precision != "fp16":
+        # OpenVINO's CPU plugin computes in bf16 by default where the CPU has it (AVX512_BF16,
+        # AMX), which changed an fp32 student's logits by 0.14 here; an fp32 artifact (and the
+        # non-quantized layers of an int8 one) must run in fp32 to be what was verified. Only an
+        # fp16 artifact leaves the choice to the device.
+        options.setdefault("INFERENCE_PRECISION_HINT", "f32")
+    return session_class(str(path), threads=threads, device=device, options=options, cache=cache)
 
 
 def _ms(start: float) -> float:
@@ -93,6 +110,7 @@ class Session(abc.ABC):
     input_name: str
     input_shape: list[int | None]  # None for a dynamic dim
     input_dtype: str  # numpy dtype name
+    load_parts: dict[str, float]  # read_ms at least; more where the runtime splits its load
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """ONE inference on `x`; returns the first output as a numpy array the caller owns."""
@@ -138,7 +156,7 @@ _ORT_TYPES = {
 
 
 class OnnxRuntimeSession(Session):
-    def __init__(self, path: str, *, threads: int, device: str, options: dict):
+    def __init__(self, path: str, *, threads: int, device: str, options: dict, cache: dict | None):
         import onnxruntime as ort
 
         if device.upper() not in _ORT_PROVIDERS:
@@ -152,7 +170,21 @@ class OnnxRuntimeSession(Session):
             so.add_session_config_entry(key, str(value))
         self._requested = device.upper()
         self._threads = threads
-        self._session = ort.InferenceSession(path, so, providers=_ORT_PROVIDERS[self._requested])
+        self._cache = None
+        if cache:
+            optimized = str(Path(cache["dir"]) / "optimized.onnx")
+            if cache["mode"] == "miss":  # optimize as usual and save the result
+                so.optimized_model_filepath = optimized
+            else:  # the saved model is already optimized: skip the optimizer entirely
+                path = optimized
+                so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            self._cache = {"mode": cache["mode"], "file": optimized}
+        start = time.perf_counter()
+        # Weights in a .data file beside the model are opened by ONNX Runtime itself, so reading
+        # counts as session creation there; otherwise the file is read here, timed on its own.
+        model: str | bytes = path if Path(path + ".data").exists() else Path(path).read_bytes()
+        self.load_parts = {"read_ms": _ms(start) if isinstance(model, bytes) else 0.0}
+        self._session = ort.InferenceSession(model, so, providers=_ORT_PROVIDERS[self._requested])
         first = self._session.get_inputs()[0]
         self.input_name = first.name
         self.input_shape = [d if isinstance(d, int) and d >= 0 else None for d in first.shape]
@@ -171,6 +203,7 @@ class OnnxRuntimeSession(Session):
             "threads": self._threads,
             "inter_op_threads": 1,
             "execution_mode": "sequential",
+            "cache": self._cache,
         }
 
 
@@ -178,21 +211,31 @@ class OnnxRuntimeSession(Session):
 
 
 class OpenVinoSession(Session):
-    def __init__(self, path: str, *, threads: int, device: str, options: dict):
+    def __init__(self, path: str, *, threads: int, device: str, options: dict, cache: dict | None):
         import openvino as ov
 
         core = ov.Core()
-        start = time.perf_counter()
-        model = core.read_model(path)
-        read_ms = _ms(start)
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
         self._on_cpu = device.upper() == "CPU"
         if self._on_cpu:  # other plugins reject CPU threading properties
             config.update(INFERENCE_NUM_THREADS=threads, NUM_STREAMS=1)
         config.update(options)
-        start = time.perf_counter()
-        self._compiled = core.compile_model(model, device, config)
-        self._load_parts = {"read_ms": read_ms, "compile_ms": _ms(start)}
+        self._cache = None
+        if cache:
+            # compile_model(path) lets a cache hit skip reading the IR as well as compiling it,
+            # which is how an application with a cache loads; the read is then inside compile.
+            config["CACHE_DIR"] = cache["dir"]
+            self._cache = {"mode": cache["mode"], "dir": cache["dir"]}
+            start = time.perf_counter()
+            self._compiled = core.compile_model(path, device, config)
+            self.load_parts = {"read_ms": 0.0, "compile_ms": _ms(start)}
+        else:
+            start = time.perf_counter()
+            model = core.read_model(path)
+            read_ms = _ms(start)
+            start = time.perf_counter()
+            self._compiled = core.compile_model(model, device, config)
+            self.load_parts = {"read_ms": read_ms, "compile_ms": _ms(start)}
         self._device = device
         # One request made here and reused: creating it per call would be timed as inference.
         self._request = self._compiled.create_infer_request()
@@ -208,10 +251,15 @@ class OpenVinoSession(Session):
         return np.array(results[0], copy=True)
 
     def describe(self) -> dict[str, Any]:
+        executed = list(self._compiled.get_property("EXECUTION_DEVICES"))
         info: dict[str, Any] = {
-            "device": self._device,
-            "execution_devices": list(self._compiled.get_property("EXECUTION_DEVICES")),
-            "load_parts_ms": self._load_parts,
+            # What ran, not what was asked: AUTO reports the device it chose.
+            "device": ",".join(executed) or self._device,
+            "requested_device": self._device,
+            "execution_devices": executed,
+            "load_parts_ms": self.load_parts,
+            "cache": self._cache,
+            "inference_precision": str(self._compiled.get_property("INFERENCE_PRECISION_HINT")),
         }
         if self._on_cpu:
             info["threads"] = int(self._compiled.get_property("INFERENCE_NUM_THREADS"))
@@ -230,7 +278,7 @@ _ET_DTYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "flo
 
 
 class ExecuTorchSession(Session):
-    def __init__(self, path: str, *, threads: int, device: str, options: dict):
+    def __init__(self, path: str, *, threads: int, device: str, options: dict, cache: dict | None):
         import torch
         from executorch.extension.pybindings import portable_lib
         from executorch.runtime import Runtime
@@ -246,7 +294,7 @@ class ExecuTorchSession(Session):
         read_ms = _ms(start)
         start = time.perf_counter()
         self._method = program.load_method("forward")
-        self._load_parts = {"read_ms": read_ms, "compile_ms": _ms(start)}  # delegate init
+        self.load_parts = {"read_ms": read_ms, "compile_ms": _ms(start)}  # delegate init
         self._program = program  # keeps the program alive as long as its method
         meta = self._method.metadata.input_tensor_meta(0)
         self.input_name = "input 0"  # a .pte keeps no input names
@@ -259,7 +307,7 @@ class ExecuTorchSession(Session):
 
     def describe(self) -> dict[str, Any]:
         info: dict[str, Any] = {"device": "CPU", "threads": self._threads,
-                                "load_parts_ms": self._load_parts}
+                                "load_parts_ms": self.load_parts}
         if self._notes:
             info["notes"] = self._notes
         return info
@@ -284,7 +332,7 @@ def _executorch_threads(portable_lib: Any, threads: int) -> tuple[int | None, st
 
 
 class TensorRTSession(Session):
-    def __init__(self, path: str, *, threads: int, device: str, options: dict):
+    def __init__(self, path: str, *, threads: int, device: str, options: dict, cache: dict | None):
         import tensorrt as trt
 
         _no_options("tensorrt", options)
@@ -293,17 +341,21 @@ class TensorRTSession(Session):
         self._trt = trt
         self._cuda = _TorchCuda() if importlib.util.find_spec("torch") else _CudaPython()
         start = time.perf_counter()
+        plan = Path(path).read_bytes()
+        read_ms = _ms(start)
+        start = time.perf_counter()
         # The logger and runtime must outlive the engine made from them.
         self._logger = trt.Logger(trt.Logger.WARNING)
         self._runtime = trt.Runtime(self._logger)
-        engine = self._runtime.deserialize_cuda_engine(Path(path).read_bytes())
+        engine = self._runtime.deserialize_cuda_engine(plan)
         if engine is None:
             raise RuntimeError(f"TensorRT could not deserialize {path}: an engine runs only on the "
                                "GPU model and TensorRT version that built it; rebuild it here")
         deserialize_ms = _ms(start)
         start = time.perf_counter()
         self._context = engine.create_execution_context()
-        self._load_parts = {"deserialize_ms": deserialize_ms, "context_ms": _ms(start)}
+        self.load_parts = {"read_ms": read_ms, "deserialize_ms": deserialize_ms,
+                           "context_ms": _ms(start)}
         self._engine = engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
@@ -346,7 +398,7 @@ class TensorRTSession(Session):
     def describe(self) -> dict[str, Any]:
         return {"device": "CUDA", "gpu": self._cuda.device_name(), "threads": None,
                 "notes": "TensorRT runs on the GPU; a CPU thread count does not apply",
-                "load_parts_ms": self._load_parts}
+                "load_parts_ms": self.load_parts}
 
 
 class _TorchCuda:
@@ -399,11 +451,11 @@ class _CudaPython:
         pointer = int(self._call("cudaMalloc", self._rt.cudaMalloc(max(nbytes, 1))))
         return _CudaBuffer(self._rt, pointer), pointer
 
-    def upload(self, buffer: "_CudaBuffer", x: np.ndarray) -> None:
+    def upload(self, buffer: _CudaBuffer, x: np.ndarray) -> None:
         kind = self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice
         self._call("cudaMemcpy", self._rt.cudaMemcpy(buffer.pointer, x.ctypes.data, x.nbytes, kind))
 
-    def download(self, out: np.ndarray, buffer: "_CudaBuffer") -> None:
+    def download(self, out: np.ndarray, buffer: _CudaBuffer) -> None:
         kind = self._rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
         self._call("cudaMemcpy",
                    self._rt.cudaMemcpy(out.ctypes.data, buffer.pointer, out.nbytes, kind))

@@ -5,8 +5,11 @@ from __future__ import annotations
 import csv
 import io
 
+from edgedistill.report.results import COLD_PARTS
+
 FIELDS = ["target", "artifact", "role", "precision", "backend", "status", "threads", "p50_ms", "p90_ms",
-          "p99_ms", "mean_ms", "cold_total_ms", "import_ms", "load_ms", "first_inference_ms", "top1",
+          "p99_ms", "mean_ms", "p90_early_stopping_ms", "cold_kind", "cold_total_ms", "interpreter_ms",
+          "import_ms", "read_ms", "compile_ms", "first_inference_ms", "cache_miss_ms", "cache_hit_ms", "top1",
           "teacher_agreement", "size_bytes", "peak_rss_mb"]
 
 
@@ -18,15 +21,18 @@ def render(results: dict) -> str:
         for r in target["results"]:
             warm = r.get("warm", {}).get("summary", {})
             cold = r.get("cold", {})
+            cache = cold.get("cache") or {}
             writer.writerow({
                 "target": target["name"], "artifact": r["artifact"], "role": r["role"],
                 "precision": r["precision"], "backend": r["backend"], "status": r["status"],
                 "threads": r["threads"], "p50_ms": warm.get("p50_ms"), "p90_ms": warm.get("p90_ms"),
                 "p99_ms": warm.get("p99_ms"), "mean_ms": warm.get("mean_ms"),
+                "p90_early_stopping_ms": warm.get("p90_early_stopping_ms"),
+                "cold_kind": cold.get("kind"),
                 "cold_total_ms": cold.get("total_ms", {}).get("median"),
-                "import_ms": cold.get("import_ms", {}).get("median"),
-                "load_ms": cold.get("load_ms", {}).get("median"),
-                "first_inference_ms": cold.get("first_inference_ms", {}).get("median"),
+                **{p: cold.get(p, {}).get("median") for p in COLD_PARTS},
+                "cache_miss_ms": (cache.get("miss") or {}).get("total_ms", {}).get("median"),
+                "cache_hit_ms": (cache.get("hit") or {}).get("total_ms", {}).get("median"),
                 "top1": r.get("accuracy", {}).get("top1"),
                 "teacher_agreement": r.get("accuracy", {}).get("teacher_agreement"),
                 "size_bytes": r["size_bytes"], "peak_rss_mb": r.get("memory", {}).get("peak_rss_mb"),

@@ -1,50 +1,176 @@
-"""Markdown report, rendered from a results document alone."""
+"""Markdown report, rendered from a results document alone.
+
+Besides `render`, this module holds the plain-text facts every human-facing report shows under
+the main table (problems, cold kind, model cache, early-stopping p90, overheads, sweep), so the
+HTML report states them in the same words. Every optional key is read with .get: skipped and
+failed results carry only their first block of keys, and "edgedistill.results/1" files lack the
+newer blocks altogether.
+"""
 
 from __future__ import annotations
 
 from edgedistill.report.rows import ROW_HEADERS, result_rows
 
+DETAIL_HEADERS = ["artifact", "cold start", "p90 ms (early-stopping bound)", "overhead ms (loop / harness)",
+                  "model cache: miss → hit ms (saving)"]
+SWEEP_HEADERS = ["artifact", "threads", "batch", "status", "p50 ms", "p90 ms", "samples/s"]
+
+
+def _num(value, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+# ---------------------------------------------------------------- facts shared with the HTML report
+
+
+def problem_lines(r: dict) -> list[str]:
+    """Why a result is not plainly ok: each named problem, else the status detail."""
+    if r.get("problems"):
+        return [f"{p.get('kind', 'problem')}: {p.get('detail', '')}" for p in r["problems"]]
+    if r.get("status") != "ok":
+        return [r.get("status_detail") or "(no detail recorded)"]
+    return []
+
+
+def cache_text(cache: dict | None) -> str:
+    if not cache:
+        return "—"
+    if cache.get("error"):
+        return f"not measured: {cache['error']}"
+    miss = ((cache.get("miss") or {}).get("total_ms") or {}).get("median")
+    hit = ((cache.get("hit") or {}).get("total_ms") or {}).get("median")
+    text = f"miss {_num(miss, '.0f')} → hit {_num(hit, '.0f')}"
+    if cache.get("saving_ms") is not None:
+        text += f" (saves {cache['saving_ms']:.0f} ms, {_num(cache.get('saving_pct'), '.0f')} %)"
+    return text
+
+
+def detail_row(r: dict) -> list[str]:
+    cold = r.get("cold") or {}
+    warm = r.get("warm") or {}
+    summary = warm.get("summary") or {}
+    p90, bound = summary.get("p90_ms"), summary.get("p90_early_stopping_ms")
+    if p90 is None:
+        p90_text = "—"
+    elif bound is None and "p90_early_stopping_ms" in summary:
+        p90_text = f"{p90:.3f} (too few samples for a bound)"
+    else:
+        p90_text = f"{p90:.3f} ({_num(bound, '.3f')})"
+    loop, harness = warm.get("loop_overhead_ms"), warm.get("harness_overhead_ms")
+    overhead = "—" if loop is None and harness is None else f"{_num(loop, '.4f')} / {_num(harness, '.4f')}"
+    return [r["artifact"], cold.get("kind") or "—", p90_text, overhead, cache_text(cold.get("cache"))]
+
+
+def detail_rows(results: list[dict]) -> list[list[str]]:
+    """One row per result that measured something (cold start or warm loop)."""
+    return [detail_row(r) for r in results if r.get("cold") or r.get("warm")]
+
+
+def sweep_rows(results: list[dict]) -> list[list[str]]:
+    rows = []
+    for r in results:
+        for p in r.get("sweep") or []:
+            summary = p.get("summary") or {}
+            status = p.get("status", "—") + (f": {p['detail']}" if p.get("detail") else "")
+            rows.append([r["artifact"], str(p.get("threads", "—")), str(p.get("batch_size", "—")), status,
+                         _num(summary.get("p50_ms"), ".3f"), _num(summary.get("p90_ms"), ".3f"),
+                         _num(p.get("samples_per_s"), ".0f")])
+    return rows
+
+
+def check_value(c: dict) -> str:
+    return "—" if c.get("value") is None else f"{c['value']:.4g}"
+
+
+# ---------------------------------------------------------------- Markdown
+
+
+def _cell(text: str) -> str:
+    # A "|" inside a cell would end it; a newline would end the row.
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
 
 def _table(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines = ["| " + " | ".join(map(_cell, headers)) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(map(_cell, r)) + " |" for r in rows]
     return "\n".join(lines)
 
 
-def render(results: dict) -> str:
-    env = results["environment"]
-    ref = results["reference"]
+def _environment_line(env: dict) -> str:
+    load = env.get("load_average")
+    load_text = "unreadable" if not load else ", ".join(f"{x:g}" for x in load)
+    cores = f"{env.get('logical_cores', '?')} logical cores"
+    if env.get("usable_cores") is not None and env.get("usable_cores") != env.get("logical_cores"):
+        cores += f" ({env['usable_cores']} usable)"
+    return (f"Machine: {env.get('cpu_model') or 'unknown CPU'}, {cores}, governor "
+            f"{env.get('governor') or 'unreadable'}, load average before {load_text}.")
+
+
+def _target_section(target: dict) -> list[str]:
+    results = target.get("results") or []
     out = [
-        f"# edgedistill report: {results['run']}",
+        (f"## Target `{target['name']}` ({target.get('device', '?')}, {target.get('threads', '?')} thread(s), "
+         f"runner {target.get('runner', '?')})"),
         "",
-        f"**Verdict: {results['verdict']}** · {results['created']} · edgedistill {env['tool_version']}",
-        "",
-        f"Machine: {env['cpu_model']}, {env['logical_cores']} logical cores, governor "
-        f"{env.get('governor') or 'unreadable'}, load average before {env.get('load_average')}.",
-        f"Teacher top-1 (PyTorch, held-out split of {ref.get('test_samples')}): {ref['teacher_top1'] * 100:.2f}%.",
+        _table(ROW_HEADERS, result_rows(results)),
         "",
     ]
-    for target in results["targets"]:
-        out += [
-            f"## Target `{target['name']}` ({target['device']}, {target['threads']} thread(s), runner {target['runner']})",
-            "",
-            _table(ROW_HEADERS, result_rows(target["results"])),
-            "",
-        ]
-        notes = [r for r in target["results"] if r["status"] != "ok"]
-        for r in notes:
-            out.append(f"- `{r['artifact']}`: **{r['status']}**: {r['status_detail']}")
-        if notes:
-            out.append("")
-    if results["checks"]:
-        out += ["## Budgets", ""]
-        rows = [
-            [c["outcome"], c["target"], c["artifact"], c["budget"], f"{c['limit']:g}",
-             "—" if c["value"] is None else f"{c['value']:.4g}", c["detail"]]
-            for c in results["checks"]
-        ]
-        out += [_table(["outcome", "target", "artifact", "budget", "limit", "value", "detail"], rows), ""]
-    speedups = results.get("summary", {}).get("speedups", [])
+    notes = [(r, line) for r in results for line in problem_lines(r)]
+    for r, line in notes:
+        out.append(f"- `{r['artifact']}` **{r.get('status', '?')}**: {line}")
+    if notes:
+        out.append("")
+    details = detail_rows(results)
+    if details:
+        out += [_table(DETAIL_HEADERS, details), ""]
+    sweep = sweep_rows(results)
+    if sweep:
+        out += [f"Sweep on `{target['name']}` (extra warm runs, reported, not gated):", "",
+                _table(SWEEP_HEADERS, sweep), ""]
+    return out
+
+
+def _budget_section(checks: list[dict]) -> list[str]:
+    """One row per gated artifact and a column per budget, then what was not a PASS, each
+    distinct reason once: a compact page for a CI step summary, which every run appends to."""
+    budgets = list(dict.fromkeys(c["budget"] for c in checks))
+    cells: dict[tuple[str, str], dict[str, str]] = {}
+    reasons: dict[tuple[str, str, str, str], list[str]] = {}
+    for c in checks:
+        key = (c["target"], c["artifact"])
+        cells.setdefault(key, {})[c["budget"]] = f"{c['outcome']} {check_value(c)} / {c['limit']:g}"
+        if c["outcome"] != "PASS":
+            reasons.setdefault((c["outcome"], *key, c.get("detail") or ""), []).append(c["budget"])
+    rows = [[target, artifact, *(row.get(b, "") for b in budgets)] for (target, artifact), row in cells.items()]
+    lines = [_table(["target", "artifact", *budgets], rows)]
+    if reasons:
+        lines.append("")
+    for (outcome, target, artifact, detail), names in reasons.items():
+        lines.append(f"- **{outcome}** `{target}` `{artifact}` {', '.join(names)}" + (f": {detail}" if detail else ""))
+    return lines
+
+
+def render(results: dict) -> str:
+    env = results.get("environment") or {}
+    ref = results.get("reference") or {}
+    teacher = ref.get("teacher_top1")
+    out = [
+        f"# edgedistill report: {results.get('run', '?')}",
+        "",
+        (f"**Verdict: {results.get('verdict')}** · {results.get('created', '?')} · "
+         f"edgedistill {env.get('tool_version', '?')}"),
+        "",
+        _environment_line(env),
+        (f"Teacher top-1 (PyTorch, held-out split of {ref.get('test_samples')}): "
+         f"{'—' if teacher is None else f'{teacher * 100:.2f}%'}."),
+        "",
+    ]
+    for target in results.get("targets") or []:
+        out += _target_section(target)
+    checks = results.get("checks") or []
+    if checks:
+        out += ["## Budgets (outcome value / limit)", "", *_budget_section(checks), ""]
+    speedups = (results.get("summary") or {}).get("speedups", [])
     if speedups:
         out += ["## Student vs teacher", ""] + [f"- {line}" for line in speedups] + [""]
     return "\n".join(out)

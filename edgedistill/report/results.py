@@ -1,9 +1,8 @@
 """The results file: a versioned JSON document every report is rendered from.
 
-Schema `edgedistill.results/1` (documented in docs/results-schema.md):
-  schema, created, run, environment, reference{teacher_top1, teacher_artifact_p50_ms…},
-  targets[{name, runner, device, threads, budgets, measurement, results[…]}],
-  verdict, checks[…]
+Schema `edgedistill.results/2`, documented field by field in docs/results-schema.md:
+  schema, created, run, environment, reference, targets[{…, results[…]}], verdict, checks[…],
+  summary
 """
 
 from __future__ import annotations
@@ -15,7 +14,9 @@ from pathlib import Path
 from edgedistill.artifacts import atomic_write_json
 from edgedistill.errors import UsageError
 
-SCHEMA = "edgedistill.results/1"
+SCHEMA = "edgedistill.results/2"
+# The cold-start parts, in the order they happen; they add up to cold.total_ms.
+COLD_PARTS = ("interpreter_ms", "import_ms", "read_ms", "compile_ms", "first_inference_ms")
 
 
 def new_results(run: str, environment: dict, reference: dict) -> dict:
@@ -45,5 +46,7 @@ def load_results(path: Path) -> dict:
         raise UsageError(f"{path}: not a JSON results file ({e})") from None
     found = data.get("schema") if isinstance(data, dict) else None
     if found != SCHEMA:
-        raise UsageError(f"{path}: expected schema {SCHEMA!r}, found {found!r}")
+        older = isinstance(found, str) and found.startswith("edgedistill.results/")
+        raise UsageError(f"{path}: expected schema {SCHEMA!r}, found {found!r}",
+                         "re-run `edgedistill bench` with this version to measure again" if older else None)
     return data

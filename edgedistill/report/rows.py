@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from edgedistill.report.results import COLD_PARTS
+
 ROW_HEADERS = [
-    "artifact", "status", "p50 ms", "p90 ms", "p99 ms", "cold ms = start+import+load+first",
+    "artifact", "status", "p50 ms", "p90 ms", "p99 ms", "cold ms = start+import+read+compile+first",
     "top-1 %", "agree %", "size MB", "peak MB",
 ]
 
@@ -12,11 +14,15 @@ def _f(value, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
 
+def _pct(fraction: float | None) -> float | None:
+    return None if fraction is None else fraction * 100  # 0.0 is a real accuracy, not "missing"
+
+
 def cold_text(r: dict) -> str:
     cold = r.get("cold")
-    if not cold:
+    if not cold or "total_ms" not in cold:
         return "—"
-    parts = "+".join(_f(cold[p].get("median"), ".0f") for p in ("interpreter_ms", "import_ms", "load_ms", "first_inference_ms"))
+    parts = "+".join(_f(cold.get(p, {}).get("median"), ".0f") for p in COLD_PARTS)
     return f"{cold['total_ms']['median']:.0f} ({parts})"
 
 
@@ -30,8 +36,8 @@ def result_row(r: dict) -> list[str]:
         _f(warm.get("p90_ms"), ".3f"),
         _f(warm.get("p99_ms"), ".3f"),
         cold_text(r),
-        _f(acc.get("top1") and acc["top1"] * 100, ".2f"),
-        _f(acc.get("teacher_agreement") and acc["teacher_agreement"] * 100, ".1f"),
+        _f(_pct(acc.get("top1")), ".2f"),
+        _f(_pct(acc.get("teacher_agreement")), ".1f"),
         _f(None if r["size_bytes"] is None else r["size_bytes"] / 2**20, ".2f"),
         _f(r.get("memory", {}).get("peak_rss_mb"), ".0f"),
     ]

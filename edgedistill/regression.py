@@ -1,0 +1,360 @@
+"""Base vs head: which latencies changed, by how much, and whether the change is real.
+
+Pure functions over two results dicts (no I/O). Results are matched by (target name, artifact
+name); for each matched artifact, students and the teacher alike, two metrics are compared on
+their raw samples:
+
+  warm_p50    the warm loop's `warm.samples_ms` (thousands of single inferences)
+  cold_start  the cold runs' `cold.runs[*].total_ms` (a handful of fresh processes)
+
+A change is a **regression** only when it is both larger than the allowed percentage (the
+floor: 10 % warm, 20 % cold start) and statistically significant (one-sided Mann-Whitney U, head
+slower, p < alpha). The gate fails on warm regressions; cold-start regressions are reported but
+gated only when asked (`gate_cold_start`), because fresh processes on a shared machine shift
+together between sessions by more than any floor a real regression would clear (see
+MAX_COLD_REGRESSION_PCT). The absolute `cold_start_ms` budget still gates cold start.
+
+- The floor, because thousands of warm samples make a tiny shift "significant", and they are
+  autocorrelated (frequency scaling, cache and scheduler state drift over a run), which the test
+  assumes away, so its p-values are optimistic. A 2 % shift is not worth blocking a release for.
+- The test, because a single noisy run can move the median by more than the floor; a few cold
+  runs cannot reach significance unless the two sets barely overlap (5 vs 5 runs, completely
+  separated: smallest one-sided p = 1/252 ≈ 0.004; 3 vs 3 can never get below 0.05).
+
+scipy is imported inside the functions that need it, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from edgedistill.errors import UsageError
+
+MAX_REGRESSION_PCT = 10.0
+# Cold start gets its own, wider floor. Each cold run is a fresh process (interpreter, imports
+# from disk, dynamic linking), and the whole set of runs shifts together from one session to the
+# next: on an idle 2-core VM, 5 runs of an unchanged artifact spread by 2-5 ms within a session,
+# but their median moved by up to +10 % between sessions, fully separated, which the test calls
+# significant (benchmarks/gate_stability.py). The floor must cover that shift; 20 % is twice it.
+MAX_COLD_REGRESSION_PCT = 20.0
+ALPHA = 0.01
+BOOTSTRAP_RESAMPLES = 1000  # enough for a 95 % interval; ~0.3 s for 5,000 samples a side
+BOOTSTRAP_SEED = 0  # the same files always print the same interval
+COMPARABLE_STATUSES = ("ok", "invalid")  # invalid results still carry samples; the gate flags them
+LOAD_DIFFERENCE_PER_CORE = 0.5  # more than this between base and head: warn
+
+# metric name -> (budget name of its gate check, unit)
+METRICS = {
+    "warm_p50": ("regression_warm_p50", "ms"),
+    "cold_start": ("regression_cold_start", "ms"),
+}
+
+
+def warm_samples(result: dict) -> list[float]:
+    return list((result.get("warm") or {}).get("samples_ms") or [])
+
+
+def cold_samples(result: dict) -> list[float]:
+    runs = (result.get("cold") or {}).get("runs") or []
+    return [r["total_ms"] for r in runs if r.get("total_ms") is not None]
+
+
+_SAMPLES = {"warm_p50": warm_samples, "cold_start": cold_samples}
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    target: str
+    artifact: str
+    role: str
+    metric: str  # "warm_p50" | "cold_start"
+    base_n: int
+    head_n: int
+    base_median: float
+    head_median: float
+    delta_pct: float  # (head median / base median - 1) * 100
+    p_slower: float  # one-sided Mann-Whitney U: is head slower? (decides a regression)
+    p_two_sided: float  # any difference (decides "significant" in compare)
+    ratio_ci: tuple[float, float] | None  # bootstrap 95 % interval of head median / base median
+    regression: bool
+    significant: bool
+    untrusted: str | None = None  # why a side's measurement was marked invalid, else None
+
+    @property
+    def verdict(self) -> str:
+        """slower / faster / same, as a reader would say it."""
+        if self.regression or (self.significant and self.delta_pct > 0):
+            return "slower"
+        return "faster" if self.significant and self.delta_pct < 0 else "same"
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "ratio_ci": list(self.ratio_ci) if self.ratio_ci else None,
+                "verdict": self.verdict}
+
+
+@dataclass(frozen=True)
+class NotComparable:
+    target: str
+    artifact: str
+    role: str
+    metric: str | None  # None: the whole artifact
+    reason: str
+
+
+@dataclass(frozen=True)
+class Unmatched:
+    target: str
+    artifact: str
+    side: str  # "new" (only in head) | "gone" (only in base)
+
+
+@dataclass
+class Comparison:
+    max_regression_pct: float
+    alpha: float
+    max_cold_regression_pct: float = MAX_COLD_REGRESSION_PCT
+    gate_cold_start: bool = False  # cold-start regressions FAIL the gate only when asked
+    metrics: list[MetricComparison] = field(default_factory=list)
+    not_comparable: list[NotComparable] = field(default_factory=list)
+    unmatched: list[Unmatched] = field(default_factory=list)
+    environment_warning: str | None = None
+
+    def floor(self, metric: str) -> float:
+        """The allowed slowdown in percent for this metric."""
+        return self.max_cold_regression_pct if metric == "cold_start" else self.max_regression_pct
+
+    @property
+    def regressions(self) -> list[MetricComparison]:
+        return [m for m in self.metrics if m.regression]
+
+    def to_json(self) -> dict:
+        return {
+            "max_regression_pct": self.max_regression_pct,
+            "max_cold_regression_pct": self.max_cold_regression_pct,
+            "gate_cold_start": self.gate_cold_start,
+            "alpha": self.alpha,
+            "test": "Mann-Whitney U (one-sided, head slower) and a percentage floor",
+            "environment_warning": self.environment_warning,
+            "metrics": [m.to_json() for m in self.metrics],
+            "not_comparable": [asdict(n) for n in self.not_comparable],
+            "unmatched": [asdict(u) for u in self.unmatched],
+            "regressions": len(self.regressions),
+        }
+
+
+# ---------------------------------------------------------------- statistics
+
+
+def mann_whitney(base: list[float], head: list[float]) -> tuple[float, float]:
+    """(p that head is slower, two-sided p). Rank-based: no assumption of normal latencies,
+    and a few slow outliers cannot swing it the way they swing a mean."""
+    from scipy.stats import mannwhitneyu
+
+    slower = mannwhitneyu(head, base, alternative="greater").pvalue
+    both = mannwhitneyu(head, base, alternative="two-sided").pvalue
+    return float(slower), float(both)
+
+
+def bootstrap_ratio_ci(base: list[float], head: list[float], resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = BOOTSTRAP_SEED, chunk: int = 200) -> tuple[float, float]:
+    """Percentile 95 % interval of median(head) / median(base), each side resampled on its own.
+
+    Resampling treats samples as independent; warm samples are not quite, so the interval is
+    on the narrow side (one more reason the gate keeps a percentage floor)."""
+    rng = np.random.default_rng(seed)
+    b, h = np.asarray(base, dtype=np.float64), np.asarray(head, dtype=np.float64)
+    ratios = []
+    for start in range(0, resamples, chunk):  # chunks bound memory: chunk x n indices at a time
+        k = min(chunk, resamples - start)
+        mb = np.median(b[rng.integers(0, b.size, (k, b.size))], axis=1)
+        mh = np.median(h[rng.integers(0, h.size, (k, h.size))], axis=1)
+        ratios.append(mh / mb)
+    lo, hi = np.percentile(np.concatenate(ratios), [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def compare_samples(base: list[float], head: list[float], max_regression_pct: float = MAX_REGRESSION_PCT,
+                    alpha: float = ALPHA, bootstrap: bool = True) -> dict:
+    """The numbers behind one MetricComparison."""
+    base_median, head_median = float(np.median(base)), float(np.median(head))
+    delta_pct = (head_median / base_median - 1.0) * 100.0
+    p_slower, p_two_sided = mann_whitney(base, head)
+    return {
+        "base_n": len(base), "head_n": len(head), "base_median": base_median, "head_median": head_median,
+        "delta_pct": delta_pct, "p_slower": p_slower, "p_two_sided": p_two_sided,
+        "ratio_ci": bootstrap_ratio_ci(base, head) if bootstrap else None,
+        "regression": delta_pct > max_regression_pct and p_slower < alpha,
+        "significant": p_two_sided < alpha,
+    }
+
+
+def format_p(p: float) -> str:
+    # Thousands of samples push p below any float's resolution; "0" would read as a bug.
+    return "<1e-4" if p < 1e-4 else f"{p:.2g}"
+
+
+# ---------------------------------------------------------------- matching results
+
+
+def _by_key(results: dict) -> dict[tuple[str, str], dict]:
+    return {(t["name"], r["artifact"]): r for t in results.get("targets", []) for r in t.get("results", [])}
+
+
+def _status_problem(result: dict, side: str) -> str | None:
+    status = result.get("status")
+    if status in COMPARABLE_STATUSES:
+        return None
+    detail = result.get("status_detail") or ""
+    return f"{side}: status {status}" + (f" ({detail})" if detail else "")
+
+
+def _invalid_reason(base: dict, head: dict) -> str | None:
+    reasons = [f"{side}: {r.get('status_detail') or 'invalid'}"
+               for side, r in (("base", base), ("head", head)) if r.get("status") == "invalid"]
+    return "; ".join(reasons) or None
+
+
+def _load_per_core(results: dict) -> float | None:
+    """The highest 1-minute load average per usable core recorded before any run of the file."""
+    loads = [r["conditions"]["load_average_before"][0] / (r["conditions"].get("usable_cores") or 1)
+             for t in results.get("targets", []) for r in t.get("results", [])
+             if (r.get("conditions") or {}).get("load_average_before")]
+    return max(loads) if loads else None
+
+
+def environment_warning(base: dict, head: dict) -> str | None:
+    """One line naming what differs between the machines or thread settings, else None."""
+    diffs = []
+    cpu_b = (base.get("environment") or {}).get("cpu_model")
+    cpu_h = (head.get("environment") or {}).get("cpu_model")
+    if cpu_b != cpu_h:
+        diffs.append(f"cpu_model {cpu_b!r} vs {cpu_h!r}")
+    threads_b = {t["name"]: t.get("threads") for t in base.get("targets", [])}
+    for t in head.get("targets", []):
+        if t["name"] in threads_b and threads_b[t["name"]] != t.get("threads"):
+            diffs.append(f"{t['name']} threads {threads_b[t['name']]} vs {t.get('threads')}")
+    # Other work on the machine slows fresh processes (cold start) far more than the warm loop,
+    # and the test cannot tell that from a regression: only the recorded load can.
+    load_b, load_h = _load_per_core(base), _load_per_core(head)
+    if load_b is not None and load_h is not None and abs(load_h - load_b) > LOAD_DIFFERENCE_PER_CORE:
+        diffs.append(f"load average per core before the runs up to {load_b:.2f} vs {load_h:.2f}")
+    if not diffs:
+        return None
+    return "base and head were measured differently (" + "; ".join(diffs) + "): deltas may not be the code's"
+
+
+def compare_results(base: dict, head: dict, max_regression_pct: float = MAX_REGRESSION_PCT,
+                    alpha: float = ALPHA, bootstrap: bool = True,
+                    max_cold_regression_pct: float = MAX_COLD_REGRESSION_PCT,
+                    gate_cold_start: bool = False) -> Comparison:
+    """Every matched artifact's warm and cold samples, base vs head. The warm floor is
+    max_regression_pct, the cold-start floor max_cold_regression_pct.
+
+    Raises UsageError when the two files have no artifact in common (nothing to compare)."""
+    if min(max_regression_pct, max_cold_regression_pct) < 0:
+        raise UsageError(f"max regression must be >= 0 %, got {min(max_regression_pct, max_cold_regression_pct):g}")
+    if not 0 < alpha < 1:
+        raise UsageError(f"alpha must be between 0 and 1, got {alpha:g}")
+    base_r, head_r = _by_key(base), _by_key(head)
+    common = [k for k in head_r if k in base_r]
+    if not common:
+        raise UsageError("base and head have no (target, artifact) in common: nothing to compare",
+                         "compare results of the same targets and artifacts")
+    out = Comparison(max_regression_pct, alpha, max_cold_regression_pct, gate_cold_start,
+                     environment_warning=environment_warning(base, head))
+    out.unmatched += [Unmatched(t, a, "new") for (t, a) in head_r if (t, a) not in base_r]
+    out.unmatched += [Unmatched(t, a, "gone") for (t, a) in base_r if (t, a) not in head_r]
+    for target, artifact in common:
+        b, h = base_r[(target, artifact)], head_r[(target, artifact)]
+        role = h.get("role", "")
+        problem = _status_problem(b, "base") or _status_problem(h, "head")
+        if problem:
+            out.not_comparable.append(NotComparable(target, artifact, role, None, problem))
+            continue
+        for metric, samples in _SAMPLES.items():
+            bs, hs = samples(b), samples(h)
+            missing = [side for side, s in (("base", bs), ("head", hs)) if not s]
+            if missing:
+                out.not_comparable.append(
+                    NotComparable(target, artifact, role, metric, f"no samples in {' and '.join(missing)}"))
+            elif np.median(bs) <= 0:
+                out.not_comparable.append(
+                    NotComparable(target, artifact, role, metric, "base median is not positive"))
+            else:
+                numbers = compare_samples(bs, hs, out.floor(metric), alpha, bootstrap)
+                out.metrics.append(MetricComparison(target, artifact, role, metric, **numbers,
+                                                    untrusted=_invalid_reason(b, h)))
+    return out
+
+
+# ---------------------------------------------------------------- gate checks
+
+
+def gate_checks(comparison: Comparison) -> list:
+    """One Check per compared student metric: FAIL only for a regression (over the floor AND
+    significant); INVALID when either side's result was marked invalid (too few samples, a busy
+    machine, the wrong device). The teacher is compared as the reference but never gated, and
+    cold start only when the comparison asks for it."""
+    from edgedistill.gate import FAIL, INVALID, PASS, Check
+
+    checks = []
+    for m in comparison.metrics:
+        if m.role != "student" or (m.metric == "cold_start" and not comparison.gate_cold_start):
+            continue
+        unit = METRICS[m.metric][1]
+        detail = (f"{m.delta_pct:+.1f} %, p={format_p(m.p_slower)} (one-sided Mann-Whitney U, n={m.base_n}/{m.head_n}), "
+                  f"median {m.base_median:.4g} -> {m.head_median:.4g} {unit}")
+        outcome = FAIL if m.regression else PASS
+        if m.untrusted:  # as for the latency budgets: an untrusted measurement neither passes nor fails
+            outcome, detail = INVALID, f"measurement marked invalid ({m.untrusted}); {detail}"
+        checks.append(Check(m.target, m.artifact, METRICS[m.metric][0], comparison.floor(m.metric),
+                            round(m.delta_pct, 4), outcome, detail))
+    return checks
+
+
+def notes(comparison: dict) -> list[str]:
+    """Plain lines for what a table does not show: environment, new/gone, not comparable.
+
+    Takes Comparison.to_json(), which is also what `gate` returns under "regression"."""
+    warning = comparison.get("environment_warning")
+    lines = [f"warning: {warning}"] if warning else []
+    lines += [f"{u['side']}: {u['target']} / {u['artifact']} (only in {'head' if u['side'] == 'new' else 'base'})"
+              for u in comparison.get("unmatched", [])]
+    lines += [f"not comparable: {n['target']} / {n['artifact']}{' ' + n['metric'] if n['metric'] else ''}: "
+              f"{n['reason']}" for n in comparison.get("not_comparable", [])]
+    if not comparison.get("gate_cold_start"):
+        lines += [f"cold start {m['delta_pct']:+.1f} % (p={format_p(m['p_slower'])}) for {m['target']} / "
+                  f"{m['artifact']}: a regression, reported but not gated (--gate-cold-start gates it)"
+                  for m in comparison.get("metrics", []) if m["metric"] == "cold_start" and m["regression"]]
+    untrusted = {(m["target"], m["artifact"]): m["untrusted"] for m in comparison.get("metrics", []) if m["untrusted"]}
+    lines += [f"measured under invalid conditions: {t} / {a}: {why}" for (t, a), why in untrusted.items()]
+    return lines
+
+
+# ---------------------------------------------------------------- terminal rendering
+
+
+def print_comparison(comparison: Comparison, console) -> None:
+    """The compare table (rich), then the notes and a one-line summary."""
+    from rich.table import Table
+
+    table = Table(title=f"base vs head (regression: slower by > {comparison.max_regression_pct:g} % warm, "
+                        f"> {comparison.max_cold_regression_pct:g} % cold start, and one-sided p < "
+                        f"{comparison.alpha:g})")
+    for h in ("target", "artifact", "metric", "n base/head", "base median", "head median", "delta %",
+              "95% CI of ratio", "p (two-sided)", "verdict"):
+        table.add_column(h, justify="left" if h in ("target", "artifact", "metric", "verdict") else "right")
+    style = {"slower": "yellow", "faster": "green", "same": "dim"}
+    for m in comparison.metrics:
+        ci = f"{m.ratio_ci[0]:.3f}–{m.ratio_ci[1]:.3f}" if m.ratio_ci else "—"
+        word = "[bold red]slower (regression)[/]" if m.regression else f"[{style[m.verdict]}]{m.verdict}[/]"
+        artifact = m.artifact + (" (reference)" if m.role == "teacher" else "")
+        table.add_row(m.target, artifact, m.metric, f"{m.base_n}/{m.head_n}", f"{m.base_median:.4g} ms",
+                      f"{m.head_median:.4g} ms", f"{m.delta_pct:+.1f}", ci, format_p(m.p_two_sided), word)
+    console.print(table)
+    for line in notes(comparison.to_json()):
+        console.print(f"  {line}")
+    n = len(comparison.regressions)
+    console.print(f"{n} regression(s)" if n else "no regression", style="bold red" if n else "bold green")
