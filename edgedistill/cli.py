@@ -315,7 +315,7 @@ def compare(base_path: Path, head_path: Path, max_regression: float, alpha: floa
     """
     from edgedistill import api
     from edgedistill.errors import EXIT_BUDGET_FAILED, EXIT_PASS
-    from edgedistill.regression import print_comparison
+    from edgedistill.report.table import print_comparison
     from edgedistill.ui import UI
 
     comparison = api.compare(base_path, head_path, max_regression, alpha, max_cold_regression)

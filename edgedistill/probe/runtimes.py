@@ -239,16 +239,25 @@ class OpenVinoSession(Session):
         self._device = device
         # One request made here and reused: creating it per call would be timed as inference.
         self._request = self._compiled.create_infer_request()
+        self._ov = ov
+        self._input: np.ndarray | None = None  # the memory of the request's input tensor
         port = self._compiled.inputs[0]
         self.input_name = port.get_any_name()
         self.input_shape = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
         self.input_dtype = np.dtype(port.get_element_type().to_dtype()).name
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        # Shared buffers avoid two hidden copies; the output view is copied once, because the
-        # request overwrites it on the next call.
-        results = self._request.infer({0: x}, share_inputs=True, share_outputs=True)
-        return np.array(results[0], copy=True)
+        # Copy x into an input tensor the request keeps, and the output out of the request's own
+        # tensor: infer({0: x}, share_inputs=True, share_outputs=True) cost ~20 us more per call
+        # in Python (a Tensor made around x, the input dict, an OVDict of results), 6 % of the
+        # 0.34 ms student and none of it in benchmark_app's latency. The copy is cheaper than
+        # that (4 KB: 1 us; a 3x224x224 image: 14 us, next to ~40 ms of inference).
+        if self._input is None or self._input.shape != x.shape:  # first call, or a new batch size
+            self._input = np.empty(x.shape, x.dtype)
+            self._request.set_input_tensor(0, self._ov.Tensor(self._input, shared_memory=True))
+        np.copyto(self._input, x)
+        self._request.infer()
+        return self._request.get_output_tensor(0).data.copy()
 
     def describe(self) -> dict[str, Any]:
         executed = list(self._compiled.get_property("EXECUTION_DEVICES"))
