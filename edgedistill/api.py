@@ -65,24 +65,27 @@ def distill(ws: Workspace, ui: UI) -> Distilled:
     from edgedistill.data import load_data
     from edgedistill.distill.teacher_cache import model_digest
     from edgedistill.distill.trainer import distill as train
-    from edgedistill.specs import check_compatible, load_model
+    from edgedistill.specs import check_compatible, load_model, load_student
 
     cfg = ws.cfg
     ui.step(f"data: {cfg.data.spec}")
     splits = load_data(cfg.data, seed=cfg.run.seed)
     teacher = load_model(cfg.teacher.spec, cfg.teacher.weights, role="teacher")
     torch.manual_seed(cfg.run.seed)  # the student's initial weights are part of the run's inputs
-    student = load_model(cfg.student.spec, cfg.student.weights, role="student")
+    student = load_student(cfg.student.spec, cfg.student.weights, teacher=teacher,
+                           input_shape=splits.input_shape, note=ui.note)
     check_compatible(teacher, student, splits.input_shape, splits.num_classes)
     key = stage_key(
         teacher=(cfg.teacher.spec, _file_id(cfg.teacher.weights), model_digest(teacher)),
         student=(cfg.student.spec, _file_id(cfg.student.weights)),
-        data=splits.fingerprint, distill=cfg.distill.model_dump(), seed=cfg.run.seed,
+        data=splits.fingerprint, seed=cfg.run.seed,
+        # restart and checkpoint spacing do not change the result, so they do not change the key
+        distill=cfg.distill.model_dump(exclude={"restart", "checkpoint_every_steps"}),
         torch=package_version("torch"),
     )
     stage = Stage(ws.run_dir, "distill", key)
     weights = stage.dir / "student.safetensors"
-    if (manifest := stage.cached()) is not None:
+    if not cfg.distill.restart and (manifest := stage.cached()) is not None:
         ui.step(f"distill: unchanged, reusing {weights}")
         student.load_state_dict(load_file(weights))
         return Distilled(splits, teacher, student.eval(), key, manifest["metrics"])
@@ -92,6 +95,7 @@ def distill(ws: Workspace, ui: UI) -> Distilled:
     with ui.progress() as progress:
         result = train(teacher, student, splits, cfg.distill, out, seed=cfg.run.seed,
                        cache_dir=Path(cfg.run.out_dir) / ".cache" / "teacher", progress=progress,
+                       notify=ui.note,
                        on_epoch=None if progress else lambda r: ui.note(
                            f"epoch {r['epoch']}/{cfg.distill.epochs}: loss {r['loss']:.4f}, "
                            f"val top-1 {r['val_acc']:.2%}, {r['samples_per_s']:.0f} samples/s"))
@@ -193,6 +197,7 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
     import torch
 
     from edgedistill.data import calibration_subset
+    from edgedistill.distill.teachers import OnnxTeacher
     from edgedistill.exporters import export_onnx, export_program
 
     d = d or distill(ws, ui)
@@ -222,13 +227,22 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
         for role, precision, backend_name in plan:
             backend = get_backend(backend_name)
             kind = backend.ACCEPTS[0]
+            black_box = isinstance(models[role], OnnxTeacher)  # an ONNX file is its own export
+            if black_box and kind != "onnx":
+                ui.step(f"export: skipping {role} for {backend_name}: an ONNX teacher has no torch.export program")
+                if progress:
+                    progress.advance(task)
+                continue
             if (role, kind) not in intermediates:
                 path = out / "intermediate" / f"{role}.{'onnx' if kind == 'onnx' else 'pt2'}"
                 ui.step(f"export: {role} -> {kind}")
-                with torch.no_grad():
-                    fn = export_onnx if kind == "onnx" else export_program
-                    intermediates[(role, kind)] = fn(models[role], example, path, role=role,
-                                                     dynamic_batch=kind == "onnx")
+                if black_box:
+                    intermediates[(role, kind)] = models[role].copy_to(path)
+                else:
+                    with torch.no_grad():
+                        fn = export_onnx if kind == "onnx" else export_program
+                        intermediates[(role, kind)] = fn(models[role], example, path, role=role,
+                                                         dynamic_batch=kind == "onnx")
             ui.step(f"export: {role} {precision} -> {backend_name}")
             art = backend.export(intermediates[(role, kind)], out / backend_name, precision=precision,
                                  calibration=calibration if precision == "int8" else None)

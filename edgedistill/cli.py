@@ -23,12 +23,17 @@ def _config_options(f):
     options = [
         click.option("--config", "-c", "config_path", type=click.Path(path_type=Path),
                      help="edgedistill.toml (default: ./edgedistill.toml if present)."),
-        click.option("--teacher", help="Teacher: pkg.mod:factory or a torch.export .pt2."),
+        click.option("--teacher", help="Teacher: pkg.mod:factory, a torch.export .pt2, an ONNX file "
+                                       "(run through ONNX Runtime) or hf:<folder>."),
         click.option("--teacher-weights", type=click.Path(path_type=Path),
                      help="Teacher weights: .safetensors or a state_dict .pt (weights_only)."),
-        click.option("--student", help="Student: pkg.mod:factory."),
+        click.option("--student", help="Student: pkg.mod:factory, prune:<width> (the teacher, structurally "
+                                       "pruned) or shallow:<k> (every k-th block of the teacher)."),
         click.option("--data", help="Data: builtin:digits, a .npz with x and y, or pkg.mod:factory."),
         click.option("--epochs", type=int, help="Distillation epochs."),
+        click.option("--resume/--restart", "resume", default=None,
+                     help="Continue from this run's checkpoint when there is one (the default), "
+                          "or ignore it and train from the start."),
         click.option("--backend", "backends", multiple=True,
                      help="Export to this backend (repeatable): onnxruntime, openvino, executorch, tensorrt."),
         click.option("--target", "targets", multiple=True, type=click.Path(path_type=Path),
@@ -61,6 +66,7 @@ def _workspace(opts: dict):
     overrides = {
         "teacher.spec": opts["teacher"], "teacher.weights": opts["teacher_weights"],
         "student.spec": opts["student"], "data.spec": opts["data"], "distill.epochs": opts["epochs"],
+        "distill.restart": None if opts.get("resume") is None else not opts["resume"],
         "export.backends": list(opts["backends"]) or None, "bench.targets": list(opts["targets"]) or None,
         "run.name": opts["run_name"], "run.out_dir": opts["out_dir"],
         "bench.cold_disk": opts.get("cold_disk"),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -34,12 +34,14 @@ class RunConfig(Strict):
 
 
 class TeacherConfig(Strict):
-    # "pkg.mod:factory" or a torch.export ".pt2"; the default is the built-in digits teacher.
+    # "pkg.mod:factory", a torch.export ".pt2", an ".onnx" (a black box run by ONNX Runtime) or
+    # "hf:<folder>"; the default is the built-in digits teacher.
     spec: str = "edgedistill.zoo:digits_teacher"
     weights: Path | None = None  # safetensors, or a state_dict .pt loaded with weights_only=True
 
 
 class StudentConfig(Strict):
+    # "pkg.mod:factory", or derived from the teacher: "prune:<width>", "shallow:<k>".
     spec: str = "edgedistill.zoo:digits_student"
     weights: Path | None = None
 
@@ -52,6 +54,14 @@ class DataConfig(Strict):
     label_fraction: float = Field(1.0, ge=0, le=1)  # share of training labels kept
 
 
+class FeaturePair(Strict):
+    """A hint-distillation pair: module paths as in model.named_modules()."""
+
+    student: str
+    teacher: str
+    weight: float = Field(1.0, gt=0)  # this pair's MSE is multiplied by it and added to the loss
+
+
 class DistillConfig(Strict):
     epochs: int = Field(12, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -60,6 +70,22 @@ class DistillConfig(Strict):
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.3, ge=0, le=1)  # weight of cross-entropy on labels; 1 - alpha on KD
     threads: int | None = Field(None, ge=1)  # torch threads during training; None = torch default
+    # Hint pairs: MSE between named module outputs (through a learned adapter where widths
+    # differ), added to the logit loss; empty = logits only. The teacher then runs live.
+    features: list[FeaturePair] = []
+    # Checkpoint every N optimizer steps as well as at each epoch's end; None = epoch ends only.
+    checkpoint_every_steps: int | None = Field(None, ge=1)
+    # Clip the global gradient norm before each step; None = no clipping. 5.0: on built-in digits
+    # the unclipped per-epoch maxima are 5-11 (KD gradients carry the T^2 factor) and clipping at
+    # 5 leaves validation accuracy unchanged (70/89/92 % over 3 epochs either way), while a spike
+    # (a bad batch, a too-high lr) can no longer throw the weights far away.
+    grad_clip_norm: float | None = Field(5.0, gt=0)
+    # Stop after this many epochs without a better validation accuracy; None = run every epoch.
+    patience: int | None = Field(None, ge=1)
+    # Teacher logits for the training set computed once and reused; False runs the teacher on
+    # every batch (needed once augmentation changes the inputs).
+    cache_teacher: bool = True
+    restart: bool = False  # ignore an existing checkpoint of this run and train from the start
 
 
 class CompressConfig(Strict):
@@ -170,19 +196,29 @@ class TargetConfig(Strict):
 def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """Field names valid at `loc` (the parent of an unknown key), for did-you-mean hints."""
     current: Any = model
+    item: Any = None  # the model inside a list/dict field; the next loc part is its index or key
     for part in loc:
+        if item is not None:
+            current, item = item, None
+            continue
         fields = getattr(current, "model_fields", None)
         if not fields or part not in fields:
             return []
         ann = fields[part].annotation
-        current = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-        if current is None:
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            current = ann
+            continue
+        inner = [a for a in get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+        if get_origin(ann) not in (list, dict) or not inner:
             return []
-    return list(getattr(current, "model_fields", {}))
+        item = inner[-1]  # list[Model] or dict[str, Model], e.g. distill.features[0]
+    return [] if item is not None else list(getattr(current, "model_fields", {}))
 
 
 def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> ConfigError:
-    first = err.errors()[0]
+    errors = err.errors()
+    # A misspelt required key gives "missing" and "extra" together; the extra one names the typo.
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(first["loc"])
     path = ".".join(str(p) for p in loc)
     if first["type"] == "extra_forbidden":

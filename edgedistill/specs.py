@@ -16,7 +16,7 @@ import pickletools
 import posixpath
 import re
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -28,7 +28,10 @@ from edgedistill.artifacts import sha256_file
 from edgedistill.errors import ModelMismatchError, UnsafeModelError, UsageError
 
 _ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-MODEL_SPEC_FORMS = '"pkg.mod:factory" (called with no arguments) or a torch.export ".pt2" file'
+MODEL_SPEC_FORMS = (
+    '"pkg.mod:factory" (called with no arguments), a torch.export ".pt2" file, '
+    'an ".onnx" file (teacher only) or "hf:<folder>" (a transformers model; needs edgedistill[hf])'
+)
 _SHOW_KEYS = 5  # how many mismatching state-dict keys (or unsafe archive members) an error lists
 _PT2_METADATA = {"archive_format", "archive_version", "byteorder", "version", "serialization_id"}
 
@@ -67,6 +70,16 @@ def load_model(spec: str, weights: Path | None = None, *, role: str) -> nn.Modul
     """
     if spec.lower().endswith(".pt2"):
         model = _load_exported(Path(spec), role)
+    elif spec.lower().endswith(".onnx"):
+        model = _load_onnx(Path(spec), role)
+    elif spec.startswith("hf:"):
+        from edgedistill.distill.teachers import load_hf
+
+        model = load_hf(spec.removeprefix("hf:"), role)
+    elif spec.startswith(("prune:", "shallow:")):
+        # Derived students need the loaded teacher and the data's shape: api.distill builds them.
+        raise UsageError(f"{role} spec {spec!r} derives a student from the teacher; "
+                         "it is only valid as the student of a distill run")
     elif is_entrypoint(spec):
         model = _call_factory(spec, role)
     else:
@@ -74,6 +87,32 @@ def load_model(spec: str, weights: Path | None = None, *, role: str) -> nn.Modul
     if weights is not None:
         _load_state_dict(model, read_state_dict(Path(weights), role), Path(weights), role)
     _refuse_non_finite(model, role)
+    set_mode(model, training=False)
+    return model
+
+
+def load_student(
+    spec: str,
+    weights: Path | None,
+    *,
+    teacher: nn.Module,
+    input_shape: tuple[int, ...],
+    note: Callable[[str], None] | None = None,
+) -> nn.Module:
+    """The student a spec names: like load_model, or derived from the loaded teacher
+    ("prune:<width>", "shallow:<k>"); `note` receives the derived student's one-line summary."""
+    from edgedistill.distill.students import derive_student, is_derived
+
+    if not is_derived(spec):
+        return load_model(spec, weights, role="student")
+    _output_classes(teacher, "teacher", input_shape)  # a teacher that cannot take the data: say so first
+    derived = derive_student(spec, teacher, input_shape)
+    if note is not None:
+        note(derived.summary)
+    model = derived.student
+    if weights is not None:  # e.g. a derived student trained earlier, loaded to go on from it
+        _load_state_dict(model, read_state_dict(Path(weights), "student"), Path(weights), "student")
+    _refuse_non_finite(model, "student")
     set_mode(model, training=False)
     return model
 
@@ -92,6 +131,16 @@ def _call_factory(spec: str, role: str) -> nn.Module:
             f"{role} factory {spec!r} must return a torch.nn.Module, found {type(model).__name__}"
         )
     return model
+
+
+def _load_onnx(path: Path, role: str) -> nn.Module:
+    if role != "teacher":
+        raise UsageError(f"{role} spec {path}: an ONNX model can only be a teacher "
+                         "(a black box: it has no trainable weights)",
+                         "give the student as a pkg.mod:factory, prune:<width> or shallow:<k>")
+    from edgedistill.distill.teachers import OnnxTeacher
+
+    return OnnxTeacher(path)
 
 
 def _load_exported(path: Path, role: str) -> nn.Module:

@@ -278,3 +278,38 @@ def test_two_epochs_of_the_zoo_student_from_the_shipped_teacher(tmp_path, digits
     )
     assert result.teacher_val_acc >= 0.95
     assert result.student_val_acc > 0.85
+
+
+# ---------------------------------------------------------------- feature (hint) distillation
+
+
+def wide_net(classes=3, seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(128, classes)
+    )
+
+
+def test_hint_loss_trains_an_adapter_and_is_checkpointed(tmp_path, splits):
+    from edgedistill.config import FeaturePair
+
+    cfg = FAST.model_copy(update={"features": [FeaturePair(student="2", teacher="2", weight=0.5)]})
+    result = distill(wide_net(), tiny_net(seed=2), splits, cfg, tmp_path / "run", seed=0, cache_dir=tmp_path / "c")
+    features = [r["feature"] for r in result.history]
+    assert len(features) == 3 and features[-1] < features[0]  # the student's 4 channels learn the teacher's 8
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    (weight,) = [v for k, v in saved["adapters"].items() if k.endswith("weight")]
+    assert tuple(weight.shape) == (8, 4, 1, 1)  # a 1x1 conv from 4 student to 8 teacher channels
+    # The hint changes the run: another run key, so the logits-only checkpoint is not reused.
+    plain = distill(wide_net(), tiny_net(seed=2), splits, FAST, tmp_path / "plain", seed=0, cache_dir=tmp_path / "c")
+    assert "feature" not in plain.history[0]
+    assert not torch.equal(result.student[0].weight, plain.student[0].weight)
+
+
+def test_a_feature_path_that_does_not_exist_fails_before_training(tmp_path, splits):
+    from edgedistill.config import FeaturePair
+
+    cfg = FAST.model_copy(update={"features": [FeaturePair(student="body.3", teacher="2")]})
+    with pytest.raises(UsageError, match="no module 'body.3' in the student; valid paths"):
+        distill(wide_net(), tiny_net(seed=2), splits, cfg, tmp_path / "run", seed=0, cache_dir=tmp_path / "c")
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

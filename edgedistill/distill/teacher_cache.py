@@ -44,6 +44,10 @@ def teacher_logits(
 def model_digest(model: nn.Module, spec: str = "") -> str:
     """sha256 over the spec, the module tree and every tensor in the state (weights and buffers)."""
     h = hashlib.sha256(f"{spec}\n{type(model).__module__}.{type(model).__qualname__}\n{model}".encode())
+    # A black-box teacher (OnnxTeacher) has no state: its weights are a file it has hashed.
+    content = getattr(model, "content_digest", None)
+    if content is not None:
+        h.update(f"content:{content}\n".encode())
     for name, tensor in model.state_dict().items():
         t = tensor.detach().cpu().contiguous()
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())

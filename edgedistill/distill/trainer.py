@@ -1,10 +1,12 @@
 """The distillation loop: a student learns the teacher's softened outputs (plus the labels it has).
 
 Deterministic on CPU: seeded init of the RNGs, a seeded generator for shuffling, deterministic
-algorithms. After every epoch the complete training state (student, best student, optimizer,
-scheduler, both RNGs, history) is written atomically to out_dir/checkpoint.pt; a later call
-with the same teacher, student, data and settings resumes from it and produces the same losses
-and weights as an uninterrupted run, and a finished run is not trained again.
+algorithms. After every epoch, and every `checkpoint_every_steps` optimizer steps, the complete
+training state (student, best student, optimizer, scheduler, the epoch's shuffle order and the
+position in it, the epoch's running metric sums, every RNG: torch, python, numpy, history) is
+written atomically to out_dir/checkpoint.pt; a later call with the same teacher, student, data
+and settings resumes from it at the very next batch and produces the same losses and weights as
+an uninterrupted run, and a finished run is not trained again.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ import hashlib
 import io
 import json
 import math
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from safetensors.torch import save
 from torch import nn
@@ -27,7 +31,8 @@ from torch import nn
 from edgedistill.artifacts import atomic_write_bytes, atomic_write_text
 from edgedistill.config import DistillConfig
 from edgedistill.data import DataSplits
-from edgedistill.distill.losses import KDLoss, hinton_loss
+from edgedistill.distill.features import FeatureAdapters, FeatureTaps, build_adapters
+from edgedistill.distill.losses import KDLoss, feature_loss, hinton_loss
 from edgedistill.distill.teacher_cache import model_digest, predict, teacher_logits
 from edgedistill.errors import UsageError
 from edgedistill.specs import check_compatible, set_mode
@@ -50,6 +55,7 @@ class DistillResult:
     history: list[dict]  # per epoch: epoch, loss, kd, ce, val_acc, lr, samples_per_s
     teacher_val_acc: float
     student_val_acc: float
+    stopped_early: bool = False  # patience ran out before cfg.epochs
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
@@ -68,28 +74,55 @@ def distill(
     cache_dir: Path,
     progress: Progress | None = None,
     on_epoch: Callable[[dict], None] | None = None,
+    notify: Callable[[str], None] | None = None,
 ) -> DistillResult:
     """Train `student` on the teacher's logits for splits.x_train; keep the best on validation.
 
     `progress` shows live bars on a terminal; `on_epoch` gets each epoch's record (plain log lines
-    in CI). Writes out_dir/student.safetensors (the best student), history.jsonl and checkpoint.pt.
+    in CI); `notify` gets one-off messages (where a resumed run continues). Writes
+    out_dir/student.safetensors (the best student), history.jsonl, checkpoint.pt and, when
+    TensorBoard is installed, out_dir/tensorboard.
     """
     out_dir = Path(out_dir)
     check_compatible(teacher, student, splits.input_shape, splits.num_classes)
-    with _training_settings(cfg.threads):
-        soft_targets = teacher_logits(teacher, splits, cache_dir)
+    with _training_settings(cfg.threads), contextlib.ExitStack() as taps:
+        # Hint losses need the teacher's inner features, which only a live teacher gives.
+        targets = _TeacherTargets(teacher, splits, cache_dir, cfg.cache_teacher and not cfg.features)
         teacher_val = evaluate(teacher, splits.x_val, splits.y_val)
+        # Built before the first step, so a wrong module path or shape fails up front (exit 2).
+        adapters = (lambda: build_adapters(student, teacher, cfg.features, splits.x_train[:2])) if cfg.features else None
         state = _TrainingState(
-            student, cfg, seed, len(splits.x_train), _run_key(teacher, student, splits, cfg, seed)
+            student, cfg, seed, len(splits.x_train), _run_key(teacher, student, splits, cfg, seed), adapters
         )
-        state.resume(out_dir / CHECKPOINT_FILE)
-        while state.epoch < cfg.epochs:
-            record = _train_epoch(state, splits, soft_targets, cfg, progress)
-            state.end_epoch(record)
-            if on_epoch:
-                on_epoch(record)
-            atomic_write_text(out_dir / HISTORY_FILE, "".join(json.dumps(r) + "\n" for r in state.history))
-            state.save(out_dir / CHECKPOINT_FILE)
+        if state.adapters is not None:
+            state.taps = (
+                taps.enter_context(FeatureTaps(student, [p.student for p in cfg.features], role="student")),
+                taps.enter_context(FeatureTaps(teacher, [p.teacher for p in cfg.features], role="teacher")),
+            )
+        checkpoint = out_dir / CHECKPOINT_FILE
+        if not cfg.restart and state.resume(checkpoint) and notify:
+            notify(
+                f"resuming from epoch {state.epoch + 1} step {state.step} ({checkpoint})"
+                if state.running
+                else f"already trained ({checkpoint}); --restart trains again"
+            )
+        board = _open_tensorboard(out_dir / "tensorboard") if state.running else None
+        try:
+            while state.running:
+                record = _train_epoch(state, splits, targets, cfg, progress, checkpoint)
+                for tap in state.taps:  # validation and BN passes captured features too
+                    tap.clear()
+                state.end_epoch(record)
+                if on_epoch:
+                    on_epoch(record)
+                if board is not None:
+                    _log_scalars(board, record)
+                # Written as each epoch ends, so a long run can be followed (tail -f) while it trains.
+                atomic_write_text(out_dir / HISTORY_FILE, "".join(json.dumps(r) + "\n" for r in state.history))
+                state.save(checkpoint)
+        finally:
+            if board is not None:
+                board.close()
     student.load_state_dict(state.best)
     set_mode(student, training=False)
     weights_path = out_dir / WEIGHTS_FILE
@@ -97,98 +130,195 @@ def distill(
     # give equal bytes (stage caches compare file hashes).
     meta = json.dumps({"val_acc": state.best_val, "seed": seed, "run_key": state.key}, sort_keys=True)
     atomic_write_bytes(weights_path, save(_contiguous(state.best), metadata={"edgedistill": meta}))
-    return DistillResult(student, weights_path, state.history, teacher_val, state.best_val)
+    return DistillResult(student, weights_path, state.history, teacher_val, state.best_val, state.stopped_early)
+
+
+class _TeacherTargets:
+    """The teacher's logits for a batch: from the cache of the whole training set, or live.
+
+    Live (cache_teacher=False) runs the teacher on each batch in eval mode without gradients:
+    slower by a teacher forward per step, but right for inputs that change between epochs.
+    """
+
+    def __init__(self, teacher: nn.Module, splits: DataSplits, cache_dir: Path, cached: bool):
+        self.teacher = teacher
+        self.cached = teacher_logits(teacher, splits, cache_dir) if cached else None
+
+    def __call__(self, idx: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if self.cached is not None:
+            return self.cached[idx]
+        return predict(self.teacher, x, batch_size=len(x))
 
 
 class _TrainingState:
     """Everything an interrupted run needs to continue exactly where it stopped."""
 
-    def __init__(self, student: nn.Module, cfg: DistillConfig, seed: int, n_train: int, key: str):
+    def __init__(self, student: nn.Module, cfg: DistillConfig, seed: int, n_train: int, key: str,
+                 build_adapters: Callable[[], FeatureAdapters] | None = None):
         self.student, self.key = student, key
+        torch.manual_seed(seed)  # for anything random inside the student (dropout)
+        # Python's and numpy's RNGs are seeded too: a user's model or loss may draw from them.
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        # After seeding: adapter weights are drawn from the RNG, and a resumed run must match.
+        self.adapters = build_adapters() if build_adapters else None
+        self.taps: tuple[FeatureTaps, ...] = ()  # (student, teacher) while hint losses are on
+        self.trainable = [*student.parameters(), *(self.adapters.parameters() if self.adapters else ())]
         self.steps_per_epoch = len(_batches(torch.arange(n_train), cfg.batch_size))
         total = self.steps_per_epoch * cfg.epochs
         warmup = max(1, min(MAX_WARMUP_STEPS, total // 10))
-        self.optimizer = torch.optim.AdamW(student.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: _lr_factor(step, warmup, total)
         )
-        torch.manual_seed(seed)  # for anything random inside the student (dropout)
+        self.epochs, self.patience = cfg.epochs, cfg.patience
+        self.every = cfg.checkpoint_every_steps
         self.shuffle = torch.Generator().manual_seed(seed)
         self.epoch, self.history = 0, []
-        self.best, self.best_val = _clone(student.state_dict()), -1.0
+        self.best, self.best_val, self.best_epoch = _clone(student.state_dict()), -1.0, 0
+        self.stopped_early = False
+        self.begin_epoch()
+
+    @property
+    def running(self) -> bool:
+        return self.epoch < self.epochs and not self.stopped_early
+
+    def begin_epoch(self) -> None:
+        """Position at the start of an epoch; the order is drawn lazily by epoch_order()."""
+        self.order: torch.Tensor | None = None
+        self.step, self.sums, self.seen, self.seconds = 0, {}, 0, 0.0
+
+    def epoch_order(self, n: int) -> torch.Tensor:
+        # Drawn once per epoch and checkpointed, so a mid-epoch resume walks the same order.
+        if self.order is None:
+            self.order = torch.randperm(n, generator=self.shuffle)
+        return self.order
+
+    def save_due(self) -> bool:
+        """A mid-epoch checkpoint is due after this optimizer step (the epoch's end saves anyway)."""
+        done = self.scheduler.last_epoch  # optimizer steps taken so far in the whole run
+        return bool(self.every) and done % self.every == 0 and self.step < self.steps_per_epoch
 
     def end_epoch(self, record: dict[str, Any]) -> None:
-        self.history.append(record)
         self.epoch += 1
         if record["val_acc"] > self.best_val:
             self.best, self.best_val = _clone(self.student.state_dict()), record["val_acc"]
+            self.best_epoch = self.epoch
+        if self.patience and self.epoch < self.epochs and self.epoch - self.best_epoch >= self.patience:
+            self.stopped_early = True
+            record["stopped_early"] = True
+        self.history.append(record)
+        self.begin_epoch()
 
     def save(self, path: Path) -> None:
         buffer = io.BytesIO()
+        numpy_rng = np.random.get_state(legacy=False)
         torch.save(
             {
                 "key": self.key,
                 "epoch": self.epoch,
+                "step": self.step,  # optimizer steps done within this epoch
+                "order": self.order,  # this epoch's shuffle (None at an epoch boundary)
+                "sums": self.sums,
+                "seen": self.seen,
+                "seconds": self.seconds,
                 "history": self.history,
+                "stopped_early": self.stopped_early,
                 "student": self.student.state_dict(),
+                "adapters": self.adapters.state_dict() if self.adapters is not None else None,
                 "best": self.best,
                 "best_val": self.best_val,
+                "best_epoch": self.best_epoch,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(),
                 "shuffle_rng": self.shuffle.get_state(),
+                # Plain containers and tensors only, so loading stays weights_only.
+                "python_rng": random.getstate(),
+                "numpy_rng": {
+                    "bit_generator": numpy_rng["bit_generator"],
+                    "key": torch.from_numpy(numpy_rng["state"]["key"].astype(np.int64)),
+                    "pos": int(numpy_rng["state"]["pos"]),
+                    "has_gauss": int(numpy_rng["has_gauss"]),
+                    "gauss": float(numpy_rng["gauss"]),
+                },
             },
             buffer,
         )
         atomic_write_bytes(path, buffer.getvalue())
 
-    def resume(self, path: Path) -> None:
+    def resume(self, path: Path) -> bool:
         """Continue from a checkpoint of this very run; anything else there is ignored."""
         if not path.is_file():
-            return
+            return False
         try:
             saved = torch.load(path, weights_only=True, map_location="cpu")
-        except Exception:  # noqa: BLE001 -- unreadable: start over; replaced after the first epoch
-            return
+        except Exception:  # noqa: BLE001 -- unreadable: start over; replaced at the next save
+            return False
         if not isinstance(saved, dict) or saved.get("key") != self.key:
-            return
+            return False
         self.student.load_state_dict(saved["student"])
+        if self.adapters is not None:
+            self.adapters.load_state_dict(saved["adapters"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["torch_rng"])
         self.shuffle.set_state(saved["shuffle_rng"])
+        random.setstate(saved["python_rng"])
+        rng = saved["numpy_rng"]
+        np.random.set_state(
+            {
+                "bit_generator": rng["bit_generator"],
+                "state": {"key": rng["key"].numpy().astype(np.uint32), "pos": rng["pos"]},
+                "has_gauss": rng["has_gauss"],
+                "gauss": rng["gauss"],
+            }
+        )
         self.epoch, self.history = saved["epoch"], saved["history"]
-        self.best, self.best_val = saved["best"], saved["best_val"]
+        self.step, self.order, self.sums = saved["step"], saved["order"], saved["sums"]
+        self.seen, self.seconds = saved["seen"], saved["seconds"]
+        self.best, self.best_val, self.best_epoch = saved["best"], saved["best_val"], saved["best_epoch"]
+        self.stopped_early = saved["stopped_early"]
+        return True
 
 
 def _train_epoch(
     state: _TrainingState,
     splits: DataSplits,
-    soft_targets: torch.Tensor,
+    targets: _TeacherTargets,
     cfg: DistillConfig,
     progress: Progress | None,
+    checkpoint: Path,
 ) -> dict[str, Any]:
+    """Train the rest of the current epoch (all of it unless resumed mid-epoch); its record."""
     student, label = state.student, f"epoch {state.epoch + 1}/{cfg.epochs}"
-    task = progress.add_task(label, total=state.steps_per_epoch) if progress else None
+    task = progress.add_task(label, total=state.steps_per_epoch, completed=state.step) if progress else None
     labels = splits.y_train
-    sums, seen, start = {"loss": 0.0, "kd": 0.0, "ce": 0.0}, 0, time.perf_counter()
     set_mode(student, training=True)
-    batches = _batches(torch.randperm(len(splits.x_train), generator=state.shuffle), cfg.batch_size)
-    for step, idx in enumerate(batches, start=1):
+    batches = _batches(state.epoch_order(len(splits.x_train)), cfg.batch_size)
+    for step in range(state.step, len(batches)):
+        idx, start = batches[step], time.perf_counter()
+        x = splits.x_train[idx]
         batch_labels = labels[idx] if labels is not None else None
-        loss = _step(
-            state, splits.x_train[idx], soft_targets[idx], batch_labels, cfg, f"{label}, step {step}"
-        )
-        for name, value in zip(("loss", "kd", "ce"), loss, strict=True):
-            sums[name] += value.item() * len(idx)
-        seen += len(idx)
+        # Teacher time counts in samples/s: that is what the cache saves.
+        loss, grad_norm = _step(state, x, targets(idx, x), batch_labels, cfg, f"{label}, step {step + 1}")
+        for name, value in loss.items():
+            state.sums[name] = state.sums.get(name, 0.0) + value * len(idx)
+        state.sums["grad_norm_max"] = max(state.sums.get("grad_norm_max", 0.0), grad_norm)
+        state.seen += len(idx)
+        state.step = step + 1
+        state.seconds += time.perf_counter() - start  # optimisation only: samples_per_s compares runs
         if progress:
-            progress.update(task, advance=1, description=f"{label} loss {sums['loss'] / seen:.4f}")
-    seconds = time.perf_counter() - start  # optimisation only: samples_per_s compares runs
+            progress.update(task, advance=1, description=f"{label} loss {state.sums['loss'] / state.seen:.4f}")
+        if state.save_due():
+            state.save(checkpoint)
     _recalibrate_batchnorm(student, splits.x_train, cfg.batch_size)
-    record = {"epoch": state.epoch + 1, **{k: v / seen for k, v in sums.items()}}
+    seen, sums = state.seen, state.sums
+    record = {"epoch": state.epoch + 1, **{k: sums[k] / seen for k in _LOSS_TERMS if k in sums}}
     record.update(val_acc=evaluate(student, splits.x_val, splits.y_val), lr=state.scheduler.get_last_lr()[0])
-    record.update(samples_per_s=seen / seconds, seconds=seconds)
+    # The largest gradient norm before clipping: how often and how far clipping bit.
+    record.update(grad_norm_max=sums["grad_norm_max"])
+    record.update(samples_per_s=seen / state.seconds, seconds=state.seconds)
     if progress:
         progress.update(
             task, description=f"{label} loss {record['loss']:.4f} val acc {record['val_acc']:.2%}"
@@ -203,15 +333,34 @@ def _step(
     labels: torch.Tensor | None,
     cfg: DistillConfig,
     where: str,
-) -> KDLoss:
+) -> tuple[dict[str, float], float]:
+    """One optimizer step; the loss terms and the gradient norm before clipping."""
     logits = state.student(x)
     loss = hinton_loss(logits, soft_targets, labels, cfg.temperature, cfg.alpha)
+    hint = None
+    if state.adapters is not None:  # the taps caught the student's and the live teacher's features
+        student_taps, teacher_taps = state.taps
+        hint = feature_loss(student_taps.outputs, teacher_taps.outputs, state.adapters).total
+        loss = loss._replace(total=loss.total + hint)
     _stop_if_not_finite(loss, logits, soft_targets, where)
     state.optimizer.zero_grad(set_to_none=True)
     loss.total.backward()
+    for tap in state.taps:
+        tap.clear()  # the captured features hold this step's graph
+    params = [p for p in state.trainable if p.grad is not None]
+    if cfg.grad_clip_norm is not None:
+        norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip_norm))
+    else:
+        norm = float(torch.nn.utils.get_total_norm([p.grad for p in params])) if params else 0.0
     state.optimizer.step()
     state.scheduler.step()
-    return loss
+    terms = {"loss": loss.total.item(), "kd": loss.kd.item(), "ce": loss.ce.item()}
+    if hint is not None:
+        terms["feature"] = hint.item()
+    return terms, norm
+
+
+_LOSS_TERMS = ("loss", "kd", "ce", "feature")
 
 
 def _recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int) -> None:
@@ -267,11 +416,30 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
+def _open_tensorboard(log_dir: Path) -> Any:
+    """A TensorBoard SummaryWriter when the tensorboard package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # an optional extra: history.jsonl has the same figures
+        return None
+    return SummaryWriter(log_dir=str(log_dir))
+
+
+def _log_scalars(board: Any, record: dict[str, Any]) -> None:
+    for name, value in record.items():
+        if name != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            board.add_scalar(f"distill/{name}", value, record["epoch"])
+    board.flush()
+
+
 def _run_key(
     teacher: nn.Module, student: nn.Module, splits: DataSplits, cfg: DistillConfig, seed: int
 ) -> str:
     """Identity of a run: a checkpoint is resumed only by the same inputs and settings."""
-    settings = cfg.model_dump(mode="json", exclude={"threads"})  # threads change speed, not results
+    # These change speed or bookkeeping, not results: a checkpoint made with them stays valid.
+    settings = cfg.model_dump(
+        mode="json", exclude={"threads", "checkpoint_every_steps", "restart"}
+    )
     parts = [
         model_digest(teacher),
         model_digest(student),

@@ -1,0 +1,163 @@
+"""Teachers that are not PyTorch code: an ONNX file run by ONNX Runtime, a Hugging Face folder.
+
+A teacher is only ever asked for its outputs (the distillation loss needs no gradient through
+it), so a black-box runtime is enough. Both wrappers are nn.Modules so the trainer, the
+teacher-output cache and check_compatible treat them like any other teacher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgedistill.artifacts import Artifact
+from edgedistill.errors import UsageError
+from edgedistill.onnx_files import (
+    check_onnx_external_data,
+    has_external_data,
+    onnx_input,
+)
+
+HF_EXTRA_HINT = "pip install 'edgedistill[hf]'"
+
+
+class OnnxTeacher(nn.Module):
+    """An ONNX model as a teacher: outputs through ONNX Runtime on the CPU, no parameters.
+
+    The file is checked for external data outside its folder before ONNX Runtime opens it.
+    `content_digest` (sha256 of the file and its external data, read at load time) is what the
+    teacher-output cache keys on, since the module has no state_dict to hash.
+    """
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = Path(path)
+        graph = check_onnx_external_data(self.path)  # refuses unsafe external data first
+        self.input_name, shape = onnx_input(graph)
+        # A graph exported with a fixed batch only accepts exactly that many rows at a time.
+        self.static_batch = shape[0] if shape and shape[0] else None
+        self.external_data = has_external_data(graph)
+        self.content_digest = _files_digest(self.path, graph)
+        self._session = self._open()
+
+    def _open(self):  # -> onnxruntime.InferenceSession
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3  # warnings about unused initializers are noise here
+        try:
+            return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise UsageError(f"teacher {self.path}: ONNX Runtime cannot load it: {type(e).__name__}: "
+                             f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}",
+                             "check the file with onnx.checker, or re-export it") from e
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        array = x.detach().cpu().numpy().astype(np.float32, copy=False)
+        step = self.static_batch or max(1, len(array))
+        outputs = []
+        for start in range(0, len(array), step):
+            chunk = array[start:start + step]
+            rows = len(chunk)
+            if self.static_batch and rows < self.static_batch:  # pad the last chunk, drop the padding
+                pad = np.zeros((self.static_batch - rows, *chunk.shape[1:]), dtype=np.float32)
+                chunk = np.concatenate([chunk, pad])
+            outputs.append(self._session.run(None, {self.input_name: chunk})[0][:rows])
+        result = np.concatenate(outputs) if outputs else np.zeros((0,), dtype=np.float32)
+        return torch.from_numpy(np.ascontiguousarray(result, dtype=np.float32))
+
+    def extra_repr(self) -> str:
+        return f"{self.path.name}, static_batch={self.static_batch}"
+
+    def copy_to(self, out_path: Path) -> Artifact:
+        """The file itself (and its external data) as the teacher's "onnx" intermediate."""
+        out_path = Path(out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self.path, out_path)
+        if self.external_data:  # locations are relative names inside the model's folder
+            graph = check_onnx_external_data(self.path)
+            for location in _external_locations(graph):
+                target = out_path.parent / location
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(self.path.parent / location, target)
+        _, shape = onnx_input(check_onnx_external_data(out_path))
+        return Artifact(kind="onnx", path=out_path, precision="fp32", role="teacher",
+                        meta={"exporter": "user ONNX file", "source": str(self.path),
+                              "sha256": self.content_digest, "input_name": self.input_name,
+                              "input_shape": shape, "dynamic_batch": shape[0] is None,
+                              "external_data": self.external_data})
+
+    # ONNX Runtime sessions cannot be pickled or deep-copied: reopen from the file instead.
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_session"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._session = self._open()
+
+
+def _external_locations(graph) -> list[str]:
+    import onnx
+
+    from edgedistill.onnx_files import _model_tensors
+
+    return sorted({e.value for t in _model_tensors(graph) if t.data_location == onnx.TensorProto.EXTERNAL
+                   for e in t.external_data if e.key == "location"})
+
+
+def _files_digest(path: Path, graph) -> str:
+    h = hashlib.sha256(path.read_bytes())
+    for location in _external_locations(graph):
+        h.update(location.encode())
+        h.update((path.parent / location).read_bytes())
+    return h.hexdigest()
+
+
+class HFTeacher(nn.Module):
+    """A transformers model whose forward returns plain logits, as distillation expects."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        # Text models take token ids (integers); the data pipeline hands over float tensors.
+        self.takes_ids = getattr(model, "main_input_name", "") == "input_ids"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x.long() if self.takes_ids else x)
+        logits = getattr(out, "logits", None)
+        if logits is None:
+            raise UsageError(f"Hugging Face model {type(self.model).__name__} returns no logits",
+                             "use a folder saved from an *ForSequenceClassification or "
+                             "*ForImageClassification model")
+        return logits
+
+
+def load_hf(folder: str, role: str) -> nn.Module:
+    """`hf:<folder>`: a transformers classification model saved with save_pretrained."""
+    try:
+        import transformers
+    except ImportError as e:
+        raise UsageError(f"{role} spec 'hf:{folder}' needs the transformers package, which is not installed",
+                         HF_EXTRA_HINT) from e
+    if not Path(folder).is_dir():
+        raise UsageError(f"{role} spec 'hf:{folder}': folder not found (expected a save_pretrained folder)")
+    errors = []
+    for auto in ("AutoModelForSequenceClassification", "AutoModelForImageClassification"):
+        try:
+            # use_safetensors: a pytorch_model.bin is a pickle, which can run code when loaded.
+            model = getattr(transformers, auto).from_pretrained(folder, local_files_only=True,
+                                                                use_safetensors=True)
+        except (ValueError, OSError, KeyError) as e:  # a config this Auto class does not map
+            errors.append(f"{auto}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
+            continue
+        return HFTeacher(model)
+    raise UsageError(f"{role} spec 'hf:{folder}': not a classification model ({'; '.join(errors)})")

@@ -1,0 +1,185 @@
+"""Checkpoint and resume: mid-epoch checkpoints, SIGKILL and rerun, --restart.
+
+Run as a script (`python tests/test_resume.py DATA.npz OUT_DIR`) this file is also the training
+process the SIGKILL test kills: a tiny teacher and student on a small npz, deterministic on one
+thread, checkpointing every 3 optimizer steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from edgedistill.config import DataConfig, DistillConfig
+from edgedistill.data import load_data
+from edgedistill.distill import trainer
+from edgedistill.distill.trainer import distill
+
+EVERY = 3
+CFG = DistillConfig(epochs=3, batch_size=32, lr=1e-2, threads=1, checkpoint_every_steps=EVERY)
+STEP_SLEEP_S = 0.05  # per training forward: leaves time to see a checkpoint and kill mid-epoch
+TIMING = {"samples_per_s", "seconds"}  # wall-clock figures; everything else must match exactly
+
+
+class Slow(nn.Module):
+    """A tiny conv net whose training forward sleeps, so that a run takes about a second."""
+
+    def __init__(self, seed: int, sleep: float = 0.0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.2),
+            nn.Flatten(), nn.Linear(64, 3),
+        )
+        self.sleep = sleep
+
+    def forward(self, x):
+        if self.sleep and self.training and torch.is_grad_enabled():
+            time.sleep(self.sleep)
+        return self.net(x)
+
+
+def write_data(path: Path) -> Path:
+    rng = np.random.default_rng(0)
+    y = np.arange(300) % 3
+    x = rng.normal(size=(300, 1, 4, 4)).astype(np.float32) + y[:, None, None, None]
+    np.savez(path, x=x, y=y)
+    return path
+
+
+def train(data: Path, out: Path, sleep: float = 0.0, cfg: DistillConfig = CFG, **kwargs):
+    splits = load_data(DataConfig(spec=str(data)), seed=0)
+    return distill(
+        Slow(1), Slow(2, sleep), splits, cfg, out, seed=0, cache_dir=out.parent / "cache", **kwargs
+    )
+
+
+def without_timing(history):
+    return [{k: v for k, v in record.items() if k not in TIMING} for record in history]
+
+
+def read_history(out: Path):
+    return [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+
+
+def assert_same_weights(a: Path, b: Path):
+    wa, wb = load_file(a / "student.safetensors"), load_file(b / "student.safetensors")
+    assert wa.keys() == wb.keys()
+    for key, value in wa.items():
+        assert torch.equal(value, wb[key]), key
+
+
+def checkpoint_position(path: Path) -> tuple[int, int] | None:
+    try:
+        saved = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception:  # noqa: BLE001 -- not written yet
+        return None
+    return saved["epoch"], saved["step"]
+
+
+def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_weights(tmp_path):
+    data = write_data(tmp_path / "d.npz")
+    straight = train(data, tmp_path / "straight")
+
+    killed = tmp_path / "killed"
+    command = [sys.executable, __file__, str(data), str(killed)]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # wait for a checkpoint inside epoch 2 (epoch index 1, step > 0)
+            assert proc.poll() is None, "the run finished before it could be killed"
+            assert time.monotonic() < deadline, "no mid-epoch checkpoint appeared"
+            position = checkpoint_position(killed / "checkpoint.pt")
+            if position is not None and position[0] == 1 and position[1] > 0:
+                break
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    epoch, step = checkpoint_position(killed / "checkpoint.pt")
+    assert epoch == 1 and step > 0  # what the rerun starts from is a mid-epoch checkpoint
+    assert not (killed / "student.safetensors").exists()
+
+    rerun = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resuming from epoch {epoch + 1} step {step}" in rerun.stdout
+
+    assert_same_weights(killed, tmp_path / "straight")
+    assert without_timing(read_history(killed)) == without_timing(straight.history)
+
+
+def test_in_process_mid_epoch_resume_is_exact(tmp_path, monkeypatch):
+    data = write_data(tmp_path / "d.npz")
+    straight = train(data, tmp_path / "a")
+
+    calls, real_loss = [0], trainer.hinton_loss
+
+    # 7 steps per epoch, saves after global steps 3, 6, 7 (epoch end), 9: stopping inside global
+    # step 12 (epoch 2, step 5) leaves the checkpoint of epoch 2, step 2.
+    def interrupt_at_step_12(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 12:
+            raise KeyboardInterrupt
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "hinton_loss", interrupt_at_step_12)
+    try:
+        train(data, tmp_path / "b")
+        raise AssertionError("not interrupted")
+    except KeyboardInterrupt:
+        pass
+    assert checkpoint_position(tmp_path / "b" / "checkpoint.pt") == (1, 2)
+    monkeypatch.setattr(trainer, "hinton_loss", real_loss)
+    notes = []
+    resumed = train(data, tmp_path / "b", notify=notes.append)
+    assert notes and notes[0].startswith("resuming from epoch 2 step 2")
+    assert without_timing(resumed.history) == without_timing(straight.history)
+    assert_same_weights(tmp_path / "a", tmp_path / "b")
+
+
+def test_restart_ignores_the_checkpoint_and_trains_again(tmp_path, monkeypatch):
+    data = write_data(tmp_path / "d.npz")
+    first = train(data, tmp_path / "run", notify=(notes := []).append)
+    assert notes == []  # nothing to resume the first time
+    train(data, tmp_path / "run", notify=notes.append)
+    assert notes == [f"already trained ({tmp_path / 'run' / 'checkpoint.pt'}); --restart trains again"]
+
+    steps, real_loss = [0], trainer.hinton_loss
+
+    def counting(*args, **kwargs):
+        steps[0] += 1
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "hinton_loss", counting)
+    again = train(data, tmp_path / "run", cfg=CFG.model_copy(update={"restart": True}))
+    assert steps[0] == 3 * 7  # every step of every epoch, from the start
+    assert without_timing(again.history) == without_timing(first.history)
+
+
+def test_cli_resume_restart_flag_sets_the_config(monkeypatch):
+    from edgedistill import cli
+
+    monkeypatch.setattr("edgedistill.api.open_workspace", lambda cfg: cfg)
+    opts = dict.fromkeys(("config_path", "teacher", "teacher_weights", "student", "data", "epochs",
+                          "run_name", "out_dir"))
+    opts.update(backends=(), targets=())
+    # None: neither flag given (automatic resume); True: --resume; False: --restart
+    for resume, restart in ((None, False), (True, False), (False, True)):
+        assert cli._workspace({**opts, "resume": resume}).distill.restart is restart
+
+
+if __name__ == "__main__":  # the process the SIGKILL test starts (and kills)
+    result = train(Path(sys.argv[1]), Path(sys.argv[2]), sleep=STEP_SLEEP_S, notify=print)
+    print(f"done: {result.student_val_acc:.4f}", flush=True)
