@@ -33,6 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from edgedistill.regression import ALPHA, MAX_COLD_REGRESSION_PCT, MAX_REGRESSION_PCT
+
 ROOT = Path(__file__).resolve().parent.parent
 SLOWDOWN = 1.2
 # CPU seconds used by other processes during a measurement above which it is measured again.
@@ -217,8 +219,9 @@ def main() -> int:
         base = saved / "base.json"
         env = results.get("environment", {})
         print(f"\n{env.get('cpu_model')}, {env.get('usable_cores')} usable cores; "
-              "regression = warm median slower by > 10 % AND one-sided Mann-Whitney U p < 0.01 "
-              "(the gate's defaults; cold start > 20 % is shown and reported, gated only with --gate-cold-start)")
+              f"regression = warm median slower by > {MAX_REGRESSION_PCT:g} % AND one-sided Mann-Whitney U "
+              f"p < {ALPHA:g} (the gate's defaults; cold start > {MAX_COLD_REGRESSION_PCT:g} % is shown and "
+              "reported, gated only with --gate-cold-start)")
         print("(a) unchanged heads vs the baseline (expect no FAIL):")
         fails_same = 0
         for i in range(1, args.runs + 1):
@@ -226,7 +229,7 @@ def main() -> int:
             fails_same += verdict == "FAIL"
             print(line(i, verdict, checks, busy[i]))
         print(f"(b) the same heads with a {SLOWDOWN - 1:.0%} slowdown injected into their measured samples "
-              "(warm samples and cold-start totals x 1.2; expect FAIL every time):")
+              f"(warm samples and cold-start totals x {SLOWDOWN:g}; expect FAIL every time):")
         fails_slow = 0
         caught: dict[str, int] = {}
         for i in range(1, args.runs + 1):
@@ -238,7 +241,8 @@ def main() -> int:
         students = len({m["artifact"] for m in checks})
         print("    regressions found per metric, of " + str(args.runs * students) + ": "
               + ", ".join(f"{k} {v}" for k, v in caught.items())
-              + " (a 20 % slowdown sits at the cold-start floor: the warm check is the one that must catch it)")
+              + f" (a {SLOWDOWN - 1:.0%} slowdown sits at the cold-start floor: the warm check is the one that "
+                "must catch it)")
         if args.keep:
             shutil.copytree(saved, args.keep, dirs_exist_ok=True)
             print(f"results files kept in {args.keep}")
@@ -247,7 +251,7 @@ def main() -> int:
     print(f"\nmeasured again because the machine was busy: {repeats} time(s); "
           f"other processes used {busy[0] if busy[0] is None else round(busy[0], 1)} CPU s during the baseline")
     print(f"unchanged: {fails_same} FAIL of {args.runs} (expected 0)")
-    print(f"injected 20 % slowdown: {fails_slow} FAIL of {args.runs} (expected {args.runs})")
+    print(f"injected {SLOWDOWN - 1:.0%} slowdown: {fails_slow} FAIL of {args.runs} (expected {args.runs})")
     print("OK" if ok else "NOT OK: the gate is too noisy or too blind on this machine")
     return 0 if ok else 1
 

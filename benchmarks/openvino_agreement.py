@@ -50,6 +50,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from edgedistill.bench.runners.local import thread_env
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere, without installing edgedistill
     sys.path.insert(0, str(ROOT))
@@ -158,13 +160,6 @@ def make_inputs(shape: list[int], dtype: str, path: Path) -> Path:
 # ---------------------------------------------------------------- the two tools
 
 
-def _thread_env(threads: int) -> dict[str, str]:
-    from edgedistill.bench.runners import local
-
-    # The probe's own environment, so neither tool gets thread pools the other does not.
-    return local._thread_env(threads)
-
-
 def benchmark_app_path() -> str:
     beside = Path(sys.executable).with_name("benchmark_app")  # the venv's console script
     found = str(beside) if beside.exists() else shutil.which("benchmark_app")
@@ -184,7 +179,8 @@ def benchmark_app_command(xml: Path, threads: int, duration_s: int, data_shape: 
 
 
 def run_benchmark_app(cmd: list[str], threads: int, timeout_s: float) -> dict:
-    done = subprocess.run(cmd, capture_output=True, text=True, env=_thread_env(threads),
+    # The probe's own environment, so neither tool gets thread pools the other does not.
+    done = subprocess.run(cmd, capture_output=True, text=True, env=thread_env(threads),
                           timeout=timeout_s, check=False)  # a failure is reported below, with its output
     if done.returncode != 0:
         tail = " | ".join((done.stdout + done.stderr).strip().splitlines()[-5:])
@@ -196,14 +192,16 @@ def run_benchmark_app(cmd: list[str], threads: int, timeout_s: float) -> dict:
 
 def harness_request(xml: Path, inputs: Path, outputs: Path, threads: int, duration_s: int,
                     options: dict) -> dict:
-    """What bench/harness.py's probe_request builds for a full probe, with this run's length."""
-    return {
-        "backend": "openvino", "model": str(xml.resolve()), "precision": "fp32",
-        "threads": threads, "device": "CPU", "inputs": str(inputs), "mode": "full",
-        "outputs_path": str(outputs), "batch_size": BATCH, "cache": None, "options": options,
+    """The harness's own request for a full probe of the IR, with this run's length."""
+    from edgedistill.artifacts import Artifact
+    from edgedistill.bench.harness import probe_request
+    from edgedistill.config import TargetConfig
+
+    target = TargetConfig(name="agreement", threads=threads, measurement={
         "warmup_iterations": 20, "min_iterations": 200,
-        "min_duration_s": duration_s, "max_duration_s": duration_s * 3,
-    }
+        "min_duration_s": duration_s, "max_duration_s": duration_s * 3})
+    artifact = Artifact("openvino_ir", xml, "fp32", backend="openvino")
+    return {**probe_request(artifact, target, inputs, "full", outputs, batch_size=BATCH), "options": options}
 
 
 def run_harness(request: dict, threads: int, timeout_s: float) -> dict:
@@ -318,21 +316,12 @@ def print_table(results: list[dict]) -> None:
               f"load {s['load_1min'][0]:.2f}-{s['load_1min'][1]:.2f}")
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:  # not Linux
-        pass
-    return platform.processor() or "unknown CPU"
-
-
 def environment() -> dict:
-    from importlib import metadata
+    from edgedistill.backends.base import package_version
+    from edgedistill.bench.environment import cpu_model, load_average
 
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "openvino": metadata.version("openvino"),
-            "python": platform.python_version(), "load_before": [round(x, 2) for x in os.getloadavg()]}
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "openvino": package_version("openvino"),
+            "python": platform.python_version(), "load_before": load_average()}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

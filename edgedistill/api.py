@@ -15,6 +15,7 @@ from edgedistill.artifacts import Artifact, atomic_write_text, sha256_file
 from edgedistill.backends.base import BACKENDS, get_backend, package_version
 from edgedistill.config import Config, TargetConfig, load_target
 from edgedistill.errors import UsageError, VerificationError
+from edgedistill.regression import ALPHA, MAX_COLD_REGRESSION_PCT, MAX_REGRESSION_PCT
 from edgedistill.stages import Stage, stage_key
 from edgedistill.ui import UI
 
@@ -64,6 +65,7 @@ def distill(ws: Workspace, ui: UI) -> Distilled:
 
     from edgedistill.data import load_data
     from edgedistill.distill.teacher_cache import model_digest
+    from edgedistill.distill.trainer import BOOKKEEPING_SETTINGS
     from edgedistill.distill.trainer import distill as train
     from edgedistill.specs import check_compatible, load_model, load_student
 
@@ -79,8 +81,7 @@ def distill(ws: Workspace, ui: UI) -> Distilled:
         teacher=(cfg.teacher.spec, _file_id(cfg.teacher.weights), model_digest(teacher)),
         student=(cfg.student.spec, _file_id(cfg.student.weights)),
         data=splits.fingerprint, seed=cfg.run.seed,
-        # restart and checkpoint spacing do not change the result, so they do not change the key
-        distill=cfg.distill.model_dump(exclude={"restart", "checkpoint_every_steps"}),
+        distill=cfg.distill.model_dump(exclude=BOOKKEEPING_SETTINGS),
         torch=package_version("torch"),
     )
     stage = Stage(ws.run_dir, "distill", key)
@@ -358,8 +359,8 @@ def speedups(results: dict) -> list[str]:
 
 
 def gate(results_path: Path, targets: list[Path] | None = None, baseline: Path | None = None,
-         max_regression_pct: float = 10.0, alpha: float = 0.01, max_cold_regression_pct: float = 20.0,
-         gate_cold_start: bool = False) -> dict:
+         max_regression_pct: float = MAX_REGRESSION_PCT, alpha: float = ALPHA,
+         max_cold_regression_pct: float = MAX_COLD_REGRESSION_PCT, gate_cold_start: bool = False) -> dict:
     """Re-gate a results file, optionally against other target budgets (matched by name) and
     against a baseline results file (a regression check per student metric: see regression.py).
 
@@ -398,8 +399,8 @@ def _gate_against_baseline(results: dict, base: dict, max_regression_pct: float,
     return results
 
 
-def compare(base_path: Path, head_path: Path, max_regression_pct: float = 10.0, alpha: float = 0.01,
-            max_cold_regression_pct: float = 20.0):
+def compare(base_path: Path, head_path: Path, max_regression_pct: float = MAX_REGRESSION_PCT,
+            alpha: float = ALPHA, max_cold_regression_pct: float = MAX_COLD_REGRESSION_PCT):
     """Base vs head, every matched artifact (teacher included): deltas and their significance."""
     from edgedistill.regression import compare_results
     from edgedistill.report.results import load_results

@@ -14,6 +14,7 @@ import click
 
 from edgedistill import __version__
 from edgedistill.errors import EXIT_INTERNAL, EXIT_USAGE, EdgeDistillError
+from edgedistill.regression import ALPHA, MAX_COLD_REGRESSION_PCT, MAX_REGRESSION_PCT
 
 _DEBUG = {"on": False}
 
@@ -227,13 +228,14 @@ def bench(**opts):
 
 
 _REGRESSION_OPTIONS = [
-    click.option("--max-regression", "max_regression", type=click.FloatRange(min=0), default=10.0,
+    click.option("--max-regression", "max_regression", type=click.FloatRange(min=0), default=MAX_REGRESSION_PCT,
                  show_default=True, metavar="PCT",
                  help="A slowdown of the warm latency median must exceed this many percent to count as a regression."),
-    click.option("--max-cold-regression", "max_cold_regression", type=click.FloatRange(min=0), default=20.0,
+    click.option("--max-cold-regression", "max_cold_regression", type=click.FloatRange(min=0),
+                 default=MAX_COLD_REGRESSION_PCT,
                  show_default=True, metavar="PCT",
                  help="The same for the cold-start median (wider: fresh processes shift more between sessions)."),
-    click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.01,
+    click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=ALPHA,
                  show_default=True,
                  help="Significance level: a regression also needs a one-sided Mann-Whitney U p-value below this."),
 ]

@@ -104,10 +104,16 @@ def check_onnx_external_data(path: Path) -> onnx.ModelProto:
     return model
 
 
-def has_external_data(model: onnx.ModelProto) -> bool:
+def external_data_locations(model: onnx.ModelProto) -> list[str]:
+    """The relative file names the model's external data lives in (empty: all inline)."""
     import onnx
 
-    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in _model_tensors(model))
+    return sorted({e.value for t in _model_tensors(model) if t.data_location == onnx.TensorProto.EXTERNAL
+                   for e in t.external_data if e.key == "location"})
+
+
+def has_external_data(model: onnx.ModelProto) -> bool:
+    return bool(external_data_locations(model))
 
 
 def onnx_input(model: onnx.ModelProto) -> tuple[str, list[int | None]]:

@@ -21,14 +21,13 @@ MAX_COLD_REGRESSION_PCT). The absolute `cold_start_ms` budget still gates cold s
   runs cannot reach significance unless the two sets barely overlap (5 vs 5 runs, completely
   separated: smallest one-sided p = 1/252 ≈ 0.004; 3 vs 3 can never get below 0.05).
 
-scipy is imported inside the functions that need it, so importing this module stays cheap.
+numpy and scipy are imported inside the functions that need them, so the CLI can import this
+module for its defaults and stay cheap to start.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-
-import numpy as np
 
 from edgedistill.errors import UsageError
 
@@ -163,6 +162,8 @@ def bootstrap_ratio_ci(base: list[float], head: list[float], resamples: int = BO
 
     Resampling treats samples as independent; warm samples are not quite, so the interval is
     on the narrow side (one more reason the gate keeps a percentage floor)."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     b, h = np.asarray(base, dtype=np.float64), np.asarray(head, dtype=np.float64)
     ratios = []
@@ -178,6 +179,8 @@ def bootstrap_ratio_ci(base: list[float], head: list[float], resamples: int = BO
 def compare_samples(base: list[float], head: list[float], max_regression_pct: float = MAX_REGRESSION_PCT,
                     alpha: float = ALPHA, bootstrap: bool = True) -> dict:
     """The numbers behind one MetricComparison."""
+    import numpy as np
+
     base_median, head_median = float(np.median(base)), float(np.median(head))
     delta_pct = (head_median / base_median - 1.0) * 100.0
     p_slower, p_two_sided = mann_whitney(base, head)
@@ -257,6 +260,8 @@ def compare_results(base: dict, head: dict, max_regression_pct: float = MAX_REGR
         raise UsageError(f"max regression must be >= 0 %, got {min(max_regression_pct, max_cold_regression_pct):g}")
     if not 0 < alpha < 1:
         raise UsageError(f"alpha must be between 0 and 1, got {alpha:g}")
+    from statistics import median
+
     base_r, head_r = _by_key(base), _by_key(head)
     common = [k for k in head_r if k in base_r]
     if not common:
@@ -279,7 +284,7 @@ def compare_results(base: dict, head: dict, max_regression_pct: float = MAX_REGR
             if missing:
                 out.not_comparable.append(
                     NotComparable(target, artifact, role, metric, f"no samples in {' and '.join(missing)}"))
-            elif np.median(bs) <= 0:
+            elif median(bs) <= 0:
                 out.not_comparable.append(
                     NotComparable(target, artifact, role, metric, "base median is not positive"))
             else:

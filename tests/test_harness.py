@@ -22,7 +22,7 @@ def setup(fake_probe, tmp_path, monkeypatch):
     evalset = EvalSet(inputs, np.full(10, 2), np.full(10, 2))
     monkeypatch.setattr(harness, "CACHE_MECHANISMS", {**harness.CACHE_MECHANISMS, "fake": "marker file"})
     monkeypatch.setattr(harness, "governor", lambda: None)
-    monkeypatch.setattr(harness, "_load_average", lambda: [0.1, 0.1, 0.1])
+    monkeypatch.setattr(harness, "load_average", lambda: [0.1, 0.1, 0.1])
 
     def run(role="student", options=None, cold_disk=False, **target):
         art = Artifact("onnx", model, "fp32", role, "fake")
@@ -110,7 +110,7 @@ def test_device_rules(requested, used, fallback):
 
 
 def test_busy_machine_and_slow_clocks_are_invalid(setup, monkeypatch):
-    monkeypatch.setattr(harness, "_load_average", lambda: [9.0, 9.0, 9.0])
+    monkeypatch.setattr(harness, "load_average", lambda: [9.0, 9.0, 9.0])
     monkeypatch.setattr(harness, "governor", lambda: "powersave")
     r = setup()
     assert {p["kind"] for p in r["problems"]} == {"busy_machine", "unstable_clocks"}

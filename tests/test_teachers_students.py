@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import sys
 
-import numpy as np
 import onnx
 import pytest
+import test_distill
 import torch
+from test_distill import tiny_splits
 from torch import nn
 
-from edgedistill.config import DataConfig, DistillConfig
-from edgedistill.data import load_data
+from edgedistill.config import DistillConfig
 from edgedistill.distill.teacher_cache import model_digest
 from edgedistill.distill.teachers import OnnxTeacher
 from edgedistill.distill.trainer import distill, evaluate
@@ -24,18 +24,7 @@ FAST = DistillConfig(epochs=3, batch_size=32, lr=1e-2, threads=1)
 
 
 def tiny_net(classes=3, seed=0):
-    torch.manual_seed(seed)
-    return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(64, classes)
-    ).eval()
-
-
-def tiny_splits(path):
-    rng = np.random.default_rng(0)
-    y = np.arange(300) % 3
-    x = rng.normal(size=(300, 1, 4, 4)).astype(np.float32) + y[:, None, None, None]
-    np.savez(path, x=x, y=y)
-    return load_data(DataConfig(spec=str(path)), seed=0)
+    return test_distill.tiny_net(classes, seed).eval()
 
 
 def trained_teacher(splits):

@@ -47,8 +47,12 @@ def thermal_zones() -> list[dict] | None:
     return zones or None
 
 
+def load_average() -> list[float] | None:
+    """The 1-, 5- and 15-minute load averages, where the OS has them."""
+    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+
+
 def environment(seed: int | None = None) -> dict:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
     return {
         "tool_version": __version__,
         "python": sys.version.split()[0],
@@ -59,7 +63,7 @@ def environment(seed: int | None = None) -> dict:
         "usable_cores": usable_cores(),
         "governor": governor(),
         "thermal": thermal_zones(),
-        "load_average": [round(x, 2) for x in load] if load else None,
+        "load_average": load_average(),
         "seed": seed,
         "versions": {d: package_version(d) for d in _DISTS},
     }

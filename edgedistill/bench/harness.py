@@ -8,7 +8,6 @@ teacher, the reference, gets the full probe only. Raw samples are kept in the re
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,18 +17,13 @@ import numpy as np
 
 from edgedistill.artifacts import Artifact
 from edgedistill.bench import stats
-from edgedistill.bench.environment import governor, usable_cores
+from edgedistill.bench.environment import governor, load_average, usable_cores
 from edgedistill.bench.page_cache import evict
 from edgedistill.bench.runners.local import ProbeOutcome, run_probe
 from edgedistill.config import TargetConfig
+from edgedistill.probe.runtimes import CACHE_MECHANISMS
 from edgedistill.report.results import COLD_PARTS
 
-# Backends whose compiled-model cache the probe can drive (see probe/runtimes.py).
-CACHE_MECHANISMS = {
-    "onnxruntime": "ONNX Runtime optimized model (saved on a miss, reloaded with graph "
-                   "optimizations off on a hit)",
-    "openvino": "OpenVINO model cache (CACHE_DIR)",
-}
 _SLOW_CLOCK_GOVERNORS = ("powersave", "conservative")
 
 
@@ -61,10 +55,6 @@ def probe_request(artifact: Artifact, target: TargetConfig, inputs: Path, mode: 
         "min_duration_s": m.min_duration_s,
         "max_duration_s": m.max_duration_s,
     }
-
-
-def _load_average() -> list[float] | None:
-    return [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 def cold_record(runs: list[dict]) -> dict:
@@ -261,7 +251,7 @@ def bench_artifact(
     student = artifact.role == "student"
 
     on_step(f"{artifact.name}: cold start, warm loop, accuracy")
-    conditions = {"load_average_before": _load_average(), "usable_cores": usable_cores(),
+    conditions = {"load_average_before": load_average(), "usable_cores": usable_cores(),
                   "governor": governor()}
     outcome = runner.probe("full", outputs)
     if outcome.status != "ok":

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgedistill.errors import UsageError
+from edgedistill.specs import set_mode
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -195,10 +196,7 @@ def _tapped_forward(model: nn.Module, paths: list[str], x: torch.Tensor, role: s
     """One no-grad eval-mode forward, returning the tapped outputs; modes are restored after."""
     modes = [(m, m.training) for m in model.modules()]
     with FeatureTaps(model, paths, role=role) as taps:
-        try:
-            model.eval()  # eval: BatchNorm accepts a batch of one, and running stats stay untouched
-        except NotImplementedError:
-            pass  # a torch.export module: its mode was fixed when it was exported
+        set_mode(model, training=False)  # BatchNorm accepts a batch of one; running stats stay
         try:
             with torch.no_grad():
                 model(x)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from edgedistill.backends.common import first_line
 from edgedistill.errors import UsageError
 
 DERIVED_FORMS = '"prune:<width>" (0 < width < 1, e.g. prune:0.5) or "shallow:<k>" (integer k >= 2)'
@@ -85,7 +86,7 @@ def prune_student(teacher: nn.Module, width: float, input_shape: tuple[int, ...]
             after_out = student(example)
     except Exception as e:  # torch-pruning fails in many ways on graphs it cannot trace
         raise UsageError(f"student spec 'prune:{width:g}': torch-pruning cannot prune this teacher "
-                         f"({type(e).__name__}: {str(e).strip()[:200]})",
+                         f"({type(e).__name__}: {first_line(str(e), 200)})",
                          "give a student entrypoint (pkg.mod:factory) instead") from e
     macs_after, params_after = tp.utils.count_ops_and_params(student, example)
     if after_out.shape != before_out.shape:

@@ -16,10 +16,11 @@ import torch
 from torch import nn
 
 from edgedistill.artifacts import Artifact
+from edgedistill.backends.common import first_line
 from edgedistill.errors import UsageError
 from edgedistill.onnx_files import (
     check_onnx_external_data,
-    has_external_data,
+    external_data_locations,
     onnx_input,
 )
 
@@ -38,11 +39,11 @@ class OnnxTeacher(nn.Module):
         super().__init__()
         self.path = Path(path)
         graph = check_onnx_external_data(self.path)  # refuses unsafe external data first
-        self.input_name, shape = onnx_input(graph)
+        self.input_name, self.input_shape = onnx_input(graph)
         # A graph exported with a fixed batch only accepts exactly that many rows at a time.
-        self.static_batch = shape[0] if shape and shape[0] else None
-        self.external_data = has_external_data(graph)
-        self.content_digest = _files_digest(self.path, graph)
+        self.static_batch = self.input_shape[0] if self.input_shape and self.input_shape[0] else None
+        self.external_files = external_data_locations(graph)
+        self.content_digest = _files_digest(self.path, self.external_files)
         self._session = self._open()
 
     def _open(self):  # -> onnxruntime.InferenceSession
@@ -56,7 +57,7 @@ class OnnxTeacher(nn.Module):
             return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise UsageError(f"teacher {self.path}: ONNX Runtime cannot load it: {type(e).__name__}: "
-                             f"{str(e).strip().splitlines()[0] if str(e).strip() else ''}",
+                             f"{first_line(str(e))}",
                              "check the file with onnx.checker, or re-export it") from e
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,18 +82,16 @@ class OnnxTeacher(nn.Module):
         out_path = Path(out_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.path, out_path)
-        if self.external_data:  # locations are relative names inside the model's folder
-            graph = check_onnx_external_data(self.path)
-            for location in _external_locations(graph):
-                target = out_path.parent / location
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(self.path.parent / location, target)
-        _, shape = onnx_input(check_onnx_external_data(out_path))
+        for location in self.external_files:  # relative names inside the model's folder (checked)
+            target = out_path.parent / location
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.path.parent / location, target)
+        shape = self.input_shape
         return Artifact(kind="onnx", path=out_path, precision="fp32", role="teacher",
                         meta={"exporter": "user ONNX file", "source": str(self.path),
                               "sha256": self.content_digest, "input_name": self.input_name,
                               "input_shape": shape, "dynamic_batch": shape[0] is None,
-                              "external_data": self.external_data})
+                              "external_data": bool(self.external_files)})
 
     # ONNX Runtime sessions cannot be pickled or deep-copied: reopen from the file instead.
     def __getstate__(self) -> dict:
@@ -105,18 +104,9 @@ class OnnxTeacher(nn.Module):
         self._session = self._open()
 
 
-def _external_locations(graph) -> list[str]:
-    import onnx
-
-    from edgedistill.onnx_files import _model_tensors
-
-    return sorted({e.value for t in _model_tensors(graph) if t.data_location == onnx.TensorProto.EXTERNAL
-                   for e in t.external_data if e.key == "location"})
-
-
-def _files_digest(path: Path, graph) -> str:
+def _files_digest(path: Path, external_files: list[str]) -> str:
     h = hashlib.sha256(path.read_bytes())
-    for location in _external_locations(graph):
+    for location in external_files:
         h.update(location.encode())
         h.update((path.parent / location).read_bytes())
     return h.hexdigest()
@@ -157,7 +147,7 @@ def load_hf(folder: str, role: str) -> nn.Module:
             model = getattr(transformers, auto).from_pretrained(folder, local_files_only=True,
                                                                 use_safetensors=True)
         except (ValueError, OSError, KeyError) as e:  # a config this Auto class does not map
-            errors.append(f"{auto}: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}")
+            errors.append(f"{auto}: {first_line(str(e)) or type(e).__name__}")
             continue
         return HFTeacher(model)
     raise UsageError(f"{role} spec 'hf:{folder}': not a classification model ({'; '.join(errors)})")

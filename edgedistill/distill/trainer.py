@@ -12,6 +12,7 @@ an uninterrupted run, and a finished run is not trained again.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -46,6 +47,9 @@ WEIGHTS_FILE = "student.safetensors"
 HISTORY_FILE = "history.jsonl"
 CHECKPOINT_FILE = "checkpoint.pt"
 MAX_WARMUP_STEPS = 100
+# Settings that decide when state is saved or reused, never what is learned.
+BOOKKEEPING_SETTINGS = frozenset({"checkpoint_every_steps", "restart"})
+LOSS_TERMS = ("loss", "kd", "ce", "feature")  # the per-sample means an epoch record carries
 
 
 @dataclass
@@ -90,9 +94,12 @@ def distill(
         targets = _TeacherTargets(teacher, splits, cache_dir, cfg.cache_teacher and not cfg.features)
         teacher_val = evaluate(teacher, splits.x_val, splits.y_val)
         # Built before the first step, so a wrong module path or shape fails up front (exit 2).
-        adapters = (lambda: build_adapters(student, teacher, cfg.features, splits.x_train[:2])) if cfg.features else None
+        make_adapters = (
+            functools.partial(build_adapters, student, teacher, cfg.features, splits.x_train[:2])
+            if cfg.features else None
+        )
         state = _TrainingState(
-            student, cfg, seed, len(splits.x_train), _run_key(teacher, student, splits, cfg, seed), adapters
+            student, cfg, seed, len(splits.x_train), _run_key(teacher, student, splits, cfg, seed), make_adapters
         )
         if state.adapters is not None:
             state.taps = (
@@ -154,14 +161,14 @@ class _TrainingState:
     """Everything an interrupted run needs to continue exactly where it stopped."""
 
     def __init__(self, student: nn.Module, cfg: DistillConfig, seed: int, n_train: int, key: str,
-                 build_adapters: Callable[[], FeatureAdapters] | None = None):
+                 make_adapters: Callable[[], FeatureAdapters] | None = None):
         self.student, self.key = student, key
         torch.manual_seed(seed)  # for anything random inside the student (dropout)
         # Python's and numpy's RNGs are seeded too: a user's model or loss may draw from them.
         random.seed(seed)
         np.random.seed(seed % 2**32)
         # After seeding: adapter weights are drawn from the RNG, and a resumed run must match.
-        self.adapters = build_adapters() if build_adapters else None
+        self.adapters = make_adapters() if make_adapters else None
         self.taps: tuple[FeatureTaps, ...] = ()  # (student, teacher) while hint losses are on
         self.trainable = [*student.parameters(), *(self.adapters.parameters() if self.adapters else ())]
         self.steps_per_epoch = len(_batches(torch.arange(n_train), cfg.batch_size))
@@ -314,7 +321,7 @@ def _train_epoch(
             state.save(checkpoint)
     _recalibrate_batchnorm(student, splits.x_train, cfg.batch_size)
     seen, sums = state.seen, state.sums
-    record = {"epoch": state.epoch + 1, **{k: sums[k] / seen for k in _LOSS_TERMS if k in sums}}
+    record = {"epoch": state.epoch + 1, **{k: sums[k] / seen for k in LOSS_TERMS if k in sums}}
     record.update(val_acc=evaluate(student, splits.x_val, splits.y_val), lr=state.scheduler.get_last_lr()[0])
     # The largest gradient norm before clipping: how often and how far clipping bit.
     record.update(grad_norm_max=sums["grad_norm_max"])
@@ -358,9 +365,6 @@ def _step(
     if hint is not None:
         terms["feature"] = hint.item()
     return terms, norm
-
-
-_LOSS_TERMS = ("loss", "kd", "ce", "feature")
 
 
 def _recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int) -> None:
@@ -436,10 +440,8 @@ def _run_key(
     teacher: nn.Module, student: nn.Module, splits: DataSplits, cfg: DistillConfig, seed: int
 ) -> str:
     """Identity of a run: a checkpoint is resumed only by the same inputs and settings."""
-    # These change speed or bookkeeping, not results: a checkpoint made with them stays valid.
-    settings = cfg.model_dump(
-        mode="json", exclude={"threads", "checkpoint_every_steps", "restart"}
-    )
+    # Threads change speed, not results: a checkpoint made with other threads stays valid.
+    settings = cfg.model_dump(mode="json", exclude={"threads", *BOOKKEEPING_SETTINGS})
     parts = [
         model_digest(teacher),
         model_digest(student),

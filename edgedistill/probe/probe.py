@@ -17,6 +17,7 @@ _START_WALL_NS = time.time_ns()  # first thing: interpreter start ends here
 
 import json
 import os
+import statistics
 import sys
 
 PROBE_SCHEMA = "edgedistill.probe/2"
@@ -56,12 +57,6 @@ def _import_runtimes():
     return runtimes
 
 
-def _median(values):
-    s = sorted(values)
-    n = len(s)
-    return (s[n // 2] + s[(n - 1) // 2]) / 2 if n else 0.0
-
-
 def _timed_loop(run, samples, min_n, min_s, max_s, keep_every=0):
     """Time single calls of run(sample) until both the minimum count and duration are met.
 
@@ -96,7 +91,7 @@ def _overhead_ms(fn, samples, n):
         fn(samples[j % len(samples)])
         t1 = clock()
         costs.append(t1 - t0)
-    return round(_median(costs) / 1e6, 6)
+    return round(statistics.median(costs) / 1e6, 6) if costs else 0.0
 
 
 def _warm(session, samples, req, keep_every=0):

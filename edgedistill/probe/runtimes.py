@@ -69,15 +69,19 @@ def runtime_version(backend: str) -> str | None:
     return getattr(module, "__version__", None)
 
 
-# Backends with a compiled-model cache the probe can drive (described in bench/harness.py).
-CACHEABLE = ("onnxruntime", "openvino")
+# Backends with a compiled-model cache the probe can drive, and what that cache is.
+CACHE_MECHANISMS: dict[str, str] = {
+    "onnxruntime": "ONNX Runtime optimized model (saved on a miss, reloaded with graph "
+                   "optimizations off on a hit)",
+    "openvino": "OpenVINO model cache (CACHE_DIR)",
+}
 
 
 def load(backend: str, path: str, *, threads: int, device: str = "CPU",
          options: dict | None = None, cache: dict | None = None, precision: str | None = None) -> Session:
     """Open the model at `path` with `threads` applied explicitly, ready for run()."""
     _check_backend(backend)
-    if cache and backend not in CACHEABLE:
+    if cache and backend not in CACHE_MECHANISMS:
         raise ValueError(f"{backend} has no model cache the probe can measure")
     session_class = {
         "onnxruntime": OnnxRuntimeSession,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-FAIL, INVALID, INCONCLUSIVE = "FAIL", "INVALID", "INCONCLUSIVE"
+from edgedistill.gate import FAIL, INCONCLUSIVE, INVALID
 
 
 def _num(value: float) -> str:

@@ -9,15 +9,11 @@ newer blocks altogether.
 
 from __future__ import annotations
 
-from edgedistill.report.rows import ROW_HEADERS, result_rows
+from edgedistill.report.rows import ROW_HEADERS, fmt, result_rows
 
 DETAIL_HEADERS = ["artifact", "cold start", "p90 ms (early-stopping bound)", "overhead ms (loop / harness)",
                   "model cache: miss → hit ms (saving)"]
 SWEEP_HEADERS = ["artifact", "threads", "batch", "status", "p50 ms", "p90 ms", "samples/s"]
-
-
-def _num(value, fmt: str) -> str:
-    return "—" if value is None else format(value, fmt)
 
 
 # ---------------------------------------------------------------- facts shared with the HTML report
@@ -39,9 +35,9 @@ def cache_text(cache: dict | None) -> str:
         return f"not measured: {cache['error']}"
     miss = ((cache.get("miss") or {}).get("total_ms") or {}).get("median")
     hit = ((cache.get("hit") or {}).get("total_ms") or {}).get("median")
-    text = f"miss {_num(miss, '.0f')} → hit {_num(hit, '.0f')}"
+    text = f"miss {fmt(miss, '.0f')} → hit {fmt(hit, '.0f')}"
     if cache.get("saving_ms") is not None:
-        text += f" (saves {cache['saving_ms']:.0f} ms, {_num(cache.get('saving_pct'), '.0f')} %)"
+        text += f" (saves {cache['saving_ms']:.0f} ms, {fmt(cache.get('saving_pct'), '.0f')} %)"
     return text
 
 
@@ -55,9 +51,9 @@ def detail_row(r: dict) -> list[str]:
     elif bound is None and "p90_early_stopping_ms" in summary:
         p90_text = f"{p90:.3f} (too few samples for a bound)"
     else:
-        p90_text = f"{p90:.3f} ({_num(bound, '.3f')})"
+        p90_text = f"{p90:.3f} ({fmt(bound, '.3f')})"
     loop, harness = warm.get("loop_overhead_ms"), warm.get("harness_overhead_ms")
-    overhead = "—" if loop is None and harness is None else f"{_num(loop, '.4f')} / {_num(harness, '.4f')}"
+    overhead = "—" if loop is None and harness is None else f"{fmt(loop, '.4f')} / {fmt(harness, '.4f')}"
     return [r["artifact"], cold.get("kind") or "—", p90_text, overhead, cache_text(cold.get("cache"))]
 
 
@@ -73,8 +69,8 @@ def sweep_rows(results: list[dict]) -> list[list[str]]:
             summary = p.get("summary") or {}
             status = p.get("status", "—") + (f": {p['detail']}" if p.get("detail") else "")
             rows.append([r["artifact"], str(p.get("threads", "—")), str(p.get("batch_size", "—")), status,
-                         _num(summary.get("p50_ms"), ".3f"), _num(summary.get("p90_ms"), ".3f"),
-                         _num(p.get("samples_per_s"), ".0f")])
+                         fmt(summary.get("p50_ms"), ".3f"), fmt(summary.get("p90_ms"), ".3f"),
+                         fmt(p.get("samples_per_s"), ".0f")])
     return rows
 
 

@@ -10,8 +10,9 @@ ROW_HEADERS = [
 ]
 
 
-def _f(value, fmt: str) -> str:
-    return "—" if value is None else format(value, fmt)
+def fmt(value, spec: str) -> str:
+    """The value formatted by `spec`, or a dash where it was not measured."""
+    return "—" if value is None else format(value, spec)
 
 
 def _pct(fraction: float | None) -> float | None:
@@ -22,7 +23,7 @@ def cold_text(r: dict) -> str:
     cold = r.get("cold")
     if not cold or "total_ms" not in cold:
         return "—"
-    parts = "+".join(_f(cold.get(p, {}).get("median"), ".0f") for p in COLD_PARTS)
+    parts = "+".join(fmt(cold.get(p, {}).get("median"), ".0f") for p in COLD_PARTS)
     return f"{cold['total_ms']['median']:.0f} ({parts})"
 
 
@@ -32,14 +33,14 @@ def result_row(r: dict) -> list[str]:
     return [
         r["artifact"],
         r["status"],
-        _f(warm.get("p50_ms"), ".3f"),
-        _f(warm.get("p90_ms"), ".3f"),
-        _f(warm.get("p99_ms"), ".3f"),
+        fmt(warm.get("p50_ms"), ".3f"),
+        fmt(warm.get("p90_ms"), ".3f"),
+        fmt(warm.get("p99_ms"), ".3f"),
         cold_text(r),
-        _f(_pct(acc.get("top1")), ".2f"),
-        _f(_pct(acc.get("teacher_agreement")), ".1f"),
-        _f(None if r["size_bytes"] is None else r["size_bytes"] / 2**20, ".2f"),
-        _f(r.get("memory", {}).get("peak_rss_mb"), ".0f"),
+        fmt(_pct(acc.get("top1")), ".2f"),
+        fmt(_pct(acc.get("teacher_agreement")), ".1f"),
+        fmt(None if r["size_bytes"] is None else r["size_bytes"] / 2**20, ".2f"),
+        fmt(r.get("memory", {}).get("peak_rss_mb"), ".0f"),
     ]
 
 

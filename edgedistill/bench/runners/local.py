@@ -22,7 +22,7 @@ class ProbeOutcome:
     detail: str = ""  # stderr tail, signal name, or the probe's error message
 
 
-def _thread_env(threads: int) -> dict[str, str]:
+def thread_env(threads: int) -> dict[str, str]:
     """Pin the thread pools of libraries the runtime may pull in, so the threads asked are used."""
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
@@ -44,7 +44,7 @@ def run_probe(request: dict, *, threads: int, timeout_s: float) -> ProbeOutcome:
             [sys.executable, str(PROBE_DIR / "probe.py"), str(req_path)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            env=_thread_env(threads),
+            env=thread_env(threads),
             start_new_session=True,
         )
         try:
