@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +19,9 @@ from edgedistill.errors import UsageError, VerificationError
 from edgedistill.regression import ALPHA, MAX_COLD_REGRESSION_PCT, MAX_REGRESSION_PCT
 from edgedistill.stages import Stage, stage_key
 from edgedistill.ui import UI
+
+if TYPE_CHECKING:
+    from edgedistill.distill.world import World
 
 
 @dataclass
@@ -59,7 +63,12 @@ class Distilled:
     metrics: dict
 
 
-def distill(ws: Workspace, ui: UI) -> Distilled:
+def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
+    """Distill the student, or reuse the run's unchanged result.
+
+    In a data-parallel run (`world`, from launch.py) every rank calls this: rank 0 decides
+    whether the stage is reused and is the only one to write; the metrics are rank 0's.
+    """
     import torch
     from safetensors.torch import load_file
 
@@ -67,9 +76,10 @@ def distill(ws: Workspace, ui: UI) -> Distilled:
     from edgedistill.distill.teacher_cache import model_digest
     from edgedistill.distill.trainer import BOOKKEEPING_SETTINGS
     from edgedistill.distill.trainer import distill as train
+    from edgedistill.distill.world import SINGLE
     from edgedistill.specs import check_compatible, load_model, load_student
 
-    cfg = ws.cfg
+    cfg, world = ws.cfg, world or SINGLE
     ui.step(f"data: {cfg.data.spec}")
     splits = load_data(cfg.data, seed=cfg.run.seed)
     teacher = load_model(cfg.teacher.spec, cfg.teacher.weights, role="teacher")
@@ -86,24 +96,30 @@ def distill(ws: Workspace, ui: UI) -> Distilled:
     )
     stage = Stage(ws.run_dir, "distill", key)
     weights = stage.dir / "student.safetensors"
-    if not cfg.distill.restart and (manifest := stage.cached()) is not None:
+    # Rank 0's view of the stage: other nodes may not share its disk.
+    manifest = None if cfg.distill.restart else world.broadcast(stage.cached() if world.main else None)
+    if manifest is not None:
         ui.step(f"distill: unchanged, reusing {weights}")
-        student.load_state_dict(load_file(weights))
+        if world.main:
+            student.load_state_dict(load_file(weights))
         return Distilled(splits, teacher, student.eval(), key, manifest["metrics"])
 
-    ui.step(f"distill: {cfg.distill.epochs} epochs, T={cfg.distill.temperature:g}, alpha={cfg.distill.alpha:g}")
-    out = stage.begin()
+    processes = f", {world.size} processes" if world.distributed else ""
+    ui.step(f"distill: {cfg.distill.epochs} epochs, T={cfg.distill.temperature:g}, "
+            f"alpha={cfg.distill.alpha:g}{processes}")
+    out = stage.begin() if world.main else stage.dir
     with ui.progress() as progress:
         result = train(teacher, student, splits, cfg.distill, out, seed=cfg.run.seed,
                        cache_dir=Path(cfg.run.out_dir) / ".cache" / "teacher", progress=progress,
-                       notify=ui.note,
+                       notify=ui.note, world=world,
                        on_epoch=None if progress else lambda r: ui.note(
                            f"epoch {r['epoch']}/{cfg.distill.epochs}: loss {r['loss']:.4f}, "
                            f"val top-1 {r['val_acc']:.2%}, {r['samples_per_s']:.0f} samples/s"))
     metrics = {"teacher_val_acc": result.teacher_val_acc, "student_val_acc": result.student_val_acc,
                "epochs": len(result.history)}
     ui.note(f"validation top-1: teacher {result.teacher_val_acc:.2%}, student {result.student_val_acc:.2%}")
-    stage.commit([result.weights_path], metrics=metrics)
+    if world.main:
+        stage.commit([result.weights_path], metrics=metrics)
     return Distilled(splits, teacher, result.student.eval(), key, metrics)
 
 

@@ -166,22 +166,68 @@ def compress(**opts):
     sys.exit(_render_results(results, ui, opts["as_json"], ws.run_dir / "results.json"))
 
 
+def _launch_options(f):
+    """torchrun's options for data-parallel training (same names, same meaning)."""
+    options = [
+        click.option("--nproc-per-node", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="Training processes on this node (data-parallel, gloo)."),
+        click.option("--nnodes", default="1", show_default=True,
+                     help="Nodes in the job: N, or MIN:MAX for an elastic job."),
+        click.option("--rdzv-endpoint", help="HOST[:PORT] where the nodes meet (node 0's address; "
+                                             "port 29500 if none). Needed with --nnodes > 1."),
+        click.option("--rdzv-id", default="edgedistill", show_default=True,
+                     help="Job id, the same on every node."),
+        click.option("--rdzv-backend", type=click.Choice(["c10d", "static"]), default="c10d", show_default=True,
+                     help="c10d: ranks assigned at rendezvous; static: give each node --node-rank."),
+        click.option("--node-rank", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="This node's rank (static rendezvous only)."),
+        click.option("--max-restarts", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Restart failed workers this many times; they resume from the last checkpoint."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @cli.command()
 @_config_options
+@_launch_options
 @_handle_errors
 def distill(**opts):
     """Distill the student from the teacher (Hinton KD: KL x T^2 + alpha x CE).
 
+    With --nproc-per-node N (and --nnodes, --rdzv-* for several machines) it trains
+    data-parallel with torch.distributed; a run started by torchrun works the same.
+
     \b
-    Example:
+    Examples:
       edgedistill distill --teacher mypkg.models:resnet --teacher-weights teacher.safetensors \\
                           --student mypkg.models:tiny --data train.npz --epochs 20
+      edgedistill distill -c edgedistill.toml --nproc-per-node 2
+      edgedistill distill -c edgedistill.toml --nnodes 2 --nproc-per-node 8 \\
+                          --rdzv-endpoint 10.0.0.1:29500 --rdzv-id job42    # on each node
     """
+    import os
+
     from edgedistill import api
+    from edgedistill.launch import LaunchOptions, launch_distill, run_in_world
 
     ws, ui = _workspace(opts), _ui(opts)
-    d = api.distill(ws, ui)
-    out = {"weights": str(ws.run_dir / "distill" / "student.safetensors"), **d.metrics}
+    launch = LaunchOptions(
+        nproc_per_node=opts["nproc_per_node"], nnodes=opts["nnodes"], node_rank=opts["node_rank"],
+        rdzv_backend=opts["rdzv_backend"], rdzv_endpoint=opts["rdzv_endpoint"], rdzv_id=opts["rdzv_id"],
+        max_restarts=opts["max_restarts"],
+    )
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: this process is one rank
+        metrics = run_in_world(ws.cfg, quiet=ui.quiet, debug=_DEBUG["on"])
+    elif launch.parallel:
+        metrics = launch_distill(ws.cfg, launch, quiet=ui.quiet, debug=_DEBUG["on"])
+    else:
+        metrics = api.distill(ws, ui).metrics
+    if metrics is None:  # a node without rank 0: that node reports
+        ui.note("done; rank 0 wrote the student")
+        return
+    out = {"weights": str(ws.run_dir / "distill" / "student.safetensors"), **metrics}
     click.echo(json.dumps(out, indent=2) if opts["as_json"] else f"student weights: {out['weights']}")
 
 

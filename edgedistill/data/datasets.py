@@ -28,6 +28,7 @@ DATA_SPEC_FORMS = (
 )
 MIN_PER_SPLIT = 10  # below this a split's accuracy moves in steps of 10 points: meaningless
 UNLABELLED = -1
+FLOAT32_EXACT_INT = 2**24  # the largest integer range float32 represents without gaps
 DIGITS_SIZE = 32  # 8×8 digits upsampled so the models have room for three stages
 
 
@@ -139,11 +140,26 @@ def _validate(name: str, x: np.ndarray, y: np.ndarray) -> None:
             f"{name}: x and y should have the same length, found {len(x)} samples and {len(y)} labels"
         )
     if (y < UNLABELLED).any():
+        first = int(np.flatnonzero(y < UNLABELLED)[0])
         raise UsageError(
-            f"{name}: labels should be class indices >= 0, or -1 for unlabelled; found {int(y.min())}"
+            f"{name}: labels should be class indices >= 0, or -1 for unlabelled; "
+            f"found {int(y[first])} at index {first}"
         )
-    if not np.isfinite(x).all():
-        raise UsageError(f"{name}: x holds NaN or Inf values")
+    # Per sample, so the message can point at the first bad one instead of "somewhere in x".
+    bad = np.flatnonzero(~np.isfinite(x).all(axis=tuple(range(1, x.ndim))))  # ndim >= 2 by now
+    if bad.size:
+        raise UsageError(
+            f"{name}: x should hold finite numbers, found NaN or Inf in {bad.size} sample(s), "
+            f"the first at index {int(bad[0])}"
+        )
+    # Samples become float32 tensors (token ids too: models such as HFTeacher cast them back);
+    # float32 holds every integer up to 2**24 exactly, so beyond that ids would silently change.
+    largest = max(int(x.max()), -int(x.min())) if x.dtype.kind in "iu" and x.size else 0  # no abs(): overflows
+    if largest > FLOAT32_EXACT_INT:
+        raise UsageError(
+            f"{name}: integer x must lie within ±{FLOAT32_EXACT_INT} to survive the float32 "
+            f"conversion exactly, found {largest}"
+        )
 
 
 # ---------------------------------------------------------------- splitting

@@ -135,8 +135,26 @@ def shallow_student(teacher: nn.Module, k: int) -> Derived:
         setattr(student.get_submodule(parent_name), attr, shorter)
     else:
         student = shorter  # the teacher itself is the stack
+    _sync_depth(student, kept, len(blocks))
     params_after = sum(p.numel() for p in student.parameters())
     summary = (f"student shallow:{k} of the teacher: {name or '(root)'} keeps blocks "
                f"{', '.join(map(str, kept))} of {len(blocks)}; params {params_before / 1e6:.3f} M -> "
                f"{params_after / 1e6:.3f} M ({params_after / params_before:.1%})")
     return Derived(student, summary)
+
+
+def _sync_depth(student: nn.Module, kept: list[int], depth: int) -> None:
+    """Make a transformers config (copied with the teacher) describe the shallower stack.
+
+    Left at the teacher's depth, save_pretrained would write a config that rebuilds the deep
+    model with the dropped layers randomly initialised, and models that index per-layer settings
+    (config.layer_types) by layer number would read the wrong entries.
+    """
+    for module in student.modules():
+        config = getattr(module, "config", None)
+        if getattr(config, "num_hidden_layers", None) != depth:
+            continue  # not a transformers config, not this stack, or already synced (shared object)
+        config.num_hidden_layers = len(kept)
+        layer_types = getattr(config, "layer_types", None)
+        if isinstance(layer_types, list) and len(layer_types) == depth:
+            config.layer_types = [layer_types[i] for i in kept]

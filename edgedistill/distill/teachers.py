@@ -7,6 +7,7 @@ teacher-output cache and check_compatible treat them like any other teacher.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ from torch import nn
 
 from edgedistill.artifacts import Artifact
 from edgedistill.backends.common import first_line
-from edgedistill.errors import UsageError
+from edgedistill.errors import UnsafeModelError, UsageError
 from edgedistill.onnx_files import (
     check_onnx_external_data,
     external_data_locations,
@@ -25,6 +26,7 @@ from edgedistill.onnx_files import (
 )
 
 HF_EXTRA_HINT = "pip install 'edgedistill[hf]'"
+_SHOW_KEYS = 5  # how many missing tensors (or files) an error lists
 
 
 class OnnxTeacher(nn.Module):
@@ -138,16 +140,58 @@ def load_hf(folder: str, role: str) -> nn.Module:
     except ImportError as e:
         raise UsageError(f"{role} spec 'hf:{folder}' needs the transformers package, which is not installed",
                          HF_EXTRA_HINT) from e
-    if not Path(folder).is_dir():
-        raise UsageError(f"{role} spec 'hf:{folder}': folder not found (expected a save_pretrained folder)")
+    _check_hf_folder(Path(folder), role)
     errors = []
     for auto in ("AutoModelForSequenceClassification", "AutoModelForImageClassification"):
         try:
             # use_safetensors: a pytorch_model.bin is a pickle, which can run code when loaded.
-            model = getattr(transformers, auto).from_pretrained(folder, local_files_only=True,
-                                                                use_safetensors=True)
+            with _quiet(transformers):
+                model, info = getattr(transformers, auto).from_pretrained(
+                    folder, local_files_only=True, use_safetensors=True, output_loading_info=True)
         except (ValueError, OSError, KeyError) as e:  # a config this Auto class does not map
             errors.append(f"{auto}: {first_line(str(e)) or type(e).__name__}")
             continue
+        # transformers fills weights the folder lacks with random values and only logs it: a
+        # base model saved without its head would become a teacher with a random classifier.
+        missing = sorted(info.get("missing_keys") or ())
+        if missing:
+            shown = ", ".join(missing[:_SHOW_KEYS]) + (", …" if len(missing) > _SHOW_KEYS else "")
+            raise UsageError(f"{role} spec 'hf:{folder}': the weights lack {len(missing)} tensor(s) of "
+                             f"{type(model).__name__}, which would start random: {shown}",
+                             "save the trained classification model itself (with its head) "
+                             "with save_pretrained")
         return HFTeacher(model)
     raise UsageError(f"{role} spec 'hf:{folder}': not a classification model ({'; '.join(errors)})")
+
+
+@contextlib.contextmanager
+def _quiet(transformers):
+    """No progress bar or load report on stderr: the missing-weights check below says it in one line."""
+    logging = transformers.utils.logging
+    verbosity, bar = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bar:
+            logging.enable_progress_bar()
+
+
+def _check_hf_folder(folder: Path, role: str) -> None:
+    """Say what is missing before transformers reports it as a wrong model class."""
+    spec = f"{role} spec 'hf:{folder}'"
+    if not folder.is_dir():
+        raise UsageError(f"{spec}: folder not found (expected a save_pretrained folder)")
+    if not (folder / "config.json").is_file():
+        raise UsageError(f"{spec}: expected a save_pretrained folder with config.json, found "
+                         f"{sorted(p.name for p in folder.iterdir())[:_SHOW_KEYS] or 'an empty folder'}")
+    if not any(folder.glob("*.safetensors")):
+        pickles = sorted(p.name for p in folder.glob("*.bin"))
+        if pickles:
+            raise UnsafeModelError(f"refusing {spec}: its weights are pickles ({', '.join(pickles[:_SHOW_KEYS])}),"
+                                   " which can run code when loaded, and there is no .safetensors file",
+                                   "convert them: load the model where you trust it and save_pretrained "
+                                   "(safetensors is the default)")
+        raise UsageError(f"{spec}: expected weights in a .safetensors file next to config.json, found none")

@@ -7,6 +7,13 @@ position in it, the epoch's running metric sums, every RNG: torch, python, numpy
 written atomically to out_dir/checkpoint.pt; a later call with the same teacher, student, data
 and settings resumes from it at the very next batch and produces the same losses and weights as
 an uninterrupted run, and a finished run is not trained again.
+
+Data-parallel (a World of several processes, see world.py): every rank walks the same global
+batches and trains on its own slice of each, DistributedDataParallel averages the gradients, and
+each rank's loss is weighted by its share of the batch, so a step is the step one process would
+take on the whole batch (up to float rounding, and BatchNorm's per-slice statistics). The batch
+size, the number of steps and the schedule do not depend on the number of processes. Rank 0
+alone writes files; a checkpoint holds every rank's RNG states.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from edgedistill.data import DataSplits
 from edgedistill.distill.features import FeatureAdapters, FeatureTaps, build_adapters
 from edgedistill.distill.losses import KDLoss, feature_loss, hinton_loss
 from edgedistill.distill.teacher_cache import model_digest, predict, teacher_logits
+from edgedistill.distill.world import SINGLE, World
 from edgedistill.errors import UsageError
 from edgedistill.specs import check_compatible, set_mode
 
@@ -79,28 +87,42 @@ def distill(
     progress: Progress | None = None,
     on_epoch: Callable[[dict], None] | None = None,
     notify: Callable[[str], None] | None = None,
+    world: World = SINGLE,
 ) -> DistillResult:
     """Train `student` on the teacher's logits for splits.x_train; keep the best on validation.
 
     `progress` shows live bars on a terminal; `on_epoch` gets each epoch's record (plain log lines
     in CI); `notify` gets one-off messages (where a resumed run continues). Writes
     out_dir/student.safetensors (the best student), history.jsonl, checkpoint.pt and, when
-    TensorBoard is installed, out_dir/tensorboard.
+    TensorBoard is installed, out_dir/tensorboard. In a World of several processes every rank
+    calls this; only rank 0 writes, and only rank 0 should be given progress/on_epoch/notify.
     """
     out_dir = Path(out_dir)
     check_compatible(teacher, student, splits.input_shape, splits.num_classes)
+    if cfg.batch_size < 2 * world.size:
+        raise UsageError(
+            f"distill.batch_size {cfg.batch_size} is too small for {world.size} processes: "
+            f"each trains on a slice of every batch and BatchNorm needs 2 samples, so at least {2 * world.size}",
+            "raise distill.batch_size or use fewer processes",
+        )
     with _training_settings(cfg.threads), contextlib.ExitStack() as taps:
         # Hint losses need the teacher's inner features, which only a live teacher gives.
-        targets = _TeacherTargets(teacher, splits, cache_dir, cfg.cache_teacher and not cfg.features)
+        with world.main_first():  # rank 0 fills the on-disk cache, the others read it
+            targets = _TeacherTargets(teacher, splits, cache_dir, cfg.cache_teacher and not cfg.features)
         teacher_val = evaluate(teacher, splits.x_val, splits.y_val)
         # Built before the first step, so a wrong module path or shape fails up front (exit 2).
         make_adapters = (
             functools.partial(build_adapters, student, teacher, cfg.features, splits.x_train[:2])
             if cfg.features else None
         )
-        state = _TrainingState(
-            student, cfg, seed, len(splits.x_train), _run_key(teacher, student, splits, cfg, seed), make_adapters
-        )
+        key = _run_key(teacher, student, splits, cfg, seed)
+        if len(set(world.gather(key))) > 1:  # e.g. a factory without weights draws a new teacher per rank
+            raise UsageError(
+                "the processes of this run do not agree on the teacher, student or data "
+                "(their digests differ between ranks)",
+                "give the teacher a weights file and load the same data on every node",
+            )
+        state = _TrainingState(student, cfg, seed, len(splits.x_train), key, make_adapters, world)
         if state.adapters is not None:
             state.taps = (
                 taps.enter_context(FeatureTaps(student, [p.student for p in cfg.features], role="student")),
@@ -113,7 +135,7 @@ def distill(
                 if state.running
                 else f"already trained ({checkpoint}); --restart trains again"
             )
-        board = _open_tensorboard(out_dir / "tensorboard") if state.running else None
+        board = _open_tensorboard(out_dir / "tensorboard") if state.running and world.main else None
         try:
             while state.running:
                 record = _train_epoch(state, splits, targets, cfg, progress, checkpoint)
@@ -125,7 +147,8 @@ def distill(
                 if board is not None:
                     _log_scalars(board, record)
                 # Written as each epoch ends, so a long run can be followed (tail -f) while it trains.
-                atomic_write_text(out_dir / HISTORY_FILE, "".join(json.dumps(r) + "\n" for r in state.history))
+                if world.main:
+                    atomic_write_text(out_dir / HISTORY_FILE, "".join(json.dumps(r) + "\n" for r in state.history))
                 state.save(checkpoint)
         finally:
             if board is not None:
@@ -136,7 +159,8 @@ def distill(
     # One metadata key: safetensors writes several in random order, and equal weights should
     # give equal bytes (stage caches compare file hashes).
     meta = json.dumps({"val_acc": state.best_val, "seed": seed, "run_key": state.key}, sort_keys=True)
-    atomic_write_bytes(weights_path, save(_contiguous(state.best), metadata={"edgedistill": meta}))
+    if world.main:
+        atomic_write_bytes(weights_path, save(_contiguous(state.best), metadata={"edgedistill": meta}))
     return DistillResult(student, weights_path, state.history, teacher_val, state.best_val, state.stopped_early)
 
 
@@ -161,17 +185,21 @@ class _TrainingState:
     """Everything an interrupted run needs to continue exactly where it stopped."""
 
     def __init__(self, student: nn.Module, cfg: DistillConfig, seed: int, n_train: int, key: str,
-                 make_adapters: Callable[[], FeatureAdapters] | None = None):
-        self.student, self.key = student, key
-        torch.manual_seed(seed)  # for anything random inside the student (dropout)
-        # Python's and numpy's RNGs are seeded too: a user's model or loss may draw from them.
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
+                 make_adapters: Callable[[], FeatureAdapters] | None = None, world: World = SINGLE):
+        self.student, self.key, self.world = student, key, world
+        _seed_all(seed)
         # After seeding: adapter weights are drawn from the RNG, and a resumed run must match.
         self.adapters = make_adapters() if make_adapters else None
+        if world.distributed:
+            # Weights are equal on every rank (same seed); dropout masks should differ per rank.
+            _seed_all(seed + world.rank)
+            # Wraps the student for the forward pass; state.student stays the plain module.
+            self.model = torch.nn.parallel.DistributedDataParallel(student)
+        else:
+            self.model = student
         self.taps: tuple[FeatureTaps, ...] = ()  # (student, teacher) while hint losses are on
         self.trainable = [*student.parameters(), *(self.adapters.parameters() if self.adapters else ())]
-        self.steps_per_epoch = len(_batches(torch.arange(n_train), cfg.batch_size))
+        self.steps_per_epoch = len(_batches(torch.arange(n_train), cfg.batch_size, world.size))
         total = self.steps_per_epoch * cfg.epochs
         warmup = max(1, min(MAX_WARMUP_STEPS, total // 10))
         self.optimizer = torch.optim.AdamW(self.trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -218,8 +246,11 @@ class _TrainingState:
         self.begin_epoch()
 
     def save(self, path: Path) -> None:
+        """Rank 0 writes the state; every rank must call this (it collects their RNG states)."""
+        rngs = self.world.gather(_rng_state())
+        if not self.world.main:
+            return
         buffer = io.BytesIO()
-        numpy_rng = np.random.get_state(legacy=False)
         torch.save(
             {
                 "key": self.key,
@@ -238,30 +269,19 @@ class _TrainingState:
                 "best_epoch": self.best_epoch,
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "shuffle_rng": self.shuffle.get_state(),
-                # Plain containers and tensors only, so loading stays weights_only.
-                "python_rng": random.getstate(),
-                "numpy_rng": {
-                    "bit_generator": numpy_rng["bit_generator"],
-                    "key": torch.from_numpy(numpy_rng["state"]["key"].astype(np.int64)),
-                    "pos": int(numpy_rng["state"]["pos"]),
-                    "has_gauss": int(numpy_rng["has_gauss"]),
-                    "gauss": float(numpy_rng["gauss"]),
-                },
+                "shuffle_rng": self.shuffle.get_state(),  # the same on every rank
+                "rngs": rngs,  # per rank: torch, python, numpy
             },
             buffer,
         )
         atomic_write_bytes(path, buffer.getvalue())
 
     def resume(self, path: Path) -> bool:
-        """Continue from a checkpoint of this very run; anything else there is ignored."""
-        if not path.is_file():
-            return False
-        try:
-            saved = torch.load(path, weights_only=True, map_location="cpu")
-        except Exception:  # noqa: BLE001 -- unreadable: start over; replaced at the next save
-            return False
+        """Continue from a checkpoint of this very run; anything else there is ignored.
+
+        Rank 0 reads it and sends it to the others, so other nodes need no shared disk.
+        """
+        saved = self.world.broadcast(_read_checkpoint(path) if self.world.main else None)
         if not isinstance(saved, dict) or saved.get("key") != self.key:
             return False
         self.student.load_state_dict(saved["student"])
@@ -269,18 +289,11 @@ class _TrainingState:
             self.adapters.load_state_dict(saved["adapters"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(saved["torch_rng"])
         self.shuffle.set_state(saved["shuffle_rng"])
-        random.setstate(saved["python_rng"])
-        rng = saved["numpy_rng"]
-        np.random.set_state(
-            {
-                "bit_generator": rng["bit_generator"],
-                "state": {"key": rng["key"].numpy().astype(np.uint32), "pos": rng["pos"]},
-                "has_gauss": rng["has_gauss"],
-                "gauss": rng["gauss"],
-            }
-        )
+        # Batches are global, so a run may resume on another number of processes; each rank then
+        # keeps its fresh per-rank seeds, as the saved ones belong to other slices of the data.
+        if len(saved["rngs"]) == self.world.size:
+            _set_rng_state(saved["rngs"][self.world.rank])
         self.epoch, self.history = saved["epoch"], saved["history"]
         self.step, self.order, self.sums = saved["step"], saved["order"], saved["sums"]
         self.seen, self.seconds = saved["seen"], saved["seconds"]
@@ -298,17 +311,19 @@ def _train_epoch(
     checkpoint: Path,
 ) -> dict[str, Any]:
     """Train the rest of the current epoch (all of it unless resumed mid-epoch); its record."""
-    student, label = state.student, f"epoch {state.epoch + 1}/{cfg.epochs}"
+    student, label, world = state.student, f"epoch {state.epoch + 1}/{cfg.epochs}", state.world
     task = progress.add_task(label, total=state.steps_per_epoch, completed=state.step) if progress else None
     labels = splits.y_train
     set_mode(student, training=True)
-    batches = _batches(state.epoch_order(len(splits.x_train)), cfg.batch_size)
+    batches = _batches(state.epoch_order(len(splits.x_train)), cfg.batch_size, world.size)
     for step in range(state.step, len(batches)):
-        idx, start = batches[step], time.perf_counter()
+        start = time.perf_counter()
+        idx = batches[step][world.rank :: world.size]  # this rank's slice of the global batch
         x = splits.x_train[idx]
         batch_labels = labels[idx] if labels is not None else None
         # Teacher time counts in samples/s: that is what the cache saves.
-        loss, grad_norm = _step(state, x, targets(idx, x), batch_labels, cfg, f"{label}, step {step + 1}")
+        share = len(idx) * world.size / len(batches[step])  # 1 unless the slices are uneven
+        loss, grad_norm = _step(state, x, targets(idx, x), batch_labels, cfg, f"{label}, step {step + 1}", share)
         for name, value in loss.items():
             state.sums[name] = state.sums.get(name, 0.0) + value * len(idx)
         state.sums["grad_norm_max"] = max(state.sums.get("grad_norm_max", 0.0), grad_norm)
@@ -320,7 +335,9 @@ def _train_epoch(
         if state.save_due():
             state.save(checkpoint)
     _recalibrate_batchnorm(student, splits.x_train, cfg.batch_size)
-    seen, sums = state.seen, state.sums
+    # The gradient norm is the same on every rank (taken after averaging); sample counts add up.
+    summed = world.sum({**{k: v for k, v in state.sums.items() if k != "grad_norm_max"}, "seen": state.seen})
+    seen, sums = summed.pop("seen"), {**summed, "grad_norm_max": state.sums["grad_norm_max"]}
     record = {"epoch": state.epoch + 1, **{k: sums[k] / seen for k in LOSS_TERMS if k in sums}}
     record.update(val_acc=evaluate(student, splits.x_val, splits.y_val), lr=state.scheduler.get_last_lr()[0])
     # The largest gradient norm before clipping: how often and how far clipping bit.
@@ -340,9 +357,14 @@ def _step(
     labels: torch.Tensor | None,
     cfg: DistillConfig,
     where: str,
+    share: float = 1.0,
 ) -> tuple[dict[str, float], float]:
-    """One optimizer step; the loss terms and the gradient norm before clipping."""
-    logits = state.student(x)
+    """One optimizer step; the loss terms and the gradient norm before clipping.
+
+    `share` weighs this rank's mean loss by its slice of the global batch, so the averaged
+    gradient is that of the whole batch's mean loss.
+    """
+    logits = state.model(x)
     loss = hinton_loss(logits, soft_targets, labels, cfg.temperature, cfg.alpha)
     hint = None
     if state.adapters is not None:  # the taps caught the student's and the live teacher's features
@@ -351,7 +373,9 @@ def _step(
         loss = loss._replace(total=loss.total + hint)
     _stop_if_not_finite(loss, logits, soft_targets, where)
     state.optimizer.zero_grad(set_to_none=True)
-    loss.total.backward()
+    (loss.total * share if share != 1.0 else loss.total).backward()
+    if state.adapters is not None:  # DistributedDataParallel averages the student's gradients only
+        state.world.average_gradients(list(state.adapters.parameters()))
     for tap in state.taps:
         tap.clear()  # the captured features hold this step's graph
     params = [p for p in state.trainable if p.grad is not None]
@@ -405,10 +429,12 @@ def _stop_if_not_finite(loss: KDLoss, logits: torch.Tensor, targets: torch.Tenso
     )
 
 
-def _batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+def _batches(order: torch.Tensor, batch_size: int, ranks: int = 1) -> list[torch.Tensor]:
+    """The global batches of an epoch; each of `ranks` processes trains on a slice of each."""
     batches = list(order.split(batch_size))
-    # BatchNorm cannot normalise a single sample in training mode; the next shuffle covers it.
-    if len(batches) > 1 and len(batches[-1]) == 1:
+    # BatchNorm cannot normalise a single sample in training mode, so every rank's slice of the
+    # last batch needs two; the next shuffle covers the samples dropped.
+    if len(batches) > 1 and len(batches[-1]) < 2 * ranks:
         batches.pop()
     return batches
 
@@ -475,3 +501,49 @@ def _clone(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.contiguous() for k, v in state.items()}
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)  # for anything random inside the student (dropout)
+    # Python's and numpy's RNGs are seeded too: a user's model or loss may draw from them.
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def _rng_state() -> dict[str, Any]:
+    """This process's RNG states as plain containers and tensors, so loading stays weights_only."""
+    numpy_rng = np.random.get_state(legacy=False)
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {
+            "bit_generator": numpy_rng["bit_generator"],
+            "key": torch.from_numpy(numpy_rng["state"]["key"].astype(np.int64)),
+            "pos": int(numpy_rng["state"]["pos"]),
+            "has_gauss": int(numpy_rng["has_gauss"]),
+            "gauss": float(numpy_rng["gauss"]),
+        },
+    }
+
+
+def _set_rng_state(saved: dict[str, Any]) -> None:
+    torch.set_rng_state(saved["torch"])
+    random.setstate(saved["python"])
+    rng = saved["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": rng["bit_generator"],
+            "state": {"key": rng["key"].numpy().astype(np.uint32), "pos": rng["pos"]},
+            "has_gauss": rng["has_gauss"],
+            "gauss": rng["gauss"],
+        }
+    )
+
+
+def _read_checkpoint(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except Exception:  # noqa: BLE001 -- unreadable: start over; replaced at the next save
+        return None

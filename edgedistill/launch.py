@@ -1,0 +1,123 @@
+"""`edgedistill distill --nproc-per-node N`: start the data-parallel workers, as torchrun would.
+
+Uses torch's own elastic launcher (what torchrun runs), so the rendezvous options mean what
+they mean to torchrun, and the same run can also be started by torchrun itself
+(`torchrun ... -m edgedistill distill ...`): a process that finds WORLD_SIZE in its environment
+joins that world. Each worker runs the distill stage; rank 0 writes, and its result (or its
+error, which keeps its exit code) is what this process reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from edgedistill.config import Config
+from edgedistill.errors import EdgeDistillError, UsageError
+
+DEFAULT_PORT = 29500  # torchrun's
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    nproc_per_node: int = 1
+    nnodes: str = "1"  # N, or MIN:MAX for an elastic job
+    node_rank: int = 0  # static rendezvous only: c10d assigns ranks itself
+    rdzv_backend: str = "c10d"
+    rdzv_endpoint: str | None = None  # host[:port] of the rendezvous; node 0's address
+    rdzv_id: str = "edgedistill"  # the same on every node of one job
+    max_restarts: int = 0  # restarted workers resume from the last checkpoint
+
+    @property
+    def node_range(self) -> tuple[int, int]:
+        low, _, high = self.nnodes.partition(":")
+        try:
+            nodes = int(low), int(high or low)
+        except ValueError:
+            nodes = (0, 0)
+        if not 0 < nodes[0] <= nodes[1]:
+            raise UsageError(f"--nnodes must be N or MIN:MAX with 0 < MIN <= MAX, found {self.nnodes!r}")
+        return nodes
+
+    @property
+    def parallel(self) -> bool:
+        return self.nproc_per_node > 1 or self.node_range[1] > 1
+
+
+class _RankError(EdgeDistillError):
+    """An error a worker raised, with the exit code it carried there."""
+
+    def __init__(self, message: str, hint: str | None, exit_code: int):
+        super().__init__(message, hint)
+        self.exit_code = exit_code
+
+
+def launch_distill(cfg: Config, options: LaunchOptions, *, quiet: bool, debug: bool) -> dict[str, Any] | None:
+    """Run the distill stage on every worker; rank 0's metrics, or None on nodes without rank 0."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    min_nodes, max_nodes = options.node_range
+    if max_nodes > 1 and not options.rdzv_endpoint:
+        raise UsageError(f"--nnodes {options.nnodes} needs --rdzv-endpoint HOST[:PORT], found none",
+                         "give every node the address of node 0, e.g. --rdzv-endpoint 10.0.0.1:29500")
+    single_node = max_nodes == 1 and not options.rdzv_endpoint
+    if single_node:  # torchrun --standalone: a private rendezvous on a free port
+        backend, endpoint, run_id = "c10d", "localhost:0", str(uuid.uuid4())
+    else:
+        backend, run_id = options.rdzv_backend, options.rdzv_id
+        endpoint = options.rdzv_endpoint if ":" in options.rdzv_endpoint else f"{options.rdzv_endpoint}:{DEFAULT_PORT}"
+    config = LaunchConfig(
+        min_nodes=min_nodes, max_nodes=max_nodes, nproc_per_node=options.nproc_per_node,
+        run_id=run_id, rdzv_backend=backend, rdzv_endpoint=endpoint,
+        rdzv_configs={"rank": options.node_rank} if backend == "static" else {},
+        max_restarts=options.max_restarts, monitor_interval=0.5, start_method="spawn",
+    )
+    if not debug:  # the agent logs each rendezvous round and worker group at WARNING
+        logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
+    try:
+        results = elastic_launch(config, _worker)(cfg, quiet, debug)
+    except ChildFailedError as e:
+        # Only an unexpected exception gets here; its traceback is in the worker's output above.
+        first = next(iter(e.failures.values()))
+        raise EdgeDistillError(f"distillation worker rank {first.rank} failed (exit code {first.exitcode}); "
+                               "its output above says why") from e
+    rank0 = next((r for r in results.values() if r["rank"] == 0), None)
+    if rank0 is None:
+        return None
+    if "error" in rank0:
+        raise _RankError(**rank0["error"])
+    return rank0["metrics"]
+
+
+def _worker(cfg: Config, quiet: bool, debug: bool) -> dict[str, Any]:
+    """One rank's whole run; an expected error is returned (not raised) so it keeps its exit code."""
+    from edgedistill import api
+    from edgedistill.distill.world import world_from_env
+    from edgedistill.ui import UI
+
+    world = world_from_env()
+    if cfg.distill.threads is None:  # the node's cores are shared by its ranks
+        threads = max(1, (os.cpu_count() or 1) // world.local_size)
+        cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"threads": threads})})
+    try:
+        ws = api.open_workspace(cfg)
+        distilled = api.distill(ws, UI(quiet=quiet or not world.main, debug=debug), world)
+    except EdgeDistillError as e:
+        if debug:
+            raise
+        return {"rank": world.rank, "error": {"message": e.message, "hint": e.hint, "exit_code": e.exit_code}}
+    finally:
+        world.close()
+    return {"rank": world.rank, "metrics": distilled.metrics}
+
+
+def run_in_world(cfg: Config, *, quiet: bool, debug: bool) -> dict[str, Any] | None:
+    """This process was started by torchrun: be one rank. Rank 0's metrics, None elsewhere."""
+    result = _worker(cfg, quiet, debug)
+    if "error" in result:
+        raise _RankError(**result["error"])
+    return result.get("metrics") if result["rank"] == 0 else None
