@@ -73,11 +73,12 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
     from safetensors.torch import load_file
 
     from edgedistill.data import load_data
+    from edgedistill.distill.objectives import check_models
     from edgedistill.distill.teacher_cache import model_digest
     from edgedistill.distill.trainer import BOOKKEEPING_SETTINGS
     from edgedistill.distill.trainer import distill as train
     from edgedistill.distill.world import SINGLE
-    from edgedistill.specs import check_compatible, load_model, load_student
+    from edgedistill.specs import load_model, load_student
 
     cfg, world = ws.cfg, world or SINGLE
     ui.step(f"data: {cfg.data.spec}")
@@ -86,7 +87,7 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
     torch.manual_seed(cfg.run.seed)  # the student's initial weights are part of the run's inputs
     student = load_student(cfg.student.spec, cfg.student.weights, teacher=teacher,
                            input_shape=splits.input_shape, note=ui.note)
-    check_compatible(teacher, student, splits.input_shape, splits.num_classes)
+    check_models(cfg.distill.objective, teacher, student, splits)
     key = stage_key(
         teacher=(cfg.teacher.spec, _file_id(cfg.teacher.weights), model_digest(teacher)),
         student=(cfg.student.spec, _file_id(cfg.student.weights)),
@@ -104,9 +105,11 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
             student.load_state_dict(load_file(weights))
         return Distilled(splits, teacher, student.eval(), key, manifest["metrics"])
 
+    dc = cfg.distill
     processes = f", {world.size} processes" if world.distributed else ""
-    ui.step(f"distill: {cfg.distill.epochs} epochs, T={cfg.distill.temperature:g}, "
-            f"alpha={cfg.distill.alpha:g}{processes}")
+    ui.step(f"distill: {dc.epochs} epochs, " + (
+        f"embedding MSE x{dc.embedding_mse_weight:g} + cosine x{dc.embedding_cosine_weight:g}"
+        if dc.objective == "embedding" else f"T={dc.temperature:g}, alpha={dc.alpha:g}") + processes)
     out = stage.begin() if world.main else stage.dir
     with ui.progress() as progress:
         result = train(teacher, student, splits, cfg.distill, out, seed=cfg.run.seed,
@@ -114,13 +117,25 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
                        notify=ui.note, world=world,
                        on_epoch=None if progress else lambda r: ui.note(
                            f"epoch {r['epoch']}/{cfg.distill.epochs}: loss {r['loss']:.4f}, "
-                           f"val top-1 {r['val_acc']:.2%}, {r['samples_per_s']:.0f} samples/s"))
-    metrics = {"teacher_val_acc": result.teacher_val_acc, "student_val_acc": result.student_val_acc,
-               "epochs": len(result.history)}
-    ui.note(f"validation top-1: teacher {result.teacher_val_acc:.2%}, student {result.student_val_acc:.2%}")
+                           f"{_val_summary(r)}, {r['samples_per_s']:.0f} samples/s"))
+    if dc.objective == "embedding":
+        # No classes: the teacher's accuracy means nothing; how close the student's vectors are does.
+        metrics = {"objective": "embedding", "student_val_cosine": result.student_val_cosine,
+                   "epochs": len(result.history)}
+        ui.note(f"validation: student embeddings vs teacher, mean cosine {result.student_val_cosine:.4f}")
+    else:
+        metrics = {"teacher_val_acc": result.teacher_val_acc, "student_val_acc": result.student_val_acc,
+                   "epochs": len(result.history)}
+        ui.note(f"validation top-1: teacher {result.teacher_val_acc:.2%}, student {result.student_val_acc:.2%}")
     if world.main:
         stage.commit([result.weights_path], metrics=metrics)
     return Distilled(splits, teacher, result.student.eval(), key, metrics)
+
+
+def _val_summary(record: dict) -> str:
+    if "val_cosine" in record:
+        return f"val cosine {record['val_cosine']:.4f}"
+    return f"val top-1 {record['val_acc']:.2%}"
 
 
 # ---------------------------------------------------------------- export
@@ -178,8 +193,10 @@ def _plan(cfg: Config, missing: dict[str, str]) -> list[tuple[str, str, str]]:
     return plan
 
 
-def _verify(artifact: Artifact, inputs: Path, reference: np.ndarray, cfg: Config, work: Path) -> dict:
-    """Run the artifact in a fresh process on the held-out inputs and compare with PyTorch."""
+def _verify(artifact: Artifact, inputs: Path, reference: np.ndarray, cfg: Config, work: Path,
+            embedding: bool = False) -> dict:
+    """Run the artifact in a fresh process on the held-out inputs and compare with PyTorch:
+    max-abs and top-1 agreement for logits, max-abs and cosine for embeddings."""
     from edgedistill.bench.runners.local import run_probe
 
     outputs = work / f"{artifact.name}.verify.npy"
@@ -192,22 +209,38 @@ def _verify(artifact: Artifact, inputs: Path, reference: np.ndarray, cfg: Config
     got = np.load(outputs)
     outputs.unlink()
     diff = np.abs(got - reference)
-    agreement = float((got.argmax(1) == reference.argmax(1)).mean())
-    report = {"samples": len(got), "max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
-              "top1_agreement": agreement}
+    report = {"samples": len(got), "max_abs": float(diff.max()), "mean_abs": float(diff.mean())}
     tol = {"fp32": cfg.export.fp32_max_abs, "fp16": cfg.export.fp16_max_abs}.get(artifact.precision)
-    min_agree = cfg.export.min_top1_agreement.get(artifact.precision, 1.0)
     problems = []
     if tol is not None and report["max_abs"] > tol:
         problems.append(f"max abs diff {report['max_abs']:.3g} > {tol:g}")
-    if agreement < min_agree:
-        problems.append(f"top-1 agreement {agreement:.2%} < {min_agree:.0%}")
+    if embedding:
+        # An embedding has no argmax worth agreeing on; its direction is what consumers compare.
+        cosine = _cosine_per_vector(got, reference)
+        report.update(mean_cosine=float(cosine.mean()), min_cosine=float(cosine.min()))
+        min_cos = cfg.export.min_cosine.get(artifact.precision, 1.0)
+        if report["mean_cosine"] < min_cos:
+            problems.append(f"mean cosine {report['mean_cosine']:.5f} < {min_cos:g}")
+    else:
+        agreement = float((got.argmax(1) == reference.argmax(1)).mean())
+        report["top1_agreement"] = agreement
+        min_agree = cfg.export.min_top1_agreement.get(artifact.precision, 1.0)
+        if agreement < min_agree:
+            problems.append(f"top-1 agreement {agreement:.2%} < {min_agree:.0%}")
     if problems:
         raise VerificationError(
             f"{artifact.name} differs from PyTorch on {len(got)} held-out inputs: {'; '.join(problems)}",
             "check the exporter's warnings; loosen [export] tolerances only if the drop is acceptable",
         )
     return report
+
+
+def _cosine_per_vector(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity over the last axis, one value per vector (per sample, or per token)."""
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+    # Two zero vectors are identical; torch's cosine_similarity clamps the norm the same way.
+    return (a * b).sum(-1) / np.maximum(norms, 1e-8)
 
 
 def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
@@ -264,9 +297,9 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
             art = backend.export(intermediates[(role, kind)], out / backend_name, precision=precision,
                                  calibration=calibration if precision == "int8" else None)
             ref = np.load(eval_files[f"{role}_logits"])
-            art.meta["verification"] = _verify(art, eval_files["inputs"], ref, cfg, out)
-            v = art.meta["verification"]
-            ui.note(f"verified {art.name}: max abs {v['max_abs']:.2e}, top-1 agreement {v['top1_agreement']:.2%}")
+            art.meta["verification"] = _verify(art, eval_files["inputs"], ref, cfg, out,
+                                               embedding=cfg.distill.objective == "embedding")
+            ui.note(f"verified {art.name}: {verification_summary(art.meta['verification'])}")
             artifacts.append(art)
             if progress:
                 progress.advance(task)
@@ -276,7 +309,24 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
     return artifacts
 
 
+def verification_summary(v: dict) -> str:
+    """One line for a verification report, logits (top-1 agreement) or embeddings (cosine)."""
+    if "mean_cosine" in v:
+        return f"max abs {v['max_abs']:.2e}, mean cosine {v['mean_cosine']:.6f} (min {v['min_cosine']:.6f})"
+    return f"max abs {v['max_abs']:.2e}, top-1 agreement {v['top1_agreement']:.2%}"
+
+
 # ---------------------------------------------------------------- bench, gate, report
+
+
+def _refuse_embedding_bench(cfg: Config) -> None:
+    """Bench scores top-1 on labels and gates on an accuracy drop: numbers an embedding lacks."""
+    if cfg.distill.objective == "embedding":
+        raise UsageError(
+            "bench and compress measure top-1 accuracy on labels, which needs distill.objective = "
+            "'logits'; found 'embedding'",
+            "run `edgedistill distill` and `edgedistill export` (verified by max-abs and cosine) for an embedding student",
+        )
 
 
 def bench(ws: Workspace, ui: UI, artifacts: list[Artifact] | None = None,
@@ -285,6 +335,7 @@ def bench(ws: Workspace, ui: UI, artifacts: list[Artifact] | None = None,
     from edgedistill.bench.harness import EvalSet, bench_artifact, skipped_result
     from edgedistill.report.results import new_results, write_results
 
+    _refuse_embedding_bench(ws.cfg)
     d = d or distill(ws, ui)
     artifacts = artifacts if artifacts is not None else export(ws, ui, d)
     data = ws.run_dir / "data"
@@ -426,6 +477,7 @@ def compare(base_path: Path, head_path: Path, max_regression_pct: float = MAX_RE
 
 
 def compress(ws: Workspace, ui: UI) -> dict:
+    _refuse_embedding_bench(ws.cfg)  # before the distill stage, not after minutes of training
     d = distill(ws, ui)
     artifacts = export(ws, ui, d)
     return bench(ws, ui, artifacts, d)

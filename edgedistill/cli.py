@@ -250,8 +250,7 @@ def export(**opts):
         click.echo(json.dumps([a.to_json() for a in artifacts], indent=2, default=str))
     else:
         for a in artifacts:
-            v = a.meta["verification"]
-            click.echo(f"{a.name:32s} {a.path}  max abs {v['max_abs']:.2e}  top-1 agreement {v['top1_agreement']:.2%}")
+            click.echo(f"{a.name:32s} {a.path}  {api.verification_summary(a.meta['verification'])}")
 
 
 @cli.command()

@@ -86,6 +86,20 @@ class DistillConfig(Strict):
     # every batch (needed once augmentation changes the inputs).
     cache_teacher: bool = True
     restart: bool = False  # ignore an existing checkpoint of this run and train from the start
+    # What the models output: class scores (Hinton KD on logits, validated by top-1 accuracy) or
+    # an embedding (MSE + cosine to the teacher's vectors, validated by mean cosine similarity).
+    objective: Literal["logits", "embedding"] = "logits"
+    # Embedding terms. 1.0 each: MSE keeps the vectors' scale (consumers that use dot products or
+    # distances need it), cosine their direction (what retrieval ranks by); 0 turns a term off.
+    embedding_mse_weight: float = Field(1.0, ge=0)
+    embedding_cosine_weight: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _embedding_loss_not_empty(self) -> DistillConfig:
+        if self.embedding_mse_weight + self.embedding_cosine_weight <= 0:
+            # The error formatter appends the values found.
+            raise ValueError("embedding_mse_weight + embedding_cosine_weight must be > 0 (else nothing is learned)")
+        return self
 
 
 class CompressConfig(Strict):
@@ -99,6 +113,9 @@ class ExportConfig(Strict):
     fp32_max_abs: float = Field(1e-3, gt=0)
     fp16_max_abs: float = Field(5e-2, gt=0)
     min_top1_agreement: dict[Precision, float] = {"fp32": 0.99, "fp16": 0.98, "int8": 0.95}
+    # For an embedding student (distill.objective = "embedding") there is no top-1: the mean
+    # cosine similarity of exported vs PyTorch embeddings must reach this instead.
+    min_cosine: dict[Precision, float] = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98}
     benchmark_teacher: bool = True  # export and bench the teacher too, as the reference
 
 

@@ -105,7 +105,7 @@ def load_student(
 
     if not is_derived(spec):
         return load_model(spec, weights, role="student")
-    _output_classes(teacher, "teacher", input_shape)  # a teacher that cannot take the data: say so first
+    _probe_output(teacher, "teacher", input_shape)  # a teacher that cannot take the data: say so first
     derived = derive_student(spec, teacher, input_shape)
     if note is not None:
         note(derived.summary)
@@ -370,7 +370,39 @@ def check_compatible(
         )
 
 
+def check_embedding_compatible(teacher: nn.Module, student: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """Refuse, before any training, models whose embeddings cannot be compared sample by sample.
+
+    Both must return (batch, D) or (batch, L, D) tensors of the same shape: the loss and the
+    validation cosine compare them element by element. Class counts do not matter here.
+    """
+    shapes = {}
+    for role, model in (("teacher", teacher), ("student", student)):
+        out = _probe_output(model, role, input_shape)
+        if not isinstance(out, torch.Tensor) or out.dim() not in (2, 3) or out.shape[0] != 2:
+            found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ModelMismatchError(
+                f"the {role} must return embeddings of shape (batch, D) or (batch, L, D), found {found}"
+            )
+        shapes[role] = tuple(out.shape[1:])
+    if shapes["teacher"] != shapes["student"]:
+        raise ModelMismatchError(
+            f"embedding shapes differ: teacher outputs (batch, {', '.join(map(str, shapes['teacher']))}), "
+            f"student (batch, {', '.join(map(str, shapes['student']))})",
+            "give the student an output of the teacher's embedding size",
+        )
+
+
 def _output_classes(model: nn.Module, role: str, input_shape: tuple[int, ...]) -> int:
+    out = _probe_output(model, role, input_shape)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
+        found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ModelMismatchError(f"the {role} must return logits of shape (batch, classes), found {found}")
+    return int(out.shape[1])
+
+
+def _probe_output(model: nn.Module, role: str, input_shape: tuple[int, ...]) -> object:
+    """The model's output for a batch of 2 zero inputs; a model that cannot take them: exit 2."""
     # A batch of 2: BatchNorm in training mode refuses a batch of 1, and it catches models
     # exported with a fixed batch of 1.
     was_training = model.training
@@ -386,7 +418,4 @@ def _output_classes(model: nn.Module, role: str, input_shape: tuple[int, ...]) -
         ) from e
     finally:
         set_mode(model, training=was_training)
-    if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
-        found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelMismatchError(f"the {role} must return logits of shape (batch, classes), found {found}")
-    return int(out.shape[1])
+    return out

@@ -78,4 +78,5 @@ def _read(path: Path, digest: str, splits: DataSplits) -> torch.Tensor | None:
         return None  # recomputed and rewritten by the caller
     if meta != {"teacher": digest, "data": splits.fingerprint}:
         return None
-    return logits if logits.dim() == 2 and len(logits) == len(splits.x_train) else None
+    # (N, classes) logits or (N, D) / (N, L, D) embeddings: the cache holds whatever the teacher returns.
+    return logits if logits.dim() >= 2 and len(logits) == len(splits.x_train) else None

@@ -40,11 +40,12 @@ from edgedistill.artifacts import atomic_write_bytes, atomic_write_text
 from edgedistill.config import DistillConfig
 from edgedistill.data import DataSplits
 from edgedistill.distill.features import FeatureAdapters, FeatureTaps, build_adapters
-from edgedistill.distill.losses import KDLoss, feature_loss, hinton_loss
+from edgedistill.distill.losses import embedding_loss, feature_loss, hinton_loss
+from edgedistill.distill.objectives import Validator, check_models
 from edgedistill.distill.teacher_cache import model_digest, predict, teacher_logits
 from edgedistill.distill.world import SINGLE, World
 from edgedistill.errors import UsageError
-from edgedistill.specs import check_compatible, set_mode
+from edgedistill.specs import set_mode
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -57,17 +58,18 @@ CHECKPOINT_FILE = "checkpoint.pt"
 MAX_WARMUP_STEPS = 100
 # Settings that decide when state is saved or reused, never what is learned.
 BOOKKEEPING_SETTINGS = frozenset({"checkpoint_every_steps", "restart"})
-LOSS_TERMS = ("loss", "kd", "ce", "feature")  # the per-sample means an epoch record carries
+LOSS_TERMS = ("loss", "kd", "ce", "mse", "cosine", "feature")  # the per-sample means an epoch record carries
 
 
 @dataclass
 class DistillResult:
     student: nn.Module  # the best-on-validation weights, in eval mode
     weights_path: Path
-    history: list[dict]  # per epoch: epoch, loss, kd, ce, val_acc, lr, samples_per_s
-    teacher_val_acc: float
-    student_val_acc: float
+    history: list[dict]  # per epoch: epoch, loss, kd, ce (or mse, cosine), val_acc (or val_cosine), lr, ...
+    teacher_val_acc: float | None  # None for objective="embedding": no classes to be right about
+    student_val_acc: float | None
     stopped_early: bool = False  # patience ran out before cfg.epochs
+    student_val_cosine: float | None = None  # objective="embedding": mean cosine to the teacher
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
@@ -98,7 +100,7 @@ def distill(
     calls this; only rank 0 writes, and only rank 0 should be given progress/on_epoch/notify.
     """
     out_dir = Path(out_dir)
-    check_compatible(teacher, student, splits.input_shape, splits.num_classes)
+    check_models(cfg.objective, teacher, student, splits)
     if cfg.batch_size < 2 * world.size:
         raise UsageError(
             f"distill.batch_size {cfg.batch_size} is too small for {world.size} processes: "
@@ -109,7 +111,7 @@ def distill(
         # Hint losses need the teacher's inner features, which only a live teacher gives.
         with world.main_first():  # rank 0 fills the on-disk cache, the others read it
             targets = _TeacherTargets(teacher, splits, cache_dir, cfg.cache_teacher and not cfg.features)
-        teacher_val = evaluate(teacher, splits.x_val, splits.y_val)
+        validator = Validator(cfg.objective, teacher, splits)
         # Built before the first step, so a wrong module path or shape fails up front (exit 2).
         make_adapters = (
             functools.partial(build_adapters, student, teacher, cfg.features, splits.x_train[:2])
@@ -123,6 +125,7 @@ def distill(
                 "give the teacher a weights file and load the same data on every node",
             )
         state = _TrainingState(student, cfg, seed, len(splits.x_train), key, make_adapters, world)
+        state.validator = validator
         if state.adapters is not None:
             state.taps = (
                 taps.enter_context(FeatureTaps(student, [p.student for p in cfg.features], role="student")),
@@ -158,10 +161,14 @@ def distill(
     weights_path = out_dir / WEIGHTS_FILE
     # One metadata key: safetensors writes several in random order, and equal weights should
     # give equal bytes (stage caches compare file hashes).
-    meta = json.dumps({"val_acc": state.best_val, "seed": seed, "run_key": state.key}, sort_keys=True)
+    meta = json.dumps({validator.name: state.best_val, "seed": seed, "run_key": state.key}, sort_keys=True)
     if world.main:
         atomic_write_bytes(weights_path, save(_contiguous(state.best), metadata={"edgedistill": meta}))
-    return DistillResult(student, weights_path, state.history, teacher_val, state.best_val, state.stopped_early)
+    if cfg.objective == "embedding":
+        return DistillResult(student, weights_path, state.history, None, None, state.stopped_early,
+                             student_val_cosine=state.best_val)
+    return DistillResult(student, weights_path, state.history, validator.teacher_score, state.best_val,
+                         state.stopped_early)
 
 
 class _TeacherTargets:
@@ -198,6 +205,7 @@ class _TrainingState:
         else:
             self.model = student
         self.taps: tuple[FeatureTaps, ...] = ()  # (student, teacher) while hint losses are on
+        self.validator: Validator | None = None  # set by distill(): the score best/early stopping follow
         self.trainable = [*student.parameters(), *(self.adapters.parameters() if self.adapters else ())]
         self.steps_per_epoch = len(_batches(torch.arange(n_train), cfg.batch_size, world.size))
         total = self.steps_per_epoch * cfg.epochs
@@ -236,8 +244,9 @@ class _TrainingState:
 
     def end_epoch(self, record: dict[str, Any]) -> None:
         self.epoch += 1
-        if record["val_acc"] > self.best_val:
-            self.best, self.best_val = _clone(self.student.state_dict()), record["val_acc"]
+        score = record[self.validator.name]
+        if score > self.best_val:
+            self.best, self.best_val = _clone(self.student.state_dict()), score
             self.best_epoch = self.epoch
         if self.patience and self.epoch < self.epochs and self.epoch - self.best_epoch >= self.patience:
             self.stopped_early = True
@@ -339,13 +348,15 @@ def _train_epoch(
     summed = world.sum({**{k: v for k, v in state.sums.items() if k != "grad_norm_max"}, "seen": state.seen})
     seen, sums = summed.pop("seen"), {**summed, "grad_norm_max": state.sums["grad_norm_max"]}
     record = {"epoch": state.epoch + 1, **{k: sums[k] / seen for k in LOSS_TERMS if k in sums}}
-    record.update(val_acc=evaluate(student, splits.x_val, splits.y_val), lr=state.scheduler.get_last_lr()[0])
+    record[state.validator.name] = state.validator(student)
+    record.update(lr=state.scheduler.get_last_lr()[0])
     # The largest gradient norm before clipping: how often and how far clipping bit.
     record.update(grad_norm_max=sums["grad_norm_max"])
     record.update(samples_per_s=seen / state.seconds, seconds=state.seconds)
     if progress:
         progress.update(
-            task, description=f"{label} loss {record['loss']:.4f} val acc {record['val_acc']:.2%}"
+            task,
+            description=f"{label} loss {record['loss']:.4f} {state.validator.describe(record[state.validator.name])}",
         )
     return record
 
@@ -365,15 +376,15 @@ def _step(
     gradient is that of the whole batch's mean loss.
     """
     logits = state.model(x)
-    loss = hinton_loss(logits, soft_targets, labels, cfg.temperature, cfg.alpha)
+    total, parts = _objective_loss(logits, soft_targets, labels, cfg)
     hint = None
     if state.adapters is not None:  # the taps caught the student's and the live teacher's features
         student_taps, teacher_taps = state.taps
         hint = feature_loss(student_taps.outputs, teacher_taps.outputs, state.adapters).total
-        loss = loss._replace(total=loss.total + hint)
-    _stop_if_not_finite(loss, logits, soft_targets, where)
+        total = total + hint
+    _stop_if_not_finite(total, parts, logits, soft_targets, where, cfg.objective)
     state.optimizer.zero_grad(set_to_none=True)
-    (loss.total * share if share != 1.0 else loss.total).backward()
+    (total * share if share != 1.0 else total).backward()
     if state.adapters is not None:  # DistributedDataParallel averages the student's gradients only
         state.world.average_gradients(list(state.adapters.parameters()))
     for tap in state.taps:
@@ -385,10 +396,21 @@ def _step(
         norm = float(torch.nn.utils.get_total_norm([p.grad for p in params])) if params else 0.0
     state.optimizer.step()
     state.scheduler.step()
-    terms = {"loss": loss.total.item(), "kd": loss.kd.item(), "ce": loss.ce.item()}
+    terms = {"loss": total.item(), **{name: value.item() for name, value in parts.items()}}
     if hint is not None:
         terms["feature"] = hint.item()
     return terms, norm
+
+
+def _objective_loss(
+    outputs: torch.Tensor, targets: torch.Tensor, labels: torch.Tensor | None, cfg: DistillConfig
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The output loss for cfg.objective and its named terms (LOSS_TERMS keys)."""
+    if cfg.objective == "embedding":  # labels unused: the teacher's vectors are the only target
+        emb = embedding_loss(outputs, targets, cfg.embedding_mse_weight, cfg.embedding_cosine_weight)
+        return emb.total, {"mse": emb.mse, "cosine": emb.cosine}
+    loss = hinton_loss(outputs, targets, labels, cfg.temperature, cfg.alpha)
+    return loss.total, {"kd": loss.kd, "ce": loss.ce}
 
 
 def _recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int) -> None:
@@ -416,14 +438,18 @@ def _recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int) -
         m.momentum = momentum
 
 
-def _stop_if_not_finite(loss: KDLoss, logits: torch.Tensor, targets: torch.Tensor, where: str) -> None:
+def _stop_if_not_finite(
+    total: torch.Tensor, parts: dict[str, torch.Tensor], logits: torch.Tensor, targets: torch.Tensor,
+    where: str, objective: str = "logits",
+) -> None:
     """Stop before a NaN/Inf reaches the weights; name the first tensor that went bad."""
-    if bool(torch.isfinite(loss.total)):
+    if bool(torch.isfinite(total)):
         return
-    suspects = {"student logits": logits, "teacher logits": targets, "kd loss": loss.kd, "ce loss": loss.ce}
+    kind = "embeddings" if objective == "embedding" else "logits"
+    suspects = {f"student {kind}": logits, f"teacher {kind}": targets, **{f"{k} loss": v for k, v in parts.items()}}
     culprit = next((name for name, t in suspects.items() if not bool(torch.isfinite(t).all())), "loss")
     raise UsageError(
-        f"distillation stopped at {where}: {culprit} not finite (loss {loss.total.item()}); "
+        f"distillation stopped at {where}: {culprit} not finite (loss {total.item()}); "
         "no checkpoint written for this epoch",
         "lower distill.lr, or check the data and the teacher for extreme values",
     )

@@ -1,0 +1,57 @@
+"""What "the student matches the teacher" means for each distill.objective.
+
+"logits": class scores, checked against the data's class count and validated by top-1
+accuracy on the labels. "embedding": vectors, checked for equal (batch, D) / (batch, L, D)
+shapes and validated by the mean cosine similarity of student and teacher embeddings; labels
+are not used (the data's labels still decide the stratified split, nothing else).
+
+The validation score chosen here is the one number best-checkpoint selection and early
+stopping follow, so both objectives are compared in one place.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgedistill.data import DataSplits
+from edgedistill.distill.teacher_cache import predict
+from edgedistill.specs import check_compatible, check_embedding_compatible
+
+# The per-epoch record key of each objective's validation score (higher is better).
+SCORE_NAMES = {"logits": "val_acc", "embedding": "val_cosine"}
+
+
+def check_models(objective: str, teacher: nn.Module, student: nn.Module, splits: DataSplits) -> None:
+    """Refuse, before the first step, models whose outputs this objective cannot compare (exit 2)."""
+    if objective == "embedding":
+        check_embedding_compatible(teacher, student, splits.input_shape)
+    else:
+        check_compatible(teacher, student, splits.input_shape, splits.num_classes)
+
+
+def mean_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean cosine similarity over the last dimension (per sample, or per token for N×L×D)."""
+    return F.cosine_similarity(a.float(), b.float(), dim=-1).mean().item()
+
+
+class Validator:
+    """The validation score of a model for one objective; `name` is its record key."""
+
+    def __init__(self, objective: str, teacher: nn.Module, splits: DataSplits):
+        self.objective, self.name = objective, SCORE_NAMES[objective]
+        self.x, self.y = splits.x_val, splits.y_val
+        # The teacher's validation embeddings are the reference every epoch: computed once.
+        self.reference = predict(teacher, splits.x_val) if objective == "embedding" else None
+        self.teacher_score = self(teacher) if objective == "logits" else None  # a teacher matches itself
+
+    def __call__(self, model: nn.Module) -> float:
+        out = predict(model, self.x)
+        if self.reference is not None:
+            return mean_cosine(out, self.reference)
+        return (out.argmax(dim=1) == self.y).float().mean().item()
+
+    def describe(self, value: float) -> str:
+        """For progress bars and log lines."""
+        return f"val acc {value:.2%}" if self.name == "val_acc" else f"val cosine {value:.4f}"
