@@ -85,6 +85,10 @@ class DistillConfig(Strict):
     # Teacher logits for the training set computed once and reused; False runs the teacher on
     # every batch (needed once augmentation changes the inputs).
     cache_teacher: bool = True
+    # Input augmentation, applied in order to each batch before student and teacher see it:
+    # "shift:<pixels>", "noise:<std>" or "pkg.mod:factory" (see distill/augment.py). The teacher
+    # then labels inputs it never saw, so it runs live on every batch (no cache).
+    augment: list[str] = []
     restart: bool = False  # ignore an existing checkpoint of this run and train from the start
     # What the models output: class scores (Hinton KD on logits, validated by top-1 accuracy) or
     # an embedding (MSE + cosine to the teacher's vectors, validated by mean cosine similarity).

@@ -39,6 +39,7 @@ from torch import nn
 from edgedistill.artifacts import atomic_write_bytes, atomic_write_text
 from edgedistill.config import DistillConfig
 from edgedistill.data import DataSplits
+from edgedistill.distill.augment import build_augment
 from edgedistill.distill.features import FeatureAdapters, FeatureTaps, build_adapters
 from edgedistill.distill.losses import embedding_loss, feature_loss, hinton_loss
 from edgedistill.distill.objectives import Validator, check_models
@@ -107,10 +108,18 @@ def distill(
             f"each trains on a slice of every batch and BatchNorm needs 2 samples, so at least {2 * world.size}",
             "raise distill.batch_size or use fewer processes",
         )
+    augment = build_augment(cfg.augment)
+    if augment is not None:
+        augment(splits.x_train[:2])  # a spec that does not fit the data fails here, before any step
     with _training_settings(cfg.threads), contextlib.ExitStack() as taps:
-        # Hint losses need the teacher's inner features, which only a live teacher gives.
+        # Hint losses need the teacher's inner features, and augmented inputs the teacher's
+        # outputs on them: only a live teacher gives either.
+        live = bool(cfg.features) or augment is not None
+        if cfg.cache_teacher and live and notify:
+            notify("teacher runs on every batch: " + ("augmentation changes the inputs" if augment else
+                                                      "hint losses need its inner features"))
         with world.main_first():  # rank 0 fills the on-disk cache, the others read it
-            targets = _TeacherTargets(teacher, splits, cache_dir, cfg.cache_teacher and not cfg.features)
+            targets = _TeacherTargets(teacher, splits, cache_dir, cfg.cache_teacher and not live)
         validator = Validator(cfg.objective, teacher, splits)
         # Built before the first step, so a wrong module path or shape fails up front (exit 2).
         make_adapters = (
@@ -125,7 +134,7 @@ def distill(
                 "give the teacher a weights file and load the same data on every node",
             )
         state = _TrainingState(student, cfg, seed, len(splits.x_train), key, make_adapters, world)
-        state.validator = validator
+        state.validator, state.augment = validator, augment
         if state.adapters is not None:
             state.taps = (
                 taps.enter_context(FeatureTaps(student, [p.student for p in cfg.features], role="student")),
@@ -206,6 +215,7 @@ class _TrainingState:
             self.model = student
         self.taps: tuple[FeatureTaps, ...] = ()  # (student, teacher) while hint losses are on
         self.validator: Validator | None = None  # set by distill(): the score best/early stopping follow
+        self.augment: Callable[[torch.Tensor], torch.Tensor] | None = None  # set by distill()
         self.trainable = [*student.parameters(), *(self.adapters.parameters() if self.adapters else ())]
         self.steps_per_epoch = len(_batches(torch.arange(n_train), cfg.batch_size, world.size))
         total = self.steps_per_epoch * cfg.epochs
@@ -329,6 +339,8 @@ def _train_epoch(
         start = time.perf_counter()
         idx = batches[step][world.rank :: world.size]  # this rank's slice of the global batch
         x = splits.x_train[idx]
+        if state.augment is not None:
+            x = state.augment(x)
         batch_labels = labels[idx] if labels is not None else None
         # Teacher time counts in samples/s: that is what the cache saves.
         share = len(idx) * world.size / len(batches[step])  # 1 unless the slices are uneven
@@ -340,7 +352,8 @@ def _train_epoch(
         state.step = step + 1
         state.seconds += time.perf_counter() - start  # optimisation only: samples_per_s compares runs
         if progress:
-            progress.update(task, advance=1, description=f"{label} loss {state.sums['loss'] / state.seen:.4f}")
+            progress.update(task, advance=1, description=f"{label} loss {state.sums['loss'] / state.seen:.4f}, "
+                                                         f"{state.seen * world.size / state.seconds:.0f} samples/s")
         if state.save_due():
             state.save(checkpoint)
     _recalibrate_batchnorm(student, splits.x_train, cfg.batch_size)
