@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 import torch
-from test_distill import FAST, Counting, tiny_net, tiny_splits
+from test_distill import FAST, Counting, LossCalls, tiny_net, tiny_splits
 
 from edgedistill.distill.augment import build_augment, random_shift
 from edgedistill.distill.trainer import distill
@@ -81,34 +81,17 @@ def test_augmented_run_runs_the_teacher_live_and_is_reproducible(tmp_path):
 
 
 def test_interrupted_augmented_run_resumes_to_identical_weights(tmp_path, monkeypatch):
-    from edgedistill.distill import trainer
-
     splits = tiny_splits(tmp_path / "d.npz")
     cfg = FAST.model_copy(update={"augment": ["shift:1", "noise:0.1"], "checkpoint_every_steps": 2})
     run = {"splits": splits, "cfg": cfg, "seed": 0, "cache_dir": tmp_path / "cache"}
     straight = distill(tiny_net(seed=1), tiny_net(seed=2), out_dir=tmp_path / "a", **run)
 
-    calls, real_loss = [0], trainer.hinton_loss
-
-    def interrupt_at_step_10(*args, **kwargs):  # mid epoch 2, after the checkpoint of step 8
-        calls[0] += 1
-        if calls[0] == 10:
-            raise KeyboardInterrupt
-        return real_loss(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "hinton_loss", interrupt_at_step_10)
+    steps = LossCalls(monkeypatch, "hinton_loss", stop_at=10)  # mid epoch 2, after the step-8 checkpoint
     with pytest.raises(KeyboardInterrupt):
         distill(tiny_net(seed=1), tiny_net(seed=2), out_dir=tmp_path / "b", **run)
-    steps_after_resume = [0]
-
-    def count(*args, **kwargs):
-        steps_after_resume[0] += 1
-        return real_loss(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "hinton_loss", count)
+    steps.count_from_zero()
     resumed = distill(tiny_net(seed=1), tiny_net(seed=2), out_dir=tmp_path / "b", **run)
-    total_steps = 3 * 7  # 3 epochs of 7 batches
-    assert steps_after_resume[0] == total_steps - 8  # continued after the step-8 checkpoint
+    assert steps.calls == 3 * 7 - 8  # continued after the step-8 checkpoint
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
     for key, value in straight.student.state_dict().items():
         assert torch.equal(resumed.student.state_dict()[key], value), key

@@ -161,25 +161,36 @@ def test_distill_writes_weights_history_and_progress(tmp_path, splits):
     assert not result.student.training
 
 
+class LossCalls:
+    """Patches trainer.<loss> to count its calls (one per step) and to raise KeyboardInterrupt at
+    call `stop_at`; set stop_at None and calls 0 to count the steps of a resumed run."""
+
+    def __init__(self, monkeypatch, loss, stop_at=None):
+        self.real, self.calls, self.stop_at = getattr(trainer, loss), 0, stop_at
+        monkeypatch.setattr(trainer, loss, self)
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        return self.real(*args, **kwargs)
+
+    def count_from_zero(self):
+        self.calls, self.stop_at = 0, None
+
+
 def test_interrupted_run_resumes_to_identical_losses_and_weights(tmp_path, splits, monkeypatch):
     run = {"splits": splits, "cfg": FAST, "seed": 0, "cache_dir": tmp_path / "cache"}
     straight = distill(tiny_net(seed=1), tiny_net(seed=2), out_dir=tmp_path / "a", **run)
 
-    calls, real_loss = [0], trainer.hinton_loss
-
-    def interrupt_at_step_13(*args, **kwargs):  # epoch 2 of 3 (7 steps per epoch)
-        calls[0] += 1
-        if calls[0] == 13:
-            raise KeyboardInterrupt
-        return real_loss(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "hinton_loss", interrupt_at_step_13)
+    steps = LossCalls(monkeypatch, "hinton_loss", stop_at=13)  # epoch 2 of 3 (7 steps per epoch)
     with pytest.raises(KeyboardInterrupt):
         distill(tiny_net(seed=1), tiny_net(seed=2), out_dir=tmp_path / "b", **run)
     assert not (tmp_path / "b" / "student.safetensors").exists()
     assert len((tmp_path / "b" / "history.jsonl").read_text().splitlines()) == 1
-    monkeypatch.setattr(trainer, "hinton_loss", real_loss)
+    steps.count_from_zero()
     resumed = distill(tiny_net(seed=1), tiny_net(seed=2), out_dir=tmp_path / "b", **run)
+    assert steps.calls == 14  # epochs 2 and 3 only: epoch 1 came from the checkpoint
 
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
     for key, value in straight.student.state_dict().items():

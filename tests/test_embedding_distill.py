@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import run_cli
 from safetensors import safe_open
+from test_distill import LossCalls
 from torch import nn
 
 from edgedistill.config import Config, DataConfig, DistillConfig, FeaturePair, validate
@@ -163,19 +164,12 @@ def test_run_key_separates_objectives_and_weights(splits):
 
 def test_interrupted_embedding_run_resumes_to_identical_weights(tmp_path, splits, monkeypatch):
     straight = run(tmp_path, splits, name="a")
-    calls, real_loss = [0], trainer.embedding_loss
-
-    def interrupt_at_step_10(*args, **kwargs):  # in epoch 2 of 8 (7 steps per epoch)
-        calls[0] += 1
-        if calls[0] == 10:
-            raise KeyboardInterrupt
-        return real_loss(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "embedding_loss", interrupt_at_step_10)
+    steps = LossCalls(monkeypatch, "embedding_loss", stop_at=10)  # in epoch 2 (7 steps per epoch)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, splits, name="b")
-    monkeypatch.setattr(trainer, "embedding_loss", real_loss)
+    steps.count_from_zero()
     resumed = run(tmp_path, splits, name="b")
+    assert steps.calls == 7 * (len(straight.history) - 1)  # epoch 1 came from the checkpoint
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history]
     assert resumed.student_val_cosine == straight.student_val_cosine
     for key, value in straight.student.state_dict().items():
