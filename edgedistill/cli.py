@@ -220,6 +220,8 @@ def distill(**opts):
     )
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: this process is one rank
         metrics = run_in_world(ws.cfg, quiet=ui.quiet, debug=_DEBUG["on"])
+        if metrics is None:
+            return  # rank 0 reports
     elif launch.parallel:
         metrics = launch_distill(ws.cfg, launch, quiet=ui.quiet, debug=_DEBUG["on"])
     else:

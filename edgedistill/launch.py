@@ -3,20 +3,32 @@
 Uses torch's own elastic launcher (what torchrun runs), so the rendezvous options mean what
 they mean to torchrun, and the same run can also be started by torchrun itself
 (`torchrun ... -m edgedistill distill ...`): a process that finds WORLD_SIZE in its environment
-joins that world. Each worker runs the distill stage; rank 0 writes, and its result (or its
-error, which keeps its exit code) is what this process reports.
+joins that world. Each worker (`python -m edgedistill.launch CONFIG RESULTS`) runs the distill
+stage and leaves its result in RESULTS/rank-N.json; rank 0 writes the run, and its result (or
+its error, which keeps its exit code) is what the launching process reports.
+
+Workers are separate programs, as under torchrun, so both ways of starting a run behave alike.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import signal
+import sys
+import tempfile
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from edgedistill.artifacts import atomic_write_text
 from edgedistill.config import Config
-from edgedistill.errors import EdgeDistillError, UsageError
+from edgedistill.errors import EXIT_INTERNAL, EdgeDistillError, UsageError
+
+if TYPE_CHECKING:  # torch is imported only when workers are launched
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
 DEFAULT_PORT = 29500  # torchrun's
 
@@ -74,23 +86,50 @@ def launch_distill(cfg: Config, options: LaunchOptions, *, quiet: bool, debug: b
         min_nodes=min_nodes, max_nodes=max_nodes, nproc_per_node=options.nproc_per_node,
         run_id=run_id, rdzv_backend=backend, rdzv_endpoint=endpoint,
         rdzv_configs={"rank": options.node_rank} if backend == "static" else {},
-        max_restarts=options.max_restarts, monitor_interval=0.5, start_method="spawn",
+        max_restarts=options.max_restarts, monitor_interval=0.5,
     )
     if not debug:  # the agent logs each rendezvous round and worker group at WARNING
         logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
-    try:
-        results = elastic_launch(config, _worker)(cfg, quiet, debug)
-    except ChildFailedError as e:
-        # Only an unexpected exception gets here; its traceback is in the worker's output above.
-        first = next(iter(e.failures.values()))
-        raise EdgeDistillError(f"distillation worker rank {first.rank} failed (exit code {first.exitcode}); "
-                               "its output above says why") from e
-    rank0 = next((r for r in results.values() if r["rank"] == 0), None)
-    if rank0 is None:
-        return None
-    if "error" in rank0:
-        raise _RankError(**rank0["error"])
-    return rank0["metrics"]
+    with tempfile.TemporaryDirectory(prefix="edgedistill-workers-") as tmp:
+        results = Path(tmp)
+        (results / "config.json").write_text(cfg.model_dump_json())
+        flags = [flag for flag, on in (("--quiet", quiet), ("--debug", debug)) if on]
+        try:
+            elastic_launch(config, sys.executable)("-m", "edgedistill.launch", str(results / "config.json"),
+                                                   str(results), *flags)
+        except ChildFailedError as e:
+            _report_failure(e, options.max_restarts)
+        rank0 = results / "rank-0.json"
+        if not rank0.is_file():  # a node without rank 0
+            return None
+        return _outcome(json.loads(rank0.read_text()))
+
+
+def _report_failure(e: ChildFailedError, restarts: int) -> None:
+    """A worker that crashed or was killed, after any --max-restarts were used up (expected
+    errors come back as results). An exception's message is in the worker's output above."""
+    # The root cause first: a worker killed by a signal other than the SIGTERM with which the
+    # launcher stops the survivors, then the earliest failure. Its peers fail too (their
+    # collectives lose a partner) and say so in their own output.
+    def cause(item: tuple[int, Any]) -> tuple:
+        rank, failure = item
+        return (failure.exitcode >= 0 or failure.exitcode == -signal.SIGTERM, failure.timestamp, rank)
+
+    rank, failure = min(e.failures.items(), key=cause)
+    how = (f"was killed by {_signal_name(-failure.exitcode)}" if failure.exitcode < 0
+           else f"failed with exit code {failure.exitcode} (its output above says why)")
+    raise EdgeDistillError(
+        f"distillation worker rank {rank} {how}; restarts used: {restarts}",
+        "run the same command again: it resumes from the last checkpoint "
+        "(distill.checkpoint_every_steps makes those more frequent; --max-restarts retries on its own)",
+    ) from e
+
+
+def _outcome(result: dict[str, Any]) -> dict[str, Any]:
+    """A worker's metrics, or its error raised again here with its exit code."""
+    if "error" in result:
+        raise _RankError(**result["error"])
+    return result["metrics"]
 
 
 def _worker(cfg: Config, quiet: bool, debug: bool) -> dict[str, Any]:
@@ -118,6 +157,30 @@ def _worker(cfg: Config, quiet: bool, debug: bool) -> dict[str, Any]:
 def run_in_world(cfg: Config, *, quiet: bool, debug: bool) -> dict[str, Any] | None:
     """This process was started by torchrun: be one rank. Rank 0's metrics, None elsewhere."""
     result = _worker(cfg, quiet, debug)
-    if "error" in result:
-        raise _RankError(**result["error"])
-    return result.get("metrics") if result["rank"] == 0 else None
+    return _outcome(result) if result["rank"] == 0 or "error" in result else None
+
+
+def _worker_main(argv: list[str]) -> int:
+    """`python -m edgedistill.launch CONFIG RESULTS [--quiet] [--debug]`, as launch_distill runs it."""
+    config, results, flags = Path(argv[0]), Path(argv[1]), set(argv[2:])
+    debug = "--debug" in flags
+    try:
+        result = _worker(Config.model_validate_json(config.read_text()), "--quiet" in flags, debug)
+    except Exception as e:  # a bug, or a peer that died mid-collective: one line, the launcher reports
+        if debug:
+            raise
+        print(f"internal error in rank {os.environ.get('RANK', '?')}: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_INTERNAL
+    atomic_write_text(results / f"rank-{result['rank']}.json", json.dumps(result))
+    return 0
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time signal has no name of its own
+        return f"signal {number}"
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main(sys.argv[1:]))

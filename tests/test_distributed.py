@@ -29,6 +29,23 @@ MODELS = textwrap.dedent("""
     def student():
         return nn.Sequential(nn.Flatten(), nn.Linear(1024, 32), nn.ReLU(), nn.Linear(32, 10))
 
+    def kill_rank1_once():
+        # An identity augmentation that SIGKILLs rank 1 at its 12th batch, once per marker file.
+        import os
+        import signal
+
+        calls = [0]
+
+        def augment(x):
+            calls[0] += 1
+            marker = os.environ.get("KILL_MARKER")
+            if marker and os.environ.get("RANK") == "1" and calls[0] == 12 and not os.path.exists(marker):
+                open(marker, "w").close()
+                os.kill(os.getpid(), signal.SIGKILL)
+            return x
+
+        return augment
+
     def bn_student():
         return nn.Sequential(nn.Flatten(), nn.Linear(1024, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
 """)
@@ -182,3 +199,35 @@ def test_batch_too_small_for_the_processes(project, tmp_path):
     r = run_cli([*mlp_args(root, "small", "--nproc-per-node", "2"), "-c", tmp_path / "small.toml"],
                 cwd=root, env=env)
     assert r.returncode == 2 and "batch_size 3 is too small for 2 processes" in r.stderr, r.stderr
+
+
+def killer_args(root, out, *extra):
+    """2 processes, checkpoints every 5 steps, and rank 1 killed at its 12th step (if KILL_MARKER)."""
+    config = root / "killer.toml"
+    config.write_text('[distill]\ncheckpoint_every_steps = 5\naugment = ["ddp_models:kill_rank1_once"]\n')
+    return [*mlp_args(root, out, "--nproc-per-node", "2"), "-c", config, *extra]
+
+
+def test_a_killed_worker_is_restarted_and_resumes_from_the_checkpoint(project, tmp_path):
+    """RELIABILITY 15: a worker SIGKILLed mid-epoch; --max-restarts brings the group back, and it
+    continues from the step-10 checkpoint to the weights of a run that was never interrupted."""
+    root, env = project
+    reference = run_cli(killer_args(root, "unkilled"), cwd=root, env=env)
+    assert reference.returncode == 0, reference.stderr
+    marker = tmp_path / "killed"
+    r = run_cli(killer_args(root, "killed", "--max-restarts", "1"), cwd=root,
+                env={**env, "KILL_MARKER": str(marker)})
+    assert marker.exists()  # the kill happened
+    assert r.returncode == 0, r.stderr
+    assert "resuming from epoch 1 step 10" in r.stderr
+    assert max_weight_difference(run_dir(root, "killed"), run_dir(root, "unkilled")) == 0.0
+
+
+def test_a_killed_worker_without_restarts_is_a_clear_failure(project, tmp_path):
+    root, env = project
+    r = run_cli(killer_args(root, "dead"), cwd=root, env={**env, "KILL_MARKER": str(tmp_path / "killed")})
+    assert r.returncode == 3, r.stderr
+    assert "worker rank 1 was killed by SIGKILL; restarts used: 0" in r.stderr
+    assert "resumes from the last checkpoint" in r.stderr and "Traceback" not in r.stderr
+    assert (run_dir(root, "dead") / "checkpoint.pt").is_file()  # what a rerun continues from
+    assert not (run_dir(root, "dead") / "student.safetensors").exists()

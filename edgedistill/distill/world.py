@@ -98,6 +98,25 @@ def world_from_env() -> World:
     if size <= 1:
         return SINGLE
     if not dist.is_initialized():
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", **_restart_safe_store(size))
     return World(rank=dist.get_rank(), size=dist.get_world_size(),
                  local_size=int(os.environ.get("LOCAL_WORLD_SIZE", str(size))))
+
+
+def _restart_safe_store(size: int) -> dict:
+    """init_process_group arguments that keep a restarted worker group off the old one's keys.
+
+    Under the elastic agent (torchrun, --nproc-per-node) the workers meet in the agent's store,
+    which outlives a restart (--max-restarts); the default init reads the addresses the killed
+    workers left there and fails to connect, or hangs (seen with torch 2.13). One key prefix per
+    attempt keeps each group to its own addresses.
+    """
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or restart is None:
+        return {}  # env:// init: a fresh store per launch
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), size, is_master=False)
+    return {
+        "store": dist.PrefixStore(f"edgedistill/attempt-{restart}", store),
+        "rank": int(os.environ["RANK"]),
+        "world_size": size,
+    }
