@@ -7,6 +7,7 @@ thread, checkpointing every 3 optimizer steps.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -16,14 +17,18 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load_file
+from test_distill import FAST, LossCalls, tiny_net, tiny_splits
 from torch import nn
 
+from edgedistill import artifacts
 from edgedistill.config import DataConfig, DistillConfig
 from edgedistill.data import load_data
 from edgedistill.distill import trainer
 from edgedistill.distill.trainer import distill
+from edgedistill.errors import UsageError
 
 EVERY = 3
 CFG = DistillConfig(epochs=3, batch_size=32, lr=1e-2, threads=1, checkpoint_every_steps=EVERY)
@@ -183,3 +188,37 @@ def test_cli_resume_restart_flag_sets_the_config(monkeypatch):
 if __name__ == "__main__":  # the process the SIGKILL test starts (and kills)
     result = train(Path(sys.argv[1]), Path(sys.argv[2]), sleep=STEP_SLEEP_S, notify=print)
     print(f"done: {result.student_val_acc:.4f}", flush=True)
+
+
+def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    """RELIABILITY 12: the disk fills up while the second checkpoint is written. The run stops with a
+    one-line error, the step-4 checkpoint is intact (no torn file, no temporary left), and a rerun
+    continues from it to the weights of an uninterrupted run."""
+    splits = tiny_splits(tmp_path / "d.npz")
+    cfg = FAST.model_copy(update={"checkpoint_every_steps": 4})
+    run = {"splits": splits, "cfg": cfg, "seed": 0, "cache_dir": tmp_path / "cache"}
+    straight = distill(tiny_net(seed=1), tiny_net(seed=2), out_dir=tmp_path / "a", **run)
+
+    real_fsync, saves = os.fsync, [0]
+
+    def fsync_fills_the_disk_at_the_second_save(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").split("/")[-1].startswith(".checkpoint.pt."):
+            saves[0] += 1
+            if saves[0] == 2:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(artifacts.os, "fsync", fsync_fills_the_disk_at_the_second_save)
+    with pytest.raises(UsageError, match="No space left on device; the previous checkpoint is intact"):
+        distill(tiny_net(seed=1), tiny_net(seed=2), out_dir=tmp_path / "b", **run)
+    monkeypatch.setattr(artifacts.os, "fsync", real_fsync)
+    # The second save was epoch 1's end (after its history line); no temporary file is left.
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["checkpoint.pt", "history.jsonl"]
+    saved = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert (saved["epoch"], saved["step"]) == (0, 4)
+
+    steps = LossCalls(monkeypatch, "hinton_loss")
+    resumed = distill(tiny_net(seed=1), tiny_net(seed=2), out_dir=tmp_path / "b", **run)
+    assert steps.calls == 3 * 7 - 4  # continued after step 4
+    for key, value in straight.student.state_dict().items():
+        assert torch.equal(resumed.student.state_dict()[key], value), key

@@ -293,7 +293,14 @@ class _TrainingState:
             },
             buffer,
         )
-        atomic_write_bytes(path, buffer.getvalue())
+        try:
+            atomic_write_bytes(path, buffer.getvalue())
+        except OSError as e:  # a full disk, a quota: the rename never happened
+            raise UsageError(
+                f"could not write the checkpoint {path}: {e.strerror or e}; the previous checkpoint "
+                "is intact and a rerun resumes from it",
+                "free space on that disk, or set [run] out_dir to another one",
+            ) from e
 
     def resume(self, path: Path) -> bool:
         """Continue from a checkpoint of this very run; anything else there is ignored.
