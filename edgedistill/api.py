@@ -73,7 +73,7 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
     from safetensors.torch import load_file
 
     from edgedistill.data import load_data
-    from edgedistill.distill.objectives import check_models
+    from edgedistill.distill.objectives import check_models, describe_score
     from edgedistill.distill.teacher_cache import model_digest
     from edgedistill.distill.trainer import BOOKKEEPING_SETTINGS
     from edgedistill.distill.trainer import distill as train
@@ -117,7 +117,7 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
                        notify=ui.note, world=world,
                        on_epoch=None if progress else lambda r: ui.note(
                            f"epoch {r['epoch']}/{cfg.distill.epochs}: loss {r['loss']:.4f}, "
-                           f"{_val_summary(r)}, {r['samples_per_s']:.0f} samples/s"))
+                           f"{describe_score(r)}, {r['samples_per_s']:.0f} samples/s"))
     if dc.objective == "embedding":
         # No classes: the teacher's accuracy means nothing; how close the student's vectors are does.
         metrics = {"objective": "embedding", "student_val_cosine": result.student_val_cosine,
@@ -130,12 +130,6 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
     if world.main:
         stage.commit([result.weights_path], metrics=metrics)
     return Distilled(splits, teacher, result.student.eval(), key, metrics)
-
-
-def _val_summary(record: dict) -> str:
-    if "val_cosine" in record:
-        return f"val cosine {record['val_cosine']:.4f}"
-    return f"val top-1 {record['val_acc']:.2%}"
 
 
 # ---------------------------------------------------------------- export

@@ -157,7 +157,7 @@ def test_distill_writes_weights_history_and_progress(tmp_path, splits):
     assert {"loss", "kd", "ce", "val_acc", "samples_per_s"} <= set(result.history[0])
     assert result.student_val_acc == max(h["val_acc"] for h in result.history)
     assert evaluate(result.student, splits.x_val, splits.y_val) == result.student_val_acc  # the best is kept
-    assert len(progress.tasks) == 3 and "val acc" in progress.tasks[-1].description
+    assert len(progress.tasks) == 3 and "val top-1" in progress.tasks[-1].description
     assert not result.student.training
 
 

@@ -54,4 +54,11 @@ class Validator:
 
     def describe(self, value: float) -> str:
         """For progress bars and log lines."""
-        return f"val acc {value:.2%}" if self.name == "val_acc" else f"val cosine {value:.4f}"
+        return describe_score({self.name: value})
+
+
+def describe_score(record: dict) -> str:
+    """The validation score of an epoch record, for progress bars and log lines."""
+    if "val_cosine" in record:
+        return f"val cosine {record['val_cosine']:.4f}"
+    return f"val top-1 {record['val_acc']:.2%}"
