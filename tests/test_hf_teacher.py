@@ -42,7 +42,19 @@ def hf_folder(tmp_path_factory):
 
 
 def token_ids(n, seed=0):
-    return torch.from_numpy(np.random.default_rng(seed).integers(0, VOCAB, size=(n, LENGTH)))
+    """Ids of real tokens: 0 is BERT's padding id."""
+    return torch.from_numpy(np.random.default_rng(seed).integers(1, VOCAB, size=(n, LENGTH)))
+
+
+def test_padding_is_masked_as_a_tokenizer_would(hf_folder):
+    teacher = load_model(f"hf:{hf_folder}", role="teacher")
+    reference = transformers.BertForSequenceClassification.from_pretrained(hf_folder).eval()
+    ids = token_ids(4)
+    ids[:, 5:] = reference.config.pad_token_id  # shorter sentences padded to LENGTH
+    with torch.no_grad():
+        masked = reference(ids, attention_mask=(ids != 0).long()).logits
+        torch.testing.assert_close(teacher(ids.float()), masked, rtol=0, atol=0)
+        assert not torch.allclose(reference(ids).logits, masked)  # the mask matters here
 
 
 def test_hf_teacher_gives_the_transformers_models_logits(hf_folder):

@@ -122,9 +122,17 @@ class HFTeacher(nn.Module):
         self.model = model
         # Text models take token ids (integers); the data pipeline hands over float tensors.
         self.takes_ids = getattr(model, "main_input_name", "") == "input_ids"
+        # Sequences padded to one length: the padding must be masked out, as a tokenizer's
+        # attention_mask would, or it changes every other token's attention and the logits.
+        self.pad_id = getattr(getattr(model, "config", None), "pad_token_id", None) if self.takes_ids else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x.long() if self.takes_ids else x)
+        if not self.takes_ids:
+            out = self.model(x)
+        else:
+            ids = x.long()
+            mask = None if self.pad_id is None else (ids != self.pad_id).long()
+            out = self.model(ids, attention_mask=mask)
         logits = getattr(out, "logits", None)
         if logits is None:
             raise UsageError(f"Hugging Face model {type(self.model).__name__} returns no logits",
