@@ -110,7 +110,8 @@ def run_benchmark(
                 splits = load_data(DataConfig(spec=DATA_SPEC, label_fraction=fraction), seed=seed)
                 if limit is not None:
                     splits = _head(splits, limit)
-                teacher_test.setdefault(seed, evaluate(teacher, splits.x_test, splits.y_test))
+                if seed not in teacher_test:  # the test split is the same for every label fraction
+                    teacher_test[seed] = evaluate(teacher, splits.x_test, splits.y_test)
                 for arm in (a for a in ARMS if a.label_fraction == fraction):
                     cfg = base.model_copy(update={"alpha": arm.alpha(base.alpha)})
                     record = _run_one(arm, seed, teacher, splits, cfg, root)

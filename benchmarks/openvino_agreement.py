@@ -50,11 +50,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from edgedistill.bench.runners.local import thread_env
-
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere, without installing edgedistill
     sys.path.insert(0, str(ROOT))
+
+from edgedistill.bench.runners.local import thread_env  # after ROOT is on sys.path
 
 TOLERANCE = 0.05  # |harness / benchmark_app - 1| allowed
 BATCH = 1

@@ -231,10 +231,10 @@ def _verify(artifact: Artifact, inputs: Path, reference: np.ndarray, cfg: Config
 
 def _cosine_per_vector(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Cosine similarity over the last axis, one value per vector (per sample, or per token)."""
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
-    # Two zero vectors are identical; torch's cosine_similarity clamps the norm the same way.
-    return (a * b).sum(-1) / np.maximum(norms, 1e-8)
+    import torch
+    import torch.nn.functional as F
+
+    return F.cosine_similarity(torch.from_numpy(a).double(), torch.from_numpy(b).double(), dim=-1).numpy()
 
 
 def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:

@@ -44,6 +44,11 @@ def _config_options(f):
         click.option("--quiet", "-q", is_flag=True, help="No progress output."),
         click.option("--json", "as_json", is_flag=True, help="Print the results JSON on stdout."),
     ]
+    return _with_options(f, options)
+
+
+def _with_options(f, options: list):
+    """Apply click options so that --help lists them in the order given."""
     for option in reversed(options):
         f = option(f)
     return f
@@ -184,9 +189,7 @@ def _launch_options(f):
         click.option("--max-restarts", type=click.IntRange(min=0), default=0, show_default=True,
                      help="Restart failed workers this many times; they resume from the last checkpoint."),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return _with_options(f, options)
 
 
 @cli.command()
@@ -289,9 +292,7 @@ _REGRESSION_OPTIONS = [
 
 
 def _regression_options(f):
-    for option in reversed(_REGRESSION_OPTIONS):
-        f = option(f)
-    return f
+    return _with_options(f, _REGRESSION_OPTIONS)
 
 
 @cli.command()

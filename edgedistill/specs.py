@@ -380,9 +380,8 @@ def check_embedding_compatible(teacher: nn.Module, student: nn.Module, input_sha
     for role, model in (("teacher", teacher), ("student", student)):
         out = _probe_output(model, role, input_shape)
         if not isinstance(out, torch.Tensor) or out.dim() not in (2, 3) or out.shape[0] != 2:
-            found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ModelMismatchError(
-                f"the {role} must return embeddings of shape (batch, D) or (batch, L, D), found {found}"
+                f"the {role} must return embeddings of shape (batch, D) or (batch, L, D), found {_shape_of(out)}"
             )
         shapes[role] = tuple(out.shape[1:])
     if shapes["teacher"] != shapes["student"]:
@@ -396,9 +395,13 @@ def check_embedding_compatible(teacher: nn.Module, student: nn.Module, input_sha
 def _output_classes(model: nn.Module, role: str, input_shape: tuple[int, ...]) -> int:
     out = _probe_output(model, role, input_shape)
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
-        found = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ModelMismatchError(f"the {role} must return logits of shape (batch, classes), found {found}")
+        raise ModelMismatchError(f"the {role} must return logits of shape (batch, classes), found {_shape_of(out)}")
     return int(out.shape[1])
+
+
+def _shape_of(out: object) -> object:
+    """A probe output for an error message: its shape, or its type when it is not a tensor."""
+    return tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
 
 
 def _probe_output(model: nn.Module, role: str, input_shape: tuple[int, ...]) -> object:

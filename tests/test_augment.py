@@ -29,7 +29,7 @@ def test_shift_moves_each_image_by_at_most_the_given_pixels():
     assert len(moves) > 5  # each sample draws its own offset
 
 
-def test_noise_and_order():
+def test_noise_has_the_given_spread():
     torch.manual_seed(0)
     x = torch.zeros(1000, 4)
     out = build_augment(["noise:0.5"])(x)

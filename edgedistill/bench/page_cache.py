@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import mmap
 import os
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ class Eviction:
     detail: str
 
 
+@functools.cache  # find_library runs ldconfig in a subprocess: once per process is enough
 def _libc():
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     libc.mmap.restype = ctypes.c_void_p

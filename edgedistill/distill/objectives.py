@@ -31,6 +31,11 @@ def check_models(objective: str, teacher: nn.Module, student: nn.Module, splits:
         check_compatible(teacher, student, splits.input_shape, splits.num_classes)
 
 
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
+    """Top-1 accuracy in [0, 1]."""
+    return (predict(model, x, batch_size).argmax(dim=1) == y).float().mean().item()
+
+
 def mean_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     """Mean cosine similarity over the last dimension (per sample, or per token for N×L×D)."""
     return F.cosine_similarity(a.float(), b.float(), dim=-1).mean().item()
@@ -40,17 +45,16 @@ class Validator:
     """The validation score of a model for one objective; `name` is its record key."""
 
     def __init__(self, objective: str, teacher: nn.Module, splits: DataSplits):
-        self.objective, self.name = objective, SCORE_NAMES[objective]
+        self.name = SCORE_NAMES[objective]
         self.x, self.y = splits.x_val, splits.y_val
         # The teacher's validation embeddings are the reference every epoch: computed once.
         self.reference = predict(teacher, splits.x_val) if objective == "embedding" else None
         self.teacher_score = self(teacher) if objective == "logits" else None  # a teacher matches itself
 
     def __call__(self, model: nn.Module) -> float:
-        out = predict(model, self.x)
         if self.reference is not None:
-            return mean_cosine(out, self.reference)
-        return (out.argmax(dim=1) == self.y).float().mean().item()
+            return mean_cosine(predict(model, self.x), self.reference)
+        return evaluate(model, self.x, self.y)
 
     def describe(self, value: float) -> str:
         """For progress bars and log lines."""

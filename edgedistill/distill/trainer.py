@@ -42,7 +42,7 @@ from edgedistill.data import DataSplits
 from edgedistill.distill.augment import build_augment
 from edgedistill.distill.features import FeatureAdapters, FeatureTaps, build_adapters
 from edgedistill.distill.losses import embedding_loss, feature_loss, hinton_loss
-from edgedistill.distill.objectives import Validator, check_models
+from edgedistill.distill.objectives import Validator, check_models, evaluate
 from edgedistill.distill.teacher_cache import model_digest, predict, teacher_logits
 from edgedistill.distill.world import SINGLE, World
 from edgedistill.errors import UsageError
@@ -71,11 +71,6 @@ class DistillResult:
     student_val_acc: float | None
     stopped_early: bool = False  # patience ran out before cfg.epochs
     student_val_cosine: float | None = None  # objective="embedding": mean cosine to the teacher
-
-
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
-    """Top-1 accuracy in [0, 1]."""
-    return (predict(model, x, batch_size).argmax(dim=1) == y).float().mean().item()
 
 
 def distill(
@@ -365,13 +360,13 @@ def _train_epoch(
             state.save(checkpoint)
     _recalibrate_batchnorm(student, splits.x_train, cfg.batch_size)
     # The gradient norm is the same on every rank (taken after averaging); sample counts add up.
-    summed = world.sum({**{k: v for k, v in state.sums.items() if k != "grad_norm_max"}, "seen": state.seen})
-    seen, sums = summed.pop("seen"), {**summed, "grad_norm_max": state.sums["grad_norm_max"]}
+    sums = world.sum({**{k: v for k, v in state.sums.items() if k != "grad_norm_max"}, "seen": state.seen})
+    seen = sums.pop("seen")
     record = {"epoch": state.epoch + 1, **{k: sums[k] / seen for k in LOSS_TERMS if k in sums}}
     record[state.validator.name] = state.validator(student)
     record.update(lr=state.scheduler.get_last_lr()[0])
     # The largest gradient norm before clipping: how often and how far clipping bit.
-    record.update(grad_norm_max=sums["grad_norm_max"])
+    record.update(grad_norm_max=state.sums["grad_norm_max"])
     record.update(samples_per_s=seen / state.seconds, seconds=state.seconds)
     if progress:
         progress.update(

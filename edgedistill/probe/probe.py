@@ -142,8 +142,6 @@ def _all_outputs(session, inputs):
 
 
 def _batches(inputs, batch):
-    if batch == 1:
-        return [inputs[k : k + 1] for k in range(len(inputs))]
     return [inputs[k : k + batch] for k in range(0, len(inputs) - batch + 1, batch)]
 
 

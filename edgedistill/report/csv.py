@@ -6,6 +6,7 @@ import csv
 import io
 
 from edgedistill.report.results import COLD_PARTS
+from edgedistill.report.rows import cache_medians
 
 FIELDS = ["target", "artifact", "role", "precision", "backend", "status", "threads", "p50_ms", "p90_ms",
           "p99_ms", "mean_ms", "p90_early_stopping_ms", "cold_kind", "cold_total_ms", "interpreter_ms",
@@ -21,7 +22,7 @@ def render(results: dict) -> str:
         for r in target["results"]:
             warm = r.get("warm", {}).get("summary", {})
             cold = r.get("cold", {})
-            cache = cold.get("cache") or {}
+            cache_miss, cache_hit = cache_medians(cold.get("cache"))
             writer.writerow({
                 "target": target["name"], "artifact": r["artifact"], "role": r["role"],
                 "precision": r["precision"], "backend": r["backend"], "status": r["status"],
@@ -31,8 +32,7 @@ def render(results: dict) -> str:
                 "cold_kind": cold.get("kind"),
                 "cold_total_ms": cold.get("total_ms", {}).get("median"),
                 **{p: cold.get(p, {}).get("median") for p in COLD_PARTS},
-                "cache_miss_ms": (cache.get("miss") or {}).get("total_ms", {}).get("median"),
-                "cache_hit_ms": (cache.get("hit") or {}).get("total_ms", {}).get("median"),
+                "cache_miss_ms": cache_miss, "cache_hit_ms": cache_hit,
                 "top1": r.get("accuracy", {}).get("top1"),
                 "teacher_agreement": r.get("accuracy", {}).get("teacher_agreement"),
                 "size_bytes": r["size_bytes"], "peak_rss_mb": r.get("memory", {}).get("peak_rss_mb"),

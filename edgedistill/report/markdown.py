@@ -9,7 +9,7 @@ newer blocks altogether.
 
 from __future__ import annotations
 
-from edgedistill.report.rows import ROW_HEADERS, fmt, result_rows
+from edgedistill.report.rows import ROW_HEADERS, cache_medians, fmt, result_rows
 
 DETAIL_HEADERS = ["artifact", "cold start", "p90 ms (early-stopping bound)", "overhead ms (loop / harness)",
                   "model cache: miss → hit ms (saving)"]
@@ -33,8 +33,7 @@ def cache_text(cache: dict | None) -> str:
         return "—"
     if cache.get("error"):
         return f"not measured: {cache['error']}"
-    miss = ((cache.get("miss") or {}).get("total_ms") or {}).get("median")
-    hit = ((cache.get("hit") or {}).get("total_ms") or {}).get("median")
+    miss, hit = cache_medians(cache)
     text = f"miss {fmt(miss, '.0f')} → hit {fmt(hit, '.0f')}"
     if cache.get("saving_ms") is not None:
         text += f" (saves {cache['saving_ms']:.0f} ms, {fmt(cache.get('saving_pct'), '.0f')} %)"

@@ -13,6 +13,8 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+from edgedistill.report.rows import cache_medians
+
 # Cold-start parts in the order they happen. `load_ms` is the single read+compile part of
 # "edgedistill.results/1" files; a /2 file has read_ms and compile_ms instead.
 COLD_PARTS_ANY_SCHEMA = ("interpreter_ms", "import_ms", "read_ms", "compile_ms", "load_ms", "first_inference_ms")
@@ -194,9 +196,7 @@ def cache_miss_hit(results: dict) -> Plot:
     rows = []
     for target in results.get("targets") or []:
         for r in _results(target):
-            cache = (r.get("cold") or {}).get("cache") or {}
-            miss = ((cache.get("miss") or {}).get("total_ms") or {}).get("median")
-            hit = ((cache.get("hit") or {}).get("total_ms") or {}).get("median")
+            miss, hit = cache_medians((r.get("cold") or {}).get("cache"))
             if miss is not None and hit is not None:
                 rows.append((f"{target['name']} · {r['artifact']}", miss, hit))
     if not rows:

@@ -15,6 +15,13 @@ def fmt(value, spec: str) -> str:
     return "—" if value is None else format(value, spec)
 
 
+def cache_medians(cache: dict | None) -> tuple[float | None, float | None]:
+    """Median cold-start totals with the runtime's model cache empty (miss) and filled (hit)."""
+    cache = cache or {}
+    miss, hit = (((cache.get(side) or {}).get("total_ms") or {}).get("median") for side in ("miss", "hit"))
+    return miss, hit
+
+
 def _pct(fraction: float | None) -> float | None:
     return None if fraction is None else fraction * 100  # 0.0 is a real accuracy, not "missing"
 
