@@ -145,6 +145,10 @@ def _worker(cfg: Config, quiet: bool, debug: bool) -> dict[str, Any]:
     try:
         ws = api.open_workspace(cfg)
         distilled = api.distill(ws, UI(quiet=quiet or not world.main, debug=debug), world)
+        # Ranks leave together: one that finished first and tore down its connections while
+        # rank 0 still wrote the weights sometimes died in gloo at exit (SIGABRT, "terminate
+        # called without an active exception"), about 1 run in 10 under torchrun here.
+        world.barrier()
     except EdgeDistillError as e:
         if debug:
             raise
