@@ -21,6 +21,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 Precision = Literal["fp32", "fp16", "int8"]
+SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
 
 
 class Strict(BaseModel):
@@ -38,12 +39,19 @@ class TeacherConfig(Strict):
     # "hf:<folder>"; the default is the built-in digits teacher.
     spec: str = "edgedistill.zoo:digits_teacher"
     weights: Path | None = None  # safetensors, or a state_dict .pt loaded with weights_only=True
+    # The sha256 of a model file the user trusts to run code when loaded (a .pt2 program, a
+    # pickled checkpoint): that exact file is loaded; any other such file is refused (exit 6).
+    trust_sha256: str | None = Field(None, pattern=SHA256_PATTERN)
+    # A classifier teacher that scores at chance on its own held-out data stops the run (wrong
+    # weights or preprocessing, usually); true lets it go on.
+    allow_weak_teacher: bool = False
 
 
 class StudentConfig(Strict):
     # "pkg.mod:factory", or derived from the teacher: "prune:<width>", "shallow:<k>".
     spec: str = "edgedistill.zoo:digits_student"
     weights: Path | None = None
+    trust_sha256: str | None = Field(None, pattern=SHA256_PATTERN)  # as in [teacher]
 
 
 class DataConfig(Strict):
