@@ -99,6 +99,8 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
     weights = stage.dir / "student.safetensors"
     # Rank 0's view of the stage: other nodes may not share its disk.
     manifest = None if cfg.distill.restart else world.broadcast(stage.cached() if world.main else None)
+    if world.main and stage.changed:
+        ui.step(f"distill: redoing it: {stage.changed}")
     if manifest is not None:
         ui.step(f"distill: unchanged, reusing {weights}")
         if world.main:
@@ -258,6 +260,8 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
     if (manifest := stage.cached()) is not None:
         ui.step("export: unchanged, reusing the verified artifacts")
         return [Artifact.from_json(a) for a in manifest["artifacts"]]
+    if stage.changed:
+        ui.step(f"export: redoing it, the verified artifacts are not what was verified: {stage.changed}")
 
     out = stage.begin()
     eval_files = _eval_files(ws, d)
@@ -298,7 +302,9 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
             if progress:
                 progress.advance(task)
     # The held-out files are listed too: the bench reads them, so losing one re-runs the stage.
-    files = [*eval_files.values(), *(f for a in artifacts for f in a.files())]
+    # Intermediates too: a .pt2 the pipeline wrote is then known as its own (specs.recorded_by_pipeline).
+    files = [*eval_files.values(), *(f for a in intermediates.values() for f in a.files()),
+             *(f for a in artifacts for f in a.files())]
     stage.commit(files, artifacts=[a.to_json() for a in artifacts])
     return artifacts
 

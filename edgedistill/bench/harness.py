@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgedistill.artifacts import Artifact
+from edgedistill.artifacts import Artifact, sha256_file
 from edgedistill.bench import stats
 from edgedistill.bench.environment import governor, load_average, usable_cores
 from edgedistill.bench.page_cache import evict
@@ -23,6 +23,7 @@ from edgedistill.bench.runners.local import ProbeOutcome, run_probe
 from edgedistill.config import TargetConfig
 from edgedistill.probe.runtimes import CACHE_MECHANISMS
 from edgedistill.report.results import COLD_PARTS
+from edgedistill.stages import file_record
 
 _SLOW_CLOCK_GOVERNORS = ("powersave", "conservative")
 
@@ -239,6 +240,9 @@ def bench_artifact(
         "backend": artifact.backend,
         "path": str(artifact.path),
         "size_bytes": artifact.size_bytes(),
+        # What was measured, byte for byte: the main file's sha256, and every file's.
+        "sha256": sha256_file(artifact.path),
+        "files": [file_record(f) for f in artifact.files()],
         "threads": target.threads,
         "batch_size": 1,
         "status": "ok",
