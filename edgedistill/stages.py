@@ -99,8 +99,19 @@ def recorded_by_pipeline(path: Path, levels: int = 3) -> bool:
             continue
         entries = manifest.get("files") if isinstance(manifest, dict) else None
         for entry in entries if isinstance(entries, list) else []:
-            if isinstance(entry, dict) and Path(str(entry.get("path", ""))).resolve() == path:
+            if isinstance(entry, dict) and _names(path, str(entry.get("path", ""))):
                 digest = digest or sha256_file(path)
                 if entry.get("sha256") == digest:
                     return True
     return False
+
+
+def _names(path: Path, recorded: str) -> bool:
+    """Whether a manifest's path names `path` (resolved). Paths are recorded as the stage wrote
+    them, relative to the folder it ran in, which need not be today's: a relative one names the
+    file when it is the tail of its path."""
+    entry = Path(recorded)
+    if entry.is_absolute():
+        return entry.resolve() == path
+    parts = entry.parts
+    return bool(parts) and ".." not in parts and path.parts[-len(parts):] == parts

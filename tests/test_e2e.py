@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 
+from edgedistill.artifacts import sha256_file
+
 pytestmark = pytest.mark.slow
 
 BACKENDS = ("onnxruntime", "openvino", "executorch")
@@ -101,6 +103,9 @@ def test_every_backend_measured_with_cold_parts_warm_percentiles_and_accuracy(ru
         assert len(r["warm"]["samples_ms"]) == s["n"]
         assert r["accuracy"]["top1"] > 0.8 and r["accuracy"]["n"] == results["reference"]["test_samples"]
         assert r["memory"]["peak_rss_mb"] > 10 and r["size_bytes"] > 0
+        # RELIABILITY 27: what was measured, byte for byte
+        assert r["sha256"] == sha256_file(work / r["path"])
+        assert sum(f["size"] for f in r["files"]) == r["size_bytes"]
         assert r["threads"] == 1
     env = results["environment"]
     assert env["cpu_model"] and env["versions"]["onnxruntime"] and env["load_average"] is not None
