@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import textwrap
 
 import numpy as np
@@ -174,10 +175,22 @@ def test_non_numeric_x(tmp_path):
         load_data(DataConfig(spec=str(tmp_path / "d.npz")), seed=0)
 
 
+class TouchOnUnpickle:
+    """Unpickling this creates `marker`: proof that a loader ran code from the file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
 def test_object_arrays_are_not_unpickled(tmp_path):
-    np.savez(tmp_path / "d.npz", x=np.array([object()] * 100), y=np.zeros(100, dtype=int))
-    with pytest.raises(UsageError, match="not a readable .npz"):
+    marker = tmp_path / "code-ran"
+    np.savez(tmp_path / "d.npz", x=np.array([TouchOnUnpickle(marker)] * 100), y=np.zeros(100, dtype=int))
+    with pytest.raises(UsageError, match=r"readable \.npz.*allow_pickle=False"):
         load_data(DataConfig(spec=str(tmp_path / "d.npz")), seed=0)
+    assert not marker.exists()
 
 
 def test_float_labels_are_refused(tmp_path):
