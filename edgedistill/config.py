@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 # A static table of names and module paths: importing it imports no runtime.
 from edgedistill.backends.base import BACKENDS
@@ -27,8 +27,16 @@ else:  # pragma: no cover
 Precision = Literal["fp32", "fp16", "int8"]
 BackendName = Literal[tuple(BACKENDS)]  # a misspelt backend is a config error, not a silent no-op
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
+
+
+def _no_nul(path: Path) -> Path:
+    if "\0" in str(path):  # the OS would refuse it later, with a ValueError instead of a config error
+        raise ValueError("a path cannot hold a NUL character")
+    return path
+
+
 # Strict mode refuses "10" for a number, but a path in TOML can only be a string: take it.
-FilePath = Annotated[Path, Field(strict=False)]
+FilePath = Annotated[Path, Field(strict=False), AfterValidator(_no_nul)]
 Share = Annotated[float, Field(ge=0, le=1)]  # agreement, cosine thresholds: a share of 1
 Percentile = Annotated[float, Field(gt=0, le=100)]  # for any key that names a percentile
 
