@@ -63,7 +63,7 @@ class RunConfig(Strict):
         bad = sorted(set(name) - RUN_NAME_CHARS)
         if not name or len(name) > RUN_NAME_MAX or name.startswith(".") or bad:
             why = ("it is empty" if not name else f"it is {len(name)} characters long" if len(name) > RUN_NAME_MAX
-                   else "it starts with '.'" if name.startswith(".") else f"it holds {''.join(bad)!r}")
+                   else "it starts with '.'" if name.startswith(".") else f"it holds {''.join(bad[:10])!r}")
             raise ValueError(f"a run name is a folder name, not a path: letters, digits and '-_.', "
                              f"not starting with '.', at most {RUN_NAME_MAX} characters; {why}")
         return name
@@ -345,6 +345,12 @@ def _choices(error: dict) -> list[str]:
     return re.findall(r"'([^']*)'", str((error.get("ctx") or {}).get("expected", "")))
 
 
+def _shown(value: Any, limit: int = 60) -> str:
+    """repr(value), cut short: an error line stays one readable line (10**400, a pasted blob)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 20]}… ({len(text)} characters)"
+
+
 def _type_name(value: Any) -> str:
     return {dict: "a table", list: "an array", str: "a string", bool: "a boolean", int: "an integer",
             float: "a float"}.get(type(value), type(value).__name__)
@@ -358,7 +364,7 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], source
     kind, found = first["type"], first.get("input")
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
     if kind == "extra_forbidden":
-        return ConfigError(f"{source}: unknown key {_dotted(loc)!r}{more}", _unknown_key_hint(model, loc))
+        return ConfigError(f"{source}: unknown key {_shown(_dotted(loc))}{more}", _unknown_key_hint(model, loc))
     if kind == "literal_error":
         choices = _choices(first)
         close = _closest(str(found), choices)
@@ -369,12 +375,12 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], source
         else:
             where, what, shown = _dotted(loc), "value", _dotted(loc)
             hint = _did_you_mean([close]) if close else None
-        message = (f"{source}: unknown key {shown!r}; {where} takes the keys {', '.join(choices)}" if what == "key"
-                   else f"{source}: {where}: expected one of {', '.join(choices)}, found {found!r}")
+        message = (f"{source}: unknown key {_shown(shown)}; {where} takes the keys {', '.join(choices)}" if what == "key"
+                   else f"{source}: {where}: expected one of {', '.join(choices)}, found {_shown(found)}")
         return ConfigError(message + more, hint)
     path = _dotted(loc)
     if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return ConfigError(f"{source}: {path}: expected a table, found {_type_name(found)} ({found!r}){more}",
+        return ConfigError(f"{source}: {path}: expected a table, found {_type_name(found)} ({_shown(found)}){more}",
                            f"write it as a [{path}] section" if path else None)
     message = first["msg"].removeprefix("Value error, ")  # our validators' own words
     hint = None
@@ -385,7 +391,7 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], source
                 else "write the number without quotes or units; the unit is in the key's name")
     elif kind in ("float_type", "int_type") and isinstance(found, bool):
         hint = "write a number, not true or false"
-    return ConfigError(f"{source}: {path}: {message}, found {found!r}{more}", hint)
+    return ConfigError(f"{source}: {path}: {message}, found {_shown(found)}{more}", hint)
 
 
 def read_toml(path: Path, what: str = "config", hint: str | None = "check the path, or run without --config"
@@ -435,7 +441,7 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> C
             node = node.setdefault(p, {})
             if not isinstance(node, dict):  # e.g. `distill = 3` in the file and --epochs on the line
                 table = ".".join(parents[:depth])
-                raise ConfigError(f"{source}: {table}: expected a table, found {_type_name(node)} ({node!r}), "
+                raise ConfigError(f"{source}: {table}: expected a table, found {_type_name(node)} ({_shown(node)}), "
                                   f"and a flag sets {dotted} inside it", f"write it as a [{table}] section")
         node[leaf] = value
     return validate(Config, data, source)

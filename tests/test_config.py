@@ -21,6 +21,7 @@ def test_defaults_are_valid():
 
 
 def test_unknown_key_gets_did_you_mean(tmp_path):
+    """RELIABILITY 7: an unknown key names its path and the key meant."""
     p = write(tmp_path, "[distill]\ntemprature = 3\n")
     with pytest.raises(ConfigError) as e:
         load_config(p)
@@ -30,6 +31,7 @@ def test_unknown_key_gets_did_you_mean(tmp_path):
 
 
 def test_unknown_budget_key_in_target(tmp_path):
+    """RELIABILITY 7: `p99_latnecy_ms` in a target's budgets."""
     p = write(tmp_path, 'name = "t"\n[budgets]\np99_latnecy_ms = 3\n', "t.toml")
     with pytest.raises(ConfigError) as e:
         load_target(p)
@@ -37,20 +39,24 @@ def test_unknown_budget_key_in_target(tmp_path):
 
 
 def test_key_at_wrong_level(tmp_path):
+    """RELIABILITY 7: a budget at the top level of a target, not in [budgets]."""
     p = write(tmp_path, 'name = "t"\np90_ms = 3\n', "t.toml")
     with pytest.raises(ConfigError) as e:
         load_target(p)
     assert "unknown key 'p90_ms'" in e.value.message
+    assert e.value.hint == "did you mean 'budgets.p90_ms'?"
 
 
 def test_duplicate_key_is_an_error(tmp_path):
+    """RELIABILITY 7: a duplicate key is not last-one-wins."""
     p = write(tmp_path, "[distill]\nepochs = 3\nepochs = 4\n")
-    with pytest.raises(ConfigError, match="not valid TOML"):
+    with pytest.raises(ConfigError, match=r"not valid TOML: Cannot overwrite a value \(at line 3"):
         load_config(p)
 
 
 @pytest.mark.parametrize("value, needle", [('"10ms"', "p90_ms"), ("-1.0", "greater than 0"), ("nan", "finite")])
 def test_bad_budget_values(tmp_path, value, needle):
+    """RELIABILITY 7: "10ms", negative and NaN budgets."""
     p = write(tmp_path, f'name = "t"\n[budgets]\np90_ms = {value}\n', "t.toml")
     with pytest.raises(ConfigError) as e:
         load_target(p)
@@ -389,3 +395,14 @@ def test_finding_8_scalar_where_a_table_is_expected_without_a_flag(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(write(tmp_path, "distill = 3\n"))
     assert "distill: expected a table, found an integer (3)" in e.value.message
+
+
+def test_error_line_stays_short_for_huge_values(tmp_path):
+    """RELIABILITY 7: a huge number or a pasted blob is cut short in the one error line."""
+    with pytest.raises(ConfigError) as e:
+        load_target(target_file(tmp_path, f"[budgets]\np90_ms = {10**400}\n"))
+    assert "budgets.p90_ms: Input should be a valid number" in e.value.message
+    assert "(401 characters)" in e.value.message and len(e.value.message) < 200
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, f'"{"k" * 5000}" = 1\n'))
+    assert "unknown key 'kkk" in e.value.message and len(e.value.message) < 200
