@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 # A static table of names and module paths: importing it imports no runtime.
 from edgedistill.backends.base import BACKENDS
@@ -51,22 +51,26 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, strict=True)
 
 
+def _folder_name(name: str) -> str:
+    """A name used as one folder under out_dir: never a path, never hidden, never empty."""
+    bad = sorted(set(name) - RUN_NAME_CHARS)
+    if not name or len(name) > RUN_NAME_MAX or name.startswith(".") or bad:
+        why = ("it is empty" if not name else f"it is {len(name)} characters long" if len(name) > RUN_NAME_MAX
+               else "it starts with '.'" if name.startswith(".") else f"it holds {''.join(bad[:10])!r}")
+        raise ValueError(f"a name of a folder under out_dir, not a path: letters, digits and '-_.', "
+                         f"not starting with '.', at most {RUN_NAME_MAX} characters; {why}")
+    return name
+
+
+# Run and target names become folders (runs/<run>/bench/<target>): "/abs", "../x" or "a/b"
+# would write elsewhere.
+FolderName = Annotated[str, AfterValidator(_folder_name)]
+
+
 class RunConfig(Strict):
-    # A folder name under out_dir, never a path: "/abs", "../x" or "a/b" would write elsewhere.
-    name: str = "default"
+    name: FolderName = "default"
     out_dir: FilePath = Path("runs")
     seed: int = Field(0, ge=0, le=2**32 - 1)  # the range numpy and scikit-learn accept
-
-    @field_validator("name")
-    @classmethod
-    def _name_is_a_name(cls, name: str) -> str:
-        bad = sorted(set(name) - RUN_NAME_CHARS)
-        if not name or len(name) > RUN_NAME_MAX or name.startswith(".") or bad:
-            why = ("it is empty" if not name else f"it is {len(name)} characters long" if len(name) > RUN_NAME_MAX
-                   else "it starts with '.'" if name.startswith(".") else f"it holds {''.join(bad[:10])!r}")
-            raise ValueError(f"a run name is a folder name, not a path: letters, digits and '-_.', "
-                             f"not starting with '.', at most {RUN_NAME_MAX} characters; {why}")
-        return name
 
 
 class TeacherConfig(Strict):
@@ -240,7 +244,7 @@ class Sweep(Strict):
 
 
 class TargetConfig(Strict):
-    name: str
+    name: FolderName  # the file's stem unless given
     description: str = ""
     runner: Literal["local"] = "local"
     device: str = "CPU"
@@ -491,5 +495,11 @@ def load_target(path: Path) -> TargetConfig:
     path = resolve_target(path)
     names = sorted(p.stem for p in SHIPPED_TARGETS.glob("*.toml"))
     data = read_toml(path, "target", f"give a .toml path or a shipped profile: {', '.join(names)}")
+    named = "name" in data
     data.setdefault("name", Path(path).stem)
-    return validate(TargetConfig, data, str(path))
+    try:
+        return validate(TargetConfig, data, str(path))
+    except ConfigError as e:
+        if not named and e.message.startswith(f"{path}: name:"):
+            e.hint = f'the name defaults to the file\'s stem; set name = "..." in {Path(path).name}'
+        raise

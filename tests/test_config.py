@@ -135,7 +135,7 @@ def test_reliability_28_run_name_that_is_a_path_is_refused_before_anything_is_wr
     work = tmp_path / "work"
     work.mkdir()
     result = invoke(["distill", "--run-name", name, "--out-dir", work / "runs", "--epochs", "1", "-q"], work)
-    assert_one_error(result, "run.name", "a run name is a folder name, not a path")
+    assert_one_error(result, "run.name", "a name of a folder under out_dir, not a path")
     assert tree(tmp_path) == ["work"]
 
 
@@ -152,6 +152,8 @@ def test_reliability_28_run_name_is_checked_by_every_front_door(tmp_path):
     from edgedistill.config import Config, RunConfig
 
     with pytest.raises(ConfigError, match=r"run\.name.*not a path"):
+        load_config(write(tmp_path, '[run]\nname = "../x"\n'))
+    with pytest.raises(ConfigError, match=r"found '\.\./x'"):
         load_config(write(tmp_path, '[run]\nname = "../x"\n'))
     with pytest.raises(ConfigError, match=r"run\.name.*not a path"):
         load_config(None, {"run.name": "/etc"})
@@ -174,6 +176,23 @@ def test_reliability_28_symlink_leading_out_of_out_dir_is_refused(tmp_path, link
     result = invoke(["distill", "--run-name", "evil", "--out-dir", runs, "--epochs", "1", "-q"], tmp_path)
     assert_one_error(result, "leads outside run.out_dir", str(outside))
     assert list(outside.iterdir()) == [] and tree(runs) == before
+
+
+@pytest.mark.parametrize("text, file", [('name = "../../x"\n', "t.toml"), ('name = "/abs"\n', "t.toml"),
+                                        ("", "my target.toml"), ("", ".hidden.toml")])
+def test_reliability_28_target_name_is_a_folder_name(tmp_path, text, file):
+    """RELIABILITY 28: a target's name becomes runs/<run>/bench/<target>, so it is a name too
+    (one given in the file, or the file's stem by default: then the hint says how to set one)."""
+    path = write(tmp_path, text + "threads = 1\n", file)
+    with pytest.raises(ConfigError) as e:
+        load_target(path)
+    assert f"{path}: name: a name of a folder under out_dir, not a path" in e.value.message
+    assert (text != "") == (e.value.hint is None)
+    work = tmp_path / "work"
+    work.mkdir()
+    result = invoke(["distill", "--target", path, "--out-dir", work / "runs", "--epochs", "1", "-q"], work)
+    assert_one_error(result, "name: a name of a folder under out_dir")
+    assert list(work.iterdir()) == []
 
 
 def test_reliability_28_symlink_that_stays_inside_out_dir_is_fine(tmp_path):
