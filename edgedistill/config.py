@@ -398,15 +398,24 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], source
     return ConfigError(f"{source}: {path}: {message}, found {_shown(found)}{more}", hint)
 
 
+MAX_TOML_BYTES = 4 * 2**20  # a config is a page of text; anything this big was not meant as one
+
+
 def read_toml(path: Path, what: str = "config", hint: str | None = "check the path, or run without --config"
               ) -> dict[str, Any]:
     """The TOML document in `path`; any file that is not one is a ConfigError naming the file."""
     path = Path(path)
     if path.is_dir():
         raise ConfigError(f"{path}: expected a TOML {what} file, found a directory")
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"{what} file not found: {path}", hint)
+    if not path.is_file():  # a FIFO would block the read forever, /dev/zero never end
+        raise ConfigError(f"{path}: expected a TOML {what} file, found a device, pipe or socket")
     try:
+        size = path.stat().st_size
+        if size > MAX_TOML_BYTES:
+            raise ConfigError(f"{path}: expected a TOML {what} file of at most {MAX_TOML_BYTES // 2**20} MiB, "
+                              f"found {size} bytes")
         raw = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read the {what} file: {e.strerror or e}") from None
@@ -454,8 +463,9 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> C
 def checked_run_dir(run: RunConfig) -> Path:
     """out_dir/name, after checking that nothing the run writes can land outside out_dir.
 
-    The name is a plain name (RunConfig checks it), but a symlink can still lead out: a run
-    folder, or anything already in it, or out_dir/.cache, that points elsewhere is refused.
+    The name is a plain name (RunConfig checks it), but a symlink can still lead out: the run
+    folder or out_dir/.cache (the teacher cache), or a link already inside either, that points
+    elsewhere is refused.
     """
     out = Path(run.out_dir)
     if out.exists() and not out.is_dir():
@@ -464,9 +474,10 @@ def checked_run_dir(run: RunConfig) -> Path:
         root = out.resolve()
         run_dir = out / run.name
         derived = [run_dir, out / ".cache"]
-        if run_dir.is_dir() and not run_dir.is_symlink():
-            derived += [Path(folder) / n for folder, dirs, files in os.walk(run_dir) for n in dirs + files
-                        if (Path(folder) / n).is_symlink()]
+        for top in list(derived):
+            if top.is_dir():  # os.walk does not follow the links it lists, so a loop ends too
+                derived += [Path(folder) / n for folder, dirs, files in os.walk(top) for n in dirs + files
+                            if (Path(folder) / n).is_symlink()]
         for path in derived:
             target = path.resolve()
             if not target.is_relative_to(root):

@@ -425,3 +425,48 @@ def test_error_line_stays_short_for_huge_values(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(write(tmp_path, f'"{"k" * 5000}" = 1\n'))
     assert "unknown key 'kkk" in e.value.message and len(e.value.message) < 200
+
+
+@pytest.mark.parametrize("special", ["/dev/null", "fifo"])
+def test_finding_8_device_or_pipe_as_config_is_refused_without_reading(tmp_path, special):
+    """Finding 8: a pipe would block the read forever; a device is not a config either."""
+    import os
+
+    if special == "fifo":
+        special = tmp_path / "fifo.toml"
+        os.mkfifo(special)
+    with pytest.raises(ConfigError, match="found a device, pipe or socket"):
+        load_config(Path(special))
+    with pytest.raises(ConfigError, match="expected a TOML target file, found a device, pipe or socket"):
+        load_target(Path(special))
+
+
+def test_finding_8_huge_config_is_refused_before_reading(tmp_path):
+    from edgedistill.config import MAX_TOML_BYTES
+
+    big = tmp_path / "big.toml"
+    with open(big, "wb") as f:
+        f.truncate(MAX_TOML_BYTES + 1)  # sparse: no real disk used
+    with pytest.raises(ConfigError, match=f"found {MAX_TOML_BYTES + 1} bytes"):
+        load_config(big)
+
+
+def test_reliability_28_links_already_inside_the_run_or_cache_are_checked(tmp_path):
+    """RELIABILITY 28: a link deep inside an existing run folder or the teacher cache that leads
+    out is refused (a stage would write through it); a loop of links is exit 2, not a hang."""
+    from edgedistill.config import RunConfig, checked_run_dir
+
+    outside, runs = tmp_path / "outside", tmp_path / "runs"
+    outside.mkdir()
+    (runs / "r" / "export" / "onnx").mkdir(parents=True)
+    (runs / "r" / "export" / "onnx" / "model.onnx").symlink_to(outside / "model.onnx")
+    with pytest.raises(ConfigError, match=r"model\.onnx leads outside run\.out_dir"):
+        checked_run_dir(RunConfig(name="r", out_dir=runs))
+    (runs / ".cache").mkdir()
+    (runs / ".cache" / "teacher").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ConfigError, match=r"teacher leads outside run\.out_dir"):
+        checked_run_dir(RunConfig(name="fresh", out_dir=runs))
+    (runs / ".cache" / "teacher").unlink()
+    (runs / "loop").symlink_to(runs / "loop")
+    with pytest.raises(ConfigError, match="cannot check where run 'loop' writes"):
+        checked_run_dir(RunConfig(name="loop", out_dir=runs))

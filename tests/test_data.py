@@ -288,3 +288,12 @@ def test_reliability_8_calibration_shape_is_expected_vs_actual():
     assert "input shape" in info.value.hint
     with pytest.raises(UsageError, match="expected float32, got int64"):
         check_calibration(np.zeros((8, 1, 32, 32), np.int64), [None, 1, 32, 32], "pixels", "onnxruntime")
+
+
+def test_reliability_8_pipe_named_npz_is_refused_without_reading(tmp_path):
+    """RELIABILITY 8: a FIFO under a .npz name would block the read forever: refused unread."""
+    import os
+
+    os.mkfifo(tmp_path / "d.npz")
+    with pytest.raises(UsageError, match="found a device, pipe or socket"):
+        load_data(DataConfig(spec=str(tmp_path / "d.npz")), seed=0)

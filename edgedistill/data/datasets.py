@@ -97,8 +97,10 @@ _MAGIC = ((b"\x93NUMPY", "a single .npy array"), (b"\x80", "a Python pickle"), (
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if path.is_dir():
         raise UsageError(f"{path}: expected a .npz file with arrays x and y, found a directory", NPZ_HINT)
-    if not path.is_file():
+    if not path.exists():
         raise UsageError(f"data file not found: {path}")
+    if not path.is_file():  # a FIFO would block the read forever
+        raise UsageError(f"{path}: expected a .npz file with arrays x and y, found a device, pipe or socket")
     try:
         if not zipfile.is_zipfile(path):  # np.load would return a bare array, or try to unpickle
             with open(path, "rb") as f:
