@@ -69,15 +69,21 @@ def _workspace(opts: dict):
     path = opts["config_path"]
     if path is None and Path("edgedistill.toml").is_file():
         path = Path("edgedistill.toml")
+    # key of edgedistill.toml: (the flag that overrides it, its value; None = not given)
     overrides = {
-        "teacher.spec": opts["teacher"], "teacher.weights": opts["teacher_weights"],
-        "student.spec": opts["student"], "data.spec": opts["data"], "distill.epochs": opts["epochs"],
-        "distill.restart": None if opts.get("resume") is None else not opts["resume"],
-        "export.backends": list(opts["backends"]) or None, "bench.targets": list(opts["targets"]) or None,
-        "run.name": opts["run_name"], "run.out_dir": opts["out_dir"],
-        "bench.cold_disk": opts.get("cold_disk"),
+        "teacher.spec": ("--teacher", opts["teacher"]),
+        "teacher.weights": ("--teacher-weights", opts["teacher_weights"]),
+        "student.spec": ("--student", opts["student"]), "data.spec": ("--data", opts["data"]),
+        "distill.epochs": ("--epochs", opts["epochs"]),
+        "distill.restart": ("--restart", None if opts.get("resume") is None else not opts["resume"]),
+        "export.backends": ("--backend", list(opts["backends"]) or None),
+        "bench.targets": ("--target", list(opts["targets"]) or None),
+        "run.name": ("--run-name", opts["run_name"]), "run.out_dir": ("--out-dir", opts["out_dir"]),
+        "bench.cold_disk": ("--cold-disk", opts.get("cold_disk")),
     }
-    return open_workspace(load_config(path, overrides))
+    cfg = load_config(path, {key: value for key, (_, value) in overrides.items()},
+                      flags={key: flag for key, (flag, _) in overrides.items()})
+    return open_workspace(cfg)
 
 
 def _ui(opts: dict):

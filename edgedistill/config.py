@@ -351,7 +351,10 @@ def _choices(error: dict) -> list[str]:
 
 def _shown(value: Any, limit: int = 60) -> str:
     """repr(value), cut short: an error line stays one readable line (10**400, a pasted blob)."""
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:
+        return "a value nested too deeply to show"
     return text if len(text) <= limit else f"{text[:limit - 20]}… ({len(text)} characters)"
 
 
@@ -360,10 +363,15 @@ def _type_name(value: Any) -> str:
             float: "a float"}.get(type(value), type(value).__name__)
 
 
-def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> ConfigError:
+def _reported(err: ValidationError) -> dict:
+    """The one error of several that the message is about."""
     errors = err.errors()
     # A misspelt required key gives "missing" and "extra" together; the extra one names the typo.
-    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> ConfigError:
+    first = _reported(err)
     loc = tuple(first["loc"])
     kind, found = first["type"], first.get("input")
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
@@ -372,15 +380,14 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], source
     if kind == "literal_error":
         choices = _choices(first)
         close = _closest(str(found), choices)
+        options = ", ".join(choices)
         if loc and loc[-1] == "[key]":  # a key of a keyed table, e.g. budgets.overrides.<backend>
-            where, what = _dotted(loc[:-2]), "key"
-            shown = _dotted(loc[:-1])
-            hint = _did_you_mean([_dotted(loc[:-2] + (close,))]) if close else None
-        else:
-            where, what, shown = _dotted(loc), "value", _dotted(loc)
+            table = loc[:-2]
+            message = f"{source}: unknown key {_shown(_dotted(loc[:-1]))}; {_dotted(table)} takes the keys {options}"
+            hint = _did_you_mean([_dotted(table + (close,))]) if close else None
+        else:  # an item of a list, e.g. export.backends[1]
+            message = f"{source}: {_dotted(loc)}: expected one of {options}, found {_shown(found)}"
             hint = _did_you_mean([close]) if close else None
-        message = (f"{source}: unknown key {_shown(shown)}; {where} takes the keys {', '.join(choices)}" if what == "key"
-                   else f"{source}: {where}: expected one of {', '.join(choices)}, found {_shown(found)}")
         return ConfigError(message + more, hint)
     path = _dotted(loc)
     if kind in ("model_type", "model_attributes_type", "dict_type"):
@@ -441,10 +448,16 @@ def validate(model: type[Strict], data: dict[str, Any], source: str) -> Any:
         raise ConfigError(f"{source}: values nested too deeply") from None
 
 
-def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
-    """Read edgedistill.toml (or defaults) and apply dotted-key overrides from CLI flags."""
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None,
+                flags: dict[str, str] | None = None) -> Config:
+    """Read edgedistill.toml (or defaults) and apply dotted-key overrides from CLI flags.
+
+    `flags` names the flag behind each override key ("run.name": "--run-name"), so an error in
+    a value given on the command line blames the flag, not the file.
+    """
     source = str(path) if path else "config"
     data = read_toml(path) if path else {}
+    applied = []
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -454,10 +467,21 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> C
             node = node.setdefault(p, {})
             if not isinstance(node, dict):  # e.g. `distill = 3` in the file and --epochs on the line
                 table = ".".join(parents[:depth])
+                flag = (flags or {}).get(dotted, "a flag")
                 raise ConfigError(f"{source}: {table}: expected a table, found {_type_name(node)} ({_shown(node)}), "
-                                  f"and a flag sets {dotted} inside it", f"write it as a [{table}] section")
+                                  f"and {flag} sets {dotted} inside it", f"write it as a [{table}] section")
         node[leaf] = value
-    return validate(Config, data, source)
+        applied.append(dotted)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        where = _dotted(tuple(_reported(e)["loc"]))
+        by_flag = next((d for d in applied if where == d or where.startswith((d + ".", d + "["))), None)
+        if by_flag is not None:
+            source = (flags or {}).get(by_flag, source)
+        raise format_validation_error(e, Config, source) from None
+    except RecursionError:
+        raise ConfigError(f"{source}: values nested too deeply") from None
 
 
 def checked_run_dir(run: RunConfig) -> Path:

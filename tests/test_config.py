@@ -470,3 +470,35 @@ def test_reliability_28_links_already_inside_the_run_or_cache_are_checked(tmp_pa
     (runs / "loop").symlink_to(runs / "loop")
     with pytest.raises(ConfigError, match="cannot check where run 'loop' writes"):
         checked_run_dir(RunConfig(name="loop", out_dir=runs))
+
+
+@pytest.mark.parametrize("text", ["x = " + "[" * 5000 + "]" * 5000, "distill = " + "{a = " * 3000 + "1" + "}" * 3000])
+def test_finding_8_deeply_nested_toml(tmp_path, text):
+    """Finding 8: nesting deep enough to exhaust Python's recursion is exit 2, not a RecursionError."""
+    with pytest.raises(ConfigError, match="nested too deeply"):
+        load_config(write(tmp_path, text))
+
+
+def test_finding_8_deeply_nested_values_through_the_api():
+    """Finding 8: the same through the API, where no TOML parser stands in front."""
+    from edgedistill.config import Config, validate
+
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(ConfigError):
+        validate(Config, {"distill": {"augment": deep}}, "api")
+
+
+def test_reliability_7_a_bad_flag_value_blames_the_flag_not_the_file(tmp_path):
+    """RELIABILITY 7: with a valid edgedistill.toml, `--run-name ../x` or `--backend onnxrt` names
+    the flag; a bad value in the file still names the file."""
+    cfg = write(tmp_path, '[run]\nname = "fine"\n')
+    out = ["--out-dir", tmp_path / "runs"]
+    lines = assert_one_error(invoke(["distill", "-c", cfg, "--run-name", "../x", *out], tmp_path), "run.name")
+    assert lines[0].startswith("error: --run-name: run.name: a name of a folder")
+    lines = assert_one_error(invoke(["distill", "-c", cfg, "--backend", "onnxrt", *out], tmp_path))
+    assert lines[0].startswith("error: --backend: export.backends[0]: expected one of") and "onnxruntime" in lines[1]
+    bad = write(tmp_path, '[run]\nname = "../y"\n', "bad.toml")
+    lines = assert_one_error(invoke(["distill", "-c", bad, "--epochs", "2", *out], tmp_path))
+    assert lines[0].startswith(f"error: {bad}: run.name:")
