@@ -38,7 +38,6 @@ def _no_nul(path: Path) -> Path:
 # Strict mode refuses "10" for a number, but a path in TOML can only be a string: take it.
 FilePath = Annotated[Path, Field(strict=False), AfterValidator(_no_nul)]
 Share = Annotated[float, Field(ge=0, le=1)]  # agreement, cosine thresholds: a share of 1
-Percentile = Annotated[float, Field(gt=0, le=100)]  # for any key that names a percentile
 
 RUN_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 RUN_NAME_MAX = 100
@@ -116,7 +115,8 @@ class DistillConfig(Strict):
     weight_decay: float = Field(1e-4, ge=0)
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.3, ge=0, le=1)  # weight of cross-entropy on labels; 1 - alpha on KD
-    threads: int | None = Field(None, ge=1, le=MAX_THREADS)  # torch threads during training; None = torch default
+    # torch threads during training; None = torch default
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS)
     # Hint pairs: MSE between named module outputs (through a learned adapter where widths
     # differ), added to the logit loss; empty = logits only. The teacher then runs live.
     features: list[FeaturePair] = []

@@ -105,12 +105,14 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
         if not zipfile.is_zipfile(path):  # np.load would return a bare array, or try to unpickle
             with open(path, "rb") as f:
                 head = f.read(8)
-            found = next((what for magic, what in _MAGIC if head.startswith(magic)), "a file that is not a zip archive")
+            found = next((what for magic, what in _MAGIC if head.startswith(magic)),
+                         "a file that is not a zip archive")
             raise UsageError(f"{path.name}: expected a .npz archive of arrays x and y, found {found}", NPZ_HINT)
         # allow_pickle=False: an object array would be a pickle, i.e. code; refuse it.
         with np.load(path, allow_pickle=False) as archive:
             if "x" not in archive.files:
-                raise UsageError(f"{path.name}: expected an array named 'x', found {archive.files}", NPZ_HINT)
+                names = archive.files[:10] + (["…"] if len(archive.files) > 10 else [])
+                raise UsageError(f"{path.name}: expected an array named 'x', found {names}", NPZ_HINT)
             x = archive["x"]
             y = archive["y"] if "y" in archive.files else np.full(x.shape[:1], UNLABELLED, dtype=np.int64)
     except UsageError:
@@ -119,7 +121,7 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
     # MemoryError: a header that declares an array far larger than the file.
     except (ValueError, OSError, EOFError, RuntimeError, NotImplementedError, MemoryError, zipfile.BadZipFile,
             zlib.error) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__  # one line, one error
         raise UsageError(f"{path.name}: expected a readable .npz of numeric arrays, found {reason}", NPZ_HINT) from e
     return x, y
 
