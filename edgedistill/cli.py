@@ -92,6 +92,12 @@ def _ui(opts: dict):
     return UI(quiet=opts["quiet"] or opts["as_json"], debug=_DEBUG["on"])
 
 
+def _one_line(text: str) -> str:
+    """Escape what is not printable (newlines, form feeds, terminal escapes in a file name the
+    message quotes), so an error stays one line that says what it says."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _handle_errors(f):
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
@@ -100,9 +106,9 @@ def _handle_errors(f):
         except EdgeDistillError as e:
             if _DEBUG["on"]:
                 raise
-            click.echo(f"error: {e.message}", err=True)
+            click.echo(f"error: {_one_line(e.message)}", err=True)
             if e.hint:
-                click.echo(f"  hint: {e.hint}", err=True)
+                click.echo(f"  hint: {_one_line(e.hint)}", err=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

@@ -502,3 +502,12 @@ def test_reliability_7_a_bad_flag_value_blames_the_flag_not_the_file(tmp_path):
     bad = write(tmp_path, '[run]\nname = "../y"\n', "bad.toml")
     lines = assert_one_error(invoke(["distill", "-c", bad, "--epochs", "2", *out], tmp_path))
     assert lines[0].startswith(f"error: {bad}: run.name:")
+
+
+def test_reliability_7_error_stays_one_line_when_a_file_name_holds_a_newline(tmp_path):
+    """RELIABILITY 7: the error quotes the file name; a newline or a terminal escape in it is
+    shown escaped, so the message stays one line and cannot repaint the terminal."""
+    cfg = write(tmp_path, "epochs = 3\n", "a\nb\x1b[2J.toml")
+    lines = assert_one_error(invoke(["distill", "-c", cfg, "--out-dir", tmp_path / "runs"], tmp_path),
+                             "unknown key 'epochs'")
+    assert "a\\nb\\x1b[2J.toml" in lines[0] and "\x1b" not in lines[0]

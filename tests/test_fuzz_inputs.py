@@ -266,6 +266,29 @@ def test_reliability_7_hand_edited_target_text(text):
         assert result.exit_code in (0, 2)
 
 
+flag_text = st.text(max_size=30) | st.sampled_from(NASTY_STRINGS)
+
+
+@FUZZ
+@given(flags=st.dictionaries(st.sampled_from(["--run-name", "--out-dir", "--target", "--teacher-weights",
+                                              "--backend", "--teacher", "--student", "--data"]),
+                             flag_text, max_size=4))
+def test_reliability_28_fuzzed_flags(flags):
+    """RELIABILITY 7 / 28: random text in every flag that takes a name or a path: answered, and
+    nothing is written, inside the folder or beside it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "work"
+        folder.mkdir()
+        # A NUL cannot reach a real process's argv; the API's paths are checked for it (test_config).
+        args = [a for flag, value in flags.items() for a in (flag, value) if "\x00" not in value]
+        if "--out-dir" not in flags:
+            args += ["--out-dir", folder / "runs"]
+        result = knock(config_door, args, folder)
+        assert_answered(result)
+        assert result.exit_code in (0, 2)
+        assert sorted(p.name for p in Path(tmp).iterdir()) == ["work"] and list(folder.iterdir()) == []
+
+
 # ---------------------------------------------------------------- data door
 
 DTYPES = [np.float32, np.float64, np.float16, np.int64, np.int8, np.uint64, np.bool_, np.complex64,
