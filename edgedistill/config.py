@@ -289,7 +289,7 @@ def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         inner = [a for a in get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
         if get_origin(ann) not in (list, dict) or not inner:
             return []
-        item = inner[-1]  # list[Model] or dict[str, Model], e.g. distill.features[0]
+        item = inner[-1]  # list[Model] or dict[str, Model], e.g. distill.features.0
     return [] if item is not None else list(getattr(current, "model_fields", {}))
 
 
@@ -305,10 +305,7 @@ def _field_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> dict[s
 
 
 def _dotted(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
-    return out
+    return ".".join(map(str, loc))  # list items by index: distill.features.0.teacher
 
 
 def _did_you_mean(paths: list[str]) -> str:
@@ -385,7 +382,7 @@ def format_validation_error(err: ValidationError, model: type[BaseModel], source
             table = loc[:-2]
             message = f"{source}: unknown key {_shown(_dotted(loc[:-1]))}; {_dotted(table)} takes the keys {options}"
             hint = _did_you_mean([_dotted(table + (close,))]) if close else None
-        else:  # an item of a list, e.g. export.backends[1]
+        else:  # an item of a list, e.g. export.backends.1
             message = f"{source}: {_dotted(loc)}: expected one of {options}, found {_shown(found)}"
             hint = _did_you_mean([close]) if close else None
         return ConfigError(message + more, hint)
@@ -476,7 +473,7 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None,
         return Config.model_validate(data)
     except ValidationError as e:
         where = _dotted(tuple(_reported(e)["loc"]))
-        by_flag = next((d for d in applied if where == d or where.startswith((d + ".", d + "["))), None)
+        by_flag = next((d for d in applied if where == d or where.startswith(d + ".")), None)
         if by_flag is not None:
             source = (flags or {}).get(by_flag, source)
         raise format_validation_error(e, Config, source) from None
