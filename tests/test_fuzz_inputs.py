@@ -35,8 +35,7 @@ from edgedistill.cli import _config_options, _handle_errors, _workspace
 from edgedistill.config import Config
 
 DOCUMENTED = {0, 1, 2, 4, 5, 6}  # 3 is "internal error": a bug, never an answer to bad input
-FUZZ = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow],
-                derandomize=False)
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @click.command()
@@ -344,7 +343,7 @@ def npz_files(draw, folder: Path) -> Path:
     return path
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_reliability_8_fuzzed_npz_data(data):
     """RELIABILITY 8 / finding 8: .npz files with wrong dtypes, shapes and keys, object arrays,
