@@ -67,7 +67,7 @@ def _workspace(opts: dict):
     from edgedistill.config import load_config
 
     path = opts["config_path"]
-    if path is None and Path("edgedistill.toml").is_file():
+    if path is None and Path("edgedistill.toml").exists():  # a folder of that name is an error, not ignored
         path = Path("edgedistill.toml")
     # key of edgedistill.toml: (the flag that overrides it, its value; None = not given)
     overrides = {

@@ -511,3 +511,11 @@ def test_reliability_7_error_stays_one_line_when_a_file_name_holds_a_newline(tmp
     lines = assert_one_error(invoke(["distill", "-c", cfg, "--out-dir", tmp_path / "runs"], tmp_path),
                              "unknown key 'epochs'")
     assert "a\\nb\\x1b[2J.toml" in lines[0] and "\x1b" not in lines[0]
+
+
+def test_finding_8_folder_named_edgedistill_toml_is_not_silently_ignored(tmp_path):
+    """Finding 8: the config read by default from the current folder: a folder by that name is
+    exit 2, not a run on the defaults the user did not mean."""
+    (tmp_path / "edgedistill.toml").mkdir()
+    result = invoke(["distill", "--out-dir", tmp_path / "runs", "-q"], tmp_path)
+    assert_one_error(result, "edgedistill.toml: expected a TOML config file, found a directory")
