@@ -519,3 +519,17 @@ def test_finding_8_folder_named_edgedistill_toml_is_not_silently_ignored(tmp_pat
     (tmp_path / "edgedistill.toml").mkdir()
     result = invoke(["distill", "--out-dir", tmp_path / "runs", "-q"], tmp_path)
     assert_one_error(result, "edgedistill.toml: expected a TOML config file, found a directory")
+
+
+def test_strict_budgets_in_a_results_file_are_a_config_error_not_a_crash():
+    """Strict numbers reach the budgets a results file records too: a hand-edited "10" is exit 2
+    naming the target and key (it was silently coerced before strict mode; a raw ValidationError,
+    exit 3, without this)."""
+    from edgedistill.gate import gate_target
+
+    with pytest.raises(ConfigError) as e:
+        gate_target({"name": "cpu", "budgets": {"p90_ms": "10"}, "results": []}, {})
+    assert "results: target 'cpu': budgets: p90_ms: Input should be a valid number, found '10'" in e.value.message
+    assert e.value.exit_code == 2
+    with pytest.raises(ConfigError, match="unknown key 'overrides.onnxruntim'"):
+        gate_target({"name": "cpu", "budgets": {"overrides": {"onnxruntim": {}}}, "results": []}, {})
