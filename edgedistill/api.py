@@ -14,7 +14,7 @@ import numpy as np
 
 from edgedistill.artifacts import Artifact, atomic_write_text, sha256_file
 from edgedistill.backends.base import BACKENDS, get_backend, package_version
-from edgedistill.config import Config, TargetConfig, load_target
+from edgedistill.config import Config, TargetConfig, checked_run_dir, load_target
 from edgedistill.errors import UsageError, VerificationError
 from edgedistill.regression import ALPHA, MAX_COLD_REGRESSION_PCT, MAX_REGRESSION_PCT
 from edgedistill.stages import Stage, stage_key
@@ -44,7 +44,7 @@ def open_workspace(cfg: Config, targets: list[Path] | None = None) -> Workspace:
     for t in loaded:
         for name in t.backends:
             get_backend(name)
-    return Workspace(cfg, Path(cfg.run.out_dir) / cfg.run.name, loaded)
+    return Workspace(cfg, checked_run_dir(cfg.run), loaded)  # a run never writes outside out_dir
 
 
 def _file_id(path: Path | None) -> str | None:

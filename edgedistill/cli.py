@@ -67,23 +67,35 @@ def _workspace(opts: dict):
     from edgedistill.config import load_config
 
     path = opts["config_path"]
-    if path is None and Path("edgedistill.toml").is_file():
+    if path is None and Path("edgedistill.toml").exists():  # a folder of that name is an error, not ignored
         path = Path("edgedistill.toml")
+    # key of edgedistill.toml: (the flag that overrides it, its value; None = not given)
     overrides = {
-        "teacher.spec": opts["teacher"], "teacher.weights": opts["teacher_weights"],
-        "student.spec": opts["student"], "data.spec": opts["data"], "distill.epochs": opts["epochs"],
-        "distill.restart": None if opts.get("resume") is None else not opts["resume"],
-        "export.backends": list(opts["backends"]) or None, "bench.targets": list(opts["targets"]) or None,
-        "run.name": opts["run_name"], "run.out_dir": opts["out_dir"],
-        "bench.cold_disk": opts.get("cold_disk"),
+        "teacher.spec": ("--teacher", opts["teacher"]),
+        "teacher.weights": ("--teacher-weights", opts["teacher_weights"]),
+        "student.spec": ("--student", opts["student"]), "data.spec": ("--data", opts["data"]),
+        "distill.epochs": ("--epochs", opts["epochs"]),
+        "distill.restart": ("--restart", None if opts.get("resume") is None else not opts["resume"]),
+        "export.backends": ("--backend", list(opts["backends"]) or None),
+        "bench.targets": ("--target", list(opts["targets"]) or None),
+        "run.name": ("--run-name", opts["run_name"]), "run.out_dir": ("--out-dir", opts["out_dir"]),
+        "bench.cold_disk": ("--cold-disk", opts.get("cold_disk")),
     }
-    return open_workspace(load_config(path, overrides))
+    cfg = load_config(path, {key: value for key, (_, value) in overrides.items()},
+                      flags={key: flag for key, (flag, _) in overrides.items()})
+    return open_workspace(cfg)
 
 
 def _ui(opts: dict):
     from edgedistill.ui import UI
 
     return UI(quiet=opts["quiet"] or opts["as_json"], debug=_DEBUG["on"])
+
+
+def _one_line(text: str) -> str:
+    """Escape what is not printable (newlines, form feeds, terminal escapes in a file name the
+    message quotes), so an error stays one line that says what it says."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _handle_errors(f):
@@ -94,9 +106,9 @@ def _handle_errors(f):
         except EdgeDistillError as e:
             if _DEBUG["on"]:
                 raise
-            click.echo(f"error: {e.message}", err=True)
+            click.echo(f"error: {_one_line(e.message)}", err=True)
             if e.hint:
-                click.echo(f"  hint: {e.hint}", err=True)
+                click.echo(f"  hint: {_one_line(e.hint)}", err=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

@@ -7,12 +7,16 @@ Building a config has no side effects: nothing is loaded, nothing imported beyon
 from __future__ import annotations
 
 import difflib
+import os
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+# A static table of names and module paths: importing it imports no runtime.
+from edgedistill.backends.base import BACKENDS
 from edgedistill.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -21,24 +25,58 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 Precision = Literal["fp32", "fp16", "int8"]
+BackendName = Literal[tuple(BACKENDS)]  # a misspelt backend is a config error, not a silent no-op
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
 
 
+def _no_nul(path: Path) -> Path:
+    if "\0" in str(path):  # the OS would refuse it later, with a ValueError instead of a config error
+        raise ValueError("a path cannot hold a NUL character")
+    return path
+
+
+# Strict mode refuses "10" for a number, but a path in TOML can only be a string: take it.
+FilePath = Annotated[Path, Field(strict=False), AfterValidator(_no_nul)]
+Share = Annotated[float, Field(ge=0, le=1)]  # agreement, cosine thresholds: a share of 1
+
+RUN_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+RUN_NAME_MAX = 100
+MAX_THREADS = 4096  # runtimes take an int32 thread count; far beyond that is a typo, not a machine
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+    # strict: numbers must be numbers ("10" or "10ms" is an error, not 10.0; true is not 1);
+    # an int still passes where a float is expected (TOML `p90_ms = 2`).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, strict=True)
+
+
+def _folder_name(name: str) -> str:
+    """A name used as one folder under out_dir: never a path, never hidden, never empty."""
+    bad = sorted(set(name) - RUN_NAME_CHARS)
+    if not name or len(name) > RUN_NAME_MAX or name.startswith(".") or bad:
+        why = ("it is empty" if not name else f"it is {len(name)} characters long" if len(name) > RUN_NAME_MAX
+               else "it starts with '.'" if name.startswith(".") else f"it holds {''.join(bad[:10])!r}")
+        raise ValueError(f"a name of a folder under out_dir, not a path: letters, digits and '-_.', "
+                         f"not starting with '.', at most {RUN_NAME_MAX} characters; {why}")
+    return name
+
+
+# Run and target names become folders (runs/<run>/bench/<target>): "/abs", "../x" or "a/b"
+# would write elsewhere.
+FolderName = Annotated[str, AfterValidator(_folder_name)]
 
 
 class RunConfig(Strict):
-    name: str = "default"
-    out_dir: Path = Path("runs")
-    seed: int = 0
+    name: FolderName = "default"
+    out_dir: FilePath = Path("runs")
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # the range numpy and scikit-learn accept
 
 
 class TeacherConfig(Strict):
     # "pkg.mod:factory", a torch.export ".pt2", an ".onnx" (a black box run by ONNX Runtime) or
     # "hf:<folder>"; the default is the built-in digits teacher.
     spec: str = "edgedistill.zoo:digits_teacher"
-    weights: Path | None = None  # safetensors, or a state_dict .pt loaded with weights_only=True
+    weights: FilePath | None = None  # safetensors, or a state_dict .pt loaded with weights_only=True
     # The sha256 of a model file the user trusts to run code when loaded (a .pt2 program, a
     # pickled checkpoint): that exact file is loaded; any other such file is refused (exit 6).
     trust_sha256: str | None = Field(None, pattern=SHA256_PATTERN)
@@ -50,7 +88,7 @@ class TeacherConfig(Strict):
 class StudentConfig(Strict):
     # "pkg.mod:factory", or derived from the teacher: "prune:<width>", "shallow:<k>".
     spec: str = "edgedistill.zoo:digits_student"
-    weights: Path | None = None
+    weights: FilePath | None = None
     trust_sha256: str | None = Field(None, pattern=SHA256_PATTERN)  # as in [teacher]
 
 
@@ -77,7 +115,8 @@ class DistillConfig(Strict):
     weight_decay: float = Field(1e-4, ge=0)
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.3, ge=0, le=1)  # weight of cross-entropy on labels; 1 - alpha on KD
-    threads: int | None = Field(None, ge=1)  # torch threads during training; None = torch default
+    # torch threads during training; None = torch default
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS)
     # Hint pairs: MSE between named module outputs (through a learned adapter where widths
     # differ), added to the logit loss; empty = logits only. The teacher then runs live.
     features: list[FeaturePair] = []
@@ -120,20 +159,20 @@ class CompressConfig(Strict):
 
 
 class ExportConfig(Strict):
-    backends: list[str] = ["onnxruntime", "openvino", "executorch"]
+    backends: list[BackendName] = ["onnxruntime", "openvino", "executorch"]
     # Verification: exported outputs vs PyTorch on the same inputs. Past these it is an error.
     fp32_max_abs: float = Field(1e-3, gt=0)
     fp16_max_abs: float = Field(5e-2, gt=0)
-    min_top1_agreement: dict[Precision, float] = {"fp32": 0.99, "fp16": 0.98, "int8": 0.95}
+    min_top1_agreement: dict[Precision, Share] = {"fp32": 0.99, "fp16": 0.98, "int8": 0.95}
     # For an embedding student (distill.objective = "embedding") there is no top-1: the mean
     # cosine similarity of exported vs PyTorch embeddings must reach this instead.
-    min_cosine: dict[Precision, float] = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98}
+    min_cosine: dict[Precision, Share] = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98}
     benchmark_teacher: bool = True  # export and bench the teacher too, as the reference
 
 
 class BenchConfig(Strict):
     # A path, or the name of a profile shipped in targets/ ("local-cpu").
-    targets: list[Path] = [Path("local-cpu")]
+    targets: list[FilePath] = [Path("local-cpu")]
     # Evict model files from the page cache before each cold run, so the read is a disk read.
     cold_disk: bool = False
 
@@ -155,14 +194,14 @@ class Config(Strict):
 class Budgets(Strict):
     p90_ms: float | None = Field(None, gt=0)
     cold_start_ms: float | None = Field(None, gt=0)
-    accuracy_drop_pt: float | None = Field(None, ge=0)  # top-1 points below the teacher
+    accuracy_drop_pt: float | None = Field(None, ge=0, le=100)  # top-1 points below the teacher
     size_mb: float | None = Field(None, gt=0)
     memory_mb: float | None = Field(None, gt=0)
 
 
 class BudgetTable(Budgets):
     # Per-backend overrides, e.g. a Python ExecuTorch runtime whose cold start imports torch.
-    overrides: dict[str, Budgets] = {}
+    overrides: dict[BackendName, Budgets] = {}
 
     def for_backend(self, backend: str) -> Budgets:
         base = self.model_dump(exclude={"overrides"})
@@ -205,12 +244,12 @@ class Sweep(Strict):
 
 
 class TargetConfig(Strict):
-    name: str
+    name: FolderName  # the file's stem unless given
     description: str = ""
     runner: Literal["local"] = "local"
     device: str = "CPU"
-    backends: list[str] = ["onnxruntime", "openvino", "executorch"]
-    threads: int = Field(1, ge=1)
+    backends: list[BackendName] = ["onnxruntime", "openvino", "executorch"]
+    threads: int = Field(1, ge=1, le=MAX_THREADS)
     # A runtime that ran on another device or provider than `device` (ONNX Runtime falling back
     # to CPU, OpenVINO AUTO choosing CPU) makes the result INVALID unless this allows it.
     allow_fallback: bool = False
@@ -220,6 +259,16 @@ class TargetConfig(Strict):
 
 
 # ---------------------------------------------------------------- loading
+
+
+def _model_in(ann: Any) -> type[BaseModel] | None:
+    """The model a field holds directly (Model or Model | None), else None."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    if get_origin(ann) in (list, dict):
+        return None
+    inner = [a for a in get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return inner[0] if len(inner) == 1 else None
 
 
 def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
@@ -234,42 +283,157 @@ def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         if not fields or part not in fields:
             return []
         ann = fields[part].annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            current = ann
+        if (sub := _model_in(ann)) is not None:
+            current = sub
             continue
         inner = [a for a in get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
         if get_origin(ann) not in (list, dict) or not inner:
             return []
-        item = inner[-1]  # list[Model] or dict[str, Model], e.g. distill.features[0]
+        item = inner[-1]  # list[Model] or dict[str, Model], e.g. distill.features.0
     return [] if item is not None else list(getattr(current, "model_fields", {}))
 
 
-def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> ConfigError:
+def _field_paths(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> dict[str, list[tuple[str, ...]]]:
+    """Every key name -> the dotted paths where it is a field (through nested tables only)."""
+    paths: dict[str, list[tuple[str, ...]]] = {}
+    for name, field in model.model_fields.items():
+        paths.setdefault(name, []).append(prefix + (name,))
+        if (sub := _model_in(field.annotation)) is not None:
+            for key, found in _field_paths(sub, prefix + (name,)).items():
+                paths.setdefault(key, []).extend(found)
+    return paths
+
+
+def _dotted(loc: tuple[Any, ...]) -> str:
+    return ".".join(map(str, loc))  # list items by index: distill.features.0.teacher
+
+
+def _did_you_mean(paths: list[str]) -> str:
+    return "did you mean " + " or ".join(repr(p) for p in paths) + "?"
+
+
+def _likeness(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a.lower(), b.lower()).ratio()  # "OpenVINO" is openvino
+
+
+def _closest(word: str, choices: list[str], cutoff: float = 0.5) -> str | None:
+    scored = [(_likeness(word, c), c) for c in choices]
+    best = max(scored, default=(0.0, None))
+    return best[1] if best[0] >= cutoff else None
+
+
+def _unknown_key_hint(model: type[BaseModel], loc: tuple[Any, ...]) -> str | None:
+    """A key that is a field of another section names that section; else the closest name."""
+    parent, key = loc[:-1], str(loc[-1])
+    everywhere = _field_paths(model)
+    elsewhere = [p for p in everywhere.get(key, []) if p != tuple(map(str, loc))]
+    if elsewhere:
+        depth = min(len(p) for p in elsewhere)
+        return _did_you_mean([".".join(p) for p in elsewhere if len(p) == depth])
+    known = _known_keys(model, parent)
+    # A typo here, or a typo of a field that lives elsewhere (only when clearly closer).
+    here = _closest(key, known)
+    far = _closest(key, list(everywhere), cutoff=0.8)
+    if far is not None and (here is None or _likeness(key, far) > _likeness(key, here)):
+        return _did_you_mean([".".join(min(everywhere[far], key=len))])
+    if here is not None:
+        return _did_you_mean([_dotted(parent + (here,))])
+    return f"valid keys here: {', '.join(known)}" if known else None
+
+
+def _choices(error: dict) -> list[str]:
+    # pydantic words a Literal's options as "'a', 'b' or 'c'"
+    return re.findall(r"'([^']*)'", str((error.get("ctx") or {}).get("expected", "")))
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """repr(value), cut short: an error line stays one readable line (10**400, a pasted blob)."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        return "a value nested too deeply to show"
+    return text if len(text) <= limit else f"{text[:limit - 20]}… ({len(text)} characters)"
+
+
+def _type_name(value: Any) -> str:
+    return {dict: "a table", list: "an array", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a float"}.get(type(value), type(value).__name__)
+
+
+def _reported(err: ValidationError) -> dict:
+    """The one error of several that the message is about."""
     errors = err.errors()
     # A misspelt required key gives "missing" and "extra" together; the extra one names the typo.
-    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], source: str) -> ConfigError:
+    first = _reported(err)
     loc = tuple(first["loc"])
-    path = ".".join(str(p) for p in loc)
-    if first["type"] == "extra_forbidden":
-        known = _known_keys(model, loc[:-1])
-        close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
-        hint = f"did you mean {'.'.join(map(str, loc[:-1] + (close[0],)))!r}?" if close else (
-            f"valid keys here: {', '.join(known)}" if known else None
-        )
-        return ConfigError(f"{source}: unknown key {path!r}", hint)
-    found = first.get("input")
+    kind, found = first["type"], first.get("input")
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return ConfigError(f"{source}: {path}: {first['msg']}, found {found!r}{more}")
+    if kind == "extra_forbidden":
+        return ConfigError(f"{source}: unknown key {_shown(_dotted(loc))}{more}", _unknown_key_hint(model, loc))
+    if kind == "literal_error":
+        choices = _choices(first)
+        close = _closest(str(found), choices)
+        options = ", ".join(choices)
+        if loc and loc[-1] == "[key]":  # a key of a keyed table, e.g. budgets.overrides.<backend>
+            table = loc[:-2]
+            message = f"{source}: unknown key {_shown(_dotted(loc[:-1]))}; {_dotted(table)} takes the keys {options}"
+            hint = _did_you_mean([_dotted(table + (close,))]) if close else None
+        else:  # an item of a list, e.g. export.backends.1
+            message = f"{source}: {_dotted(loc)}: expected one of {options}, found {_shown(found)}"
+            hint = _did_you_mean([close]) if close else None
+        return ConfigError(message + more, hint)
+    path = _dotted(loc)
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return ConfigError(f"{source}: {path}: expected a table, found {_type_name(found)} ({_shown(found)}){more}",
+                           f"write it as a [{path}] section" if path else None)
+    message = first["msg"].removeprefix("Value error, ")  # our validators' own words
+    hint = None
+    if kind == "path_type":
+        message = "expected a path (a string)"
+    elif kind in ("float_type", "int_type", "bool_type") and isinstance(found, str):
+        hint = ("write true or false, without quotes" if kind == "bool_type"
+                else "write the number without quotes or units; the unit is in the key's name")
+    elif kind in ("float_type", "int_type") and isinstance(found, bool):
+        hint = "write a number, not true or false"
+    return ConfigError(f"{source}: {path}: {message}, found {_shown(found)}{more}", hint)
 
 
-def read_toml(path: Path) -> dict[str, Any]:
+MAX_TOML_BYTES = 4 * 2**20  # a config is a page of text; anything this big was not meant as one
+
+
+def read_toml(path: Path, what: str = "config", hint: str | None = "check the path, or run without --config"
+              ) -> dict[str, Any]:
+    """The TOML document in `path`; any file that is not one is a ConfigError naming the file."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}", "check the path, or run without --config")
+    if path.is_dir():
+        raise ConfigError(f"{path}: expected a TOML {what} file, found a directory")
+    if not path.exists():
+        raise ConfigError(f"{what} file not found: {path}", hint)
+    if not path.is_file():  # a FIFO would block the read forever, /dev/zero never end
+        raise ConfigError(f"{path}: expected a TOML {what} file, found a device, pipe or socket")
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        size = path.stat().st_size
+        if size > MAX_TOML_BYTES:
+            raise ConfigError(f"{path}: expected a TOML {what} file of at most {MAX_TOML_BYTES // 2**20} MiB, "
+                              f"found {size} bytes")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the {what} file: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        found = "binary data" if b"\0" in raw else "bytes that are not UTF-8"
+        raise ConfigError(f"{path}: expected a UTF-8 TOML {what} file, found {found} (at byte {e.start})") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:  # duplicate keys land here too
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: arrays or tables nested too deeply") from None
 
 
 def validate(model: type[Strict], data: dict[str, Any], source: str) -> Any:
@@ -277,20 +441,74 @@ def validate(model: type[Strict], data: dict[str, Any], source: str) -> Any:
         return model.model_validate(data)
     except ValidationError as e:
         raise format_validation_error(e, model, source) from None
+    except RecursionError:  # pydantic walks nested input recursively
+        raise ConfigError(f"{source}: values nested too deeply") from None
 
 
-def load_config(path: Path | None, overrides: dict[str, Any] | None = None) -> Config:
-    """Read edgedistill.toml (or defaults) and apply dotted-key overrides from CLI flags."""
+def load_config(path: Path | None, overrides: dict[str, Any] | None = None,
+                flags: dict[str, str] | None = None) -> Config:
+    """Read edgedistill.toml (or defaults) and apply dotted-key overrides from CLI flags.
+
+    `flags` names the flag behind each override key ("run.name": "--run-name"), so an error in
+    a value given on the command line blames the flag, not the file.
+    """
+    source = str(path) if path else "config"
     data = read_toml(path) if path else {}
+    applied = []
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
         node = data
         *parents, leaf = dotted.split(".")
-        for p in parents:
+        for depth, p in enumerate(parents, 1):
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):  # e.g. `distill = 3` in the file and --epochs on the line
+                table = ".".join(parents[:depth])
+                flag = (flags or {}).get(dotted, "a flag")
+                raise ConfigError(f"{source}: {table}: expected a table, found {_type_name(node)} ({_shown(node)}), "
+                                  f"and {flag} sets {dotted} inside it", f"write it as a [{table}] section")
         node[leaf] = value
-    return validate(Config, data, str(path) if path else "config")
+        applied.append(dotted)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        where = _dotted(tuple(_reported(e)["loc"]))
+        by_flag = next((d for d in applied if where == d or where.startswith(d + ".")), None)
+        if by_flag is not None:
+            source = (flags or {}).get(by_flag, source)
+        raise format_validation_error(e, Config, source) from None
+    except RecursionError:
+        raise ConfigError(f"{source}: values nested too deeply") from None
+
+
+def checked_run_dir(run: RunConfig) -> Path:
+    """out_dir/name, after checking that nothing the run writes can land outside out_dir.
+
+    The name is a plain name (RunConfig checks it), but a symlink can still lead out: the run
+    folder or out_dir/.cache (the teacher cache), or a link already inside either, that points
+    elsewhere is refused.
+    """
+    out = Path(run.out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"run.out_dir {out}: expected a folder, found a file", "give --out-dir a folder")
+    try:
+        root = out.resolve()
+        run_dir = out / run.name
+        derived = [run_dir, out / ".cache"]
+        for top in list(derived):
+            if top.is_dir():  # os.walk does not follow the links it lists, so a loop ends too
+                derived += [Path(folder) / n for folder, dirs, files in os.walk(top) for n in dirs + files
+                            if (Path(folder) / n).is_symlink()]
+        for path in derived:
+            target = path.resolve()
+            if not target.is_relative_to(root):
+                raise ConfigError(f"{path} leads outside run.out_dir {out}: it resolves to {target}",
+                                  "remove the symlink, or choose another --run-name or --out-dir")
+    except (OSError, RuntimeError) as e:  # a symlink loop, an unreadable folder
+        raise ConfigError(f"run.out_dir {out}: cannot check where run {run.name!r} writes: {e}") from None
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"{run_dir}: expected a run folder, found a file", "choose another --run-name")
+    return run_dir
 
 
 SHIPPED_TARGETS = Path(__file__).resolve().parent.parent / "targets"
@@ -307,9 +525,13 @@ def resolve_target(path: Path) -> Path:
 
 def load_target(path: Path) -> TargetConfig:
     path = resolve_target(path)
-    if not path.is_file():
-        names = sorted(p.stem for p in SHIPPED_TARGETS.glob("*.toml"))
-        raise ConfigError(f"target file not found: {path}", f"give a .toml path or a shipped profile: {', '.join(names)}")
-    data = read_toml(path)
+    names = sorted(p.stem for p in SHIPPED_TARGETS.glob("*.toml"))
+    data = read_toml(path, "target", f"give a .toml path or a shipped profile: {', '.join(names)}")
+    named = "name" in data
     data.setdefault("name", Path(path).stem)
-    return validate(TargetConfig, data, str(path))
+    try:
+        return validate(TargetConfig, data, str(path))
+    except ConfigError as e:
+        if not named and e.message.startswith(f"{path}: name:"):
+            e.hint = f'the name defaults to the file\'s stem; set name = "..." in {Path(path).name}'
+        raise

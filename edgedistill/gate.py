@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from edgedistill.config import BudgetTable
+from edgedistill.config import BudgetTable, validate
 from edgedistill.errors import (
     EXIT_BUDGET_FAILED,
     EXIT_INCONCLUSIVE,
@@ -89,7 +89,8 @@ def check_result(target: str, result: dict, budgets: BudgetTable, reference: dic
 
 
 def gate_target(target: dict, reference: dict) -> list[Check]:
-    budgets = BudgetTable.model_validate(target["budgets"])
+    # A hand-edited results file ("10" for a number) is a config error naming the key, not a crash.
+    budgets = validate(BudgetTable, target["budgets"], f"results: target {target['name']!r}: budgets")
     checks: list[Check] = []
     for result in target["results"]:
         if result["role"] == "student":

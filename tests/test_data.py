@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+import pickle
 import textwrap
 
 import numpy as np
@@ -157,6 +159,7 @@ def test_missing_file(tmp_path):
 
 
 def test_npz_without_x(tmp_path):
+    """RELIABILITY 8: a wrong array name: the name expected, the names found, how to save it."""
     np.savez(tmp_path / "d.npz", images=np.zeros((50, 3)), y=np.zeros(50, dtype=int))
     with pytest.raises(UsageError, match=r"expected an array named 'x', found \['images', 'y'\]"):
         load_data(DataConfig(spec=str(tmp_path / "d.npz")), seed=0)
@@ -169,18 +172,34 @@ def test_length_mismatch(tmp_path):
 
 
 def test_non_numeric_x(tmp_path):
+    """RELIABILITY 8: a wrong dtype: expected a numeric array, found its dtype and shape."""
     np.savez(tmp_path / "d.npz", x=np.array([["a", "b"]] * 100), y=np.zeros(100, dtype=int))
     with pytest.raises(UsageError, match=r"x should be a numeric array.*found dtype <U1"):
         load_data(DataConfig(spec=str(tmp_path / "d.npz")), seed=0)
 
 
+class TouchOnUnpickle:
+    """Unpickling this creates `marker`: proof that a loader ran code from the file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
 def test_object_arrays_are_not_unpickled(tmp_path):
-    np.savez(tmp_path / "d.npz", x=np.array([object()] * 100), y=np.zeros(100, dtype=int))
-    with pytest.raises(UsageError, match="not a readable .npz"):
+    """RELIABILITY 8 (finding 8): an object array is refused by np.load(allow_pickle=False); the
+    pickled payload, which would create a file, never runs."""
+    marker = tmp_path / "code-ran"
+    np.savez(tmp_path / "d.npz", x=np.array([TouchOnUnpickle(marker)] * 100), y=np.zeros(100, dtype=int))
+    with pytest.raises(UsageError, match=r"readable \.npz.*allow_pickle=False"):
         load_data(DataConfig(spec=str(tmp_path / "d.npz")), seed=0)
+    assert not marker.exists()
 
 
 def test_float_labels_are_refused(tmp_path):
+    """RELIABILITY 8: labels of the wrong dtype: expected 1-D integers, found dtype and shape."""
     np.savez(tmp_path / "d.npz", x=np.zeros((100, 3)), y=np.zeros(100))
     with pytest.raises(UsageError, match="y should be a 1-D integer array.*float64"):
         load_data(DataConfig(spec=str(tmp_path / "d.npz")), seed=0)
@@ -210,3 +229,71 @@ def test_unknown_builtin_and_missing_module():
         load_data(DataConfig(spec="builtin:mnist"), seed=0)
     with pytest.raises(UsageError, match="cannot import module 'no_such_pkg.data'"):
         load_data(DataConfig(spec="no_such_pkg.data:make"), seed=0)
+
+
+def test_reliability_8_wrong_shape_names_expected_and_found(tmp_path):
+    """RELIABILITY 8: x without a feature axis: expected N×features…, found the shape."""
+    np.savez(tmp_path / "d.npz", x=np.zeros(100, np.float32), y=np.zeros(100, dtype=int))
+    with pytest.raises(UsageError, match=r"x should be a numeric array N×features…, found dtype float32, shape \(100,\)"):
+        load_data(DataConfig(spec=str(tmp_path / "d.npz")), seed=0)
+
+
+@pytest.mark.parametrize("write, found", [
+    (lambda p: np.save(p.with_suffix(".npy"), np.zeros((50, 3))) or p.with_suffix(".npy").rename(p),
+     "found a single .npy array"),
+    (lambda p: p.write_bytes(pickle.dumps({"x": [1, 2]})), "found a Python pickle"),
+    (lambda p: p.write_text("x,y\n1,2\n"), "found a file that is not a zip archive"),
+    (lambda p: p.mkdir(), "expected a .npz file with arrays x and y, found a directory"),
+])
+def test_reliability_8_file_that_is_not_an_npz(tmp_path, write, found):
+    """RELIABILITY 8 (finding 8): a .npy, a pickle, a text file or a folder named .npz was an
+    internal error (np.load returned a bare array) or "not found"; now exit 2 naming what it is,
+    with how to save one."""
+    path = tmp_path / "d.npz"
+    write(path)
+    with pytest.raises(UsageError) as info:
+        load_data(DataConfig(spec=str(path)), seed=0)
+    assert found in info.value.message and "d.npz" in info.value.message
+    assert "numpy.savez" in info.value.hint and info.value.exit_code == 2
+
+
+def test_reliability_8_pickle_named_npz_is_never_unpickled(tmp_path):
+    """RELIABILITY 8: a pickle under a .npz name is told apart by its first bytes, not loaded."""
+    marker = tmp_path / "code-ran"
+    (tmp_path / "d.npz").write_bytes(pickle.dumps(TouchOnUnpickle(marker)))
+    with pytest.raises(UsageError, match="found a Python pickle"):
+        load_data(DataConfig(spec=str(tmp_path / "d.npz")), seed=0)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("cut", [0.3, 0.7, 0.95])
+def test_reliability_8_truncated_npz(tmp_path, cut):
+    """RELIABILITY 8 (finding 8): a truncated archive: exit 2 naming the file, not exit 3."""
+    path = make_npz(tmp_path / "d.npz")
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * cut)])
+    with pytest.raises(UsageError, match=r"d\.npz: expected a (readable )?\.npz"):
+        load_data(DataConfig(spec=str(path)), seed=0)
+
+
+def test_reliability_8_calibration_shape_is_expected_vs_actual():
+    """RELIABILITY 8: calibration data of the wrong shape or dtype names the model's input, the
+    shape it expects and the one it got, with a hint (backends/common.check_calibration, which
+    every quantizing backend calls)."""
+    from edgedistill.backends.common import check_calibration
+
+    with pytest.raises(UsageError) as info:
+        check_calibration(np.zeros((8, 3, 28, 28), np.float32), [None, 1, 32, 32], "pixels", "onnxruntime")
+    assert "input 'pixels': expected shape ['N', 1, 32, 32], got [8, 3, 28, 28]" in info.value.message
+    assert "input shape" in info.value.hint
+    with pytest.raises(UsageError, match="expected float32, got int64"):
+        check_calibration(np.zeros((8, 1, 32, 32), np.int64), [None, 1, 32, 32], "pixels", "onnxruntime")
+
+
+def test_reliability_8_pipe_named_npz_is_refused_without_reading(tmp_path):
+    """RELIABILITY 8: a FIFO under a .npz name would block the read forever: refused unread."""
+    import os
+
+    os.mkfifo(tmp_path / "d.npz")
+    with pytest.raises(UsageError, match="found a device, pipe or socket"):
+        load_data(DataConfig(spec=str(tmp_path / "d.npz")), seed=0)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,18 +89,40 @@ def _builtin(spec: str) -> tuple[np.ndarray, np.ndarray]:
     return upsampled.numpy(), digits.target.astype(np.int64)
 
 
+NPZ_HINT = "save the arrays with numpy.savez(path, x=inputs, y=labels)"
+# What a file that is not a zip archive usually is, by its first bytes.
+_MAGIC = ((b"\x93NUMPY", "a single .npy array"), (b"\x80", "a Python pickle"), (b"PK", "a damaged zip archive"))
+
+
 def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    if not path.is_file():
+    if path.is_dir():
+        raise UsageError(f"{path}: expected a .npz file with arrays x and y, found a directory", NPZ_HINT)
+    if not path.exists():
         raise UsageError(f"data file not found: {path}")
+    if not path.is_file():  # a FIFO would block the read forever
+        raise UsageError(f"{path}: expected a .npz file with arrays x and y, found a device, pipe or socket")
     try:
+        if not zipfile.is_zipfile(path):  # np.load would return a bare array, or try to unpickle
+            with open(path, "rb") as f:
+                head = f.read(8)
+            found = next((what for magic, what in _MAGIC if head.startswith(magic)),
+                         "a file that is not a zip archive")
+            raise UsageError(f"{path.name}: expected a .npz archive of arrays x and y, found {found}", NPZ_HINT)
         # allow_pickle=False: an object array would be a pickle, i.e. code; refuse it.
         with np.load(path, allow_pickle=False) as archive:
             if "x" not in archive.files:
-                raise UsageError(f"{path.name}: expected an array named 'x', found {archive.files}")
+                names = archive.files[:10] + (["…"] if len(archive.files) > 10 else [])
+                raise UsageError(f"{path.name}: expected an array named 'x', found {names}", NPZ_HINT)
             x = archive["x"]
             y = archive["y"] if "y" in archive.files else np.full(x.shape[:1], UNLABELLED, dtype=np.int64)
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
-        raise UsageError(f"{path.name}: not a readable .npz of numeric arrays ({e})") from e
+    except UsageError:
+        raise
+    # A damaged archive fails in zipfile, zlib or numpy's header parser, each in its own way;
+    # MemoryError: a header that declares an array far larger than the file.
+    except (ValueError, OSError, EOFError, RuntimeError, NotImplementedError, MemoryError, zipfile.BadZipFile,
+            zlib.error) as e:
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__  # one line, one error
+        raise UsageError(f"{path.name}: expected a readable .npz of numeric arrays, found {reason}", NPZ_HINT) from e
     return x, y
 
 
