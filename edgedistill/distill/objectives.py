@@ -50,8 +50,8 @@ def check_teacher_score(score: float, num_classes: int, samples: int, *, allow: 
     if allow or score > chance + CHANCE_MARGIN:
         return
     raise UsageError(
-        f"the teacher scores {score:.2%} top-1 on its {samples} held-out validation samples, within "
-        f"{CHANCE_MARGIN * 100:g} points of chance ({chance:.2%} for {num_classes} classes): "
+        f"the teacher scores {score:.2%} top-1 on its {samples} held-out validation samples, at or near "
+        f"chance ({chance:.2%} for {num_classes} classes; refused up to {CHANCE_MARGIN * 100:g} points above it): "
         f"{WEAK_TEACHER_CAUSES}",
         "check the teacher's weights file and the data's preprocessing against how the teacher was "
         "trained; set [teacher] allow_weak_teacher = true to distill from it anyway",

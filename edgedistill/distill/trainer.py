@@ -139,7 +139,7 @@ def distill(
             )
         # After the checks of the settings (a wrong feature path is named first), before the
         # teacher cache is filled and before a checkpoint is resumed: fresh and resumed runs alike.
-        _check_teacher(validator, splits, world, allow_weak_teacher, notify)
+        _check_teacher(validator, splits, world, allow_weak_teacher)
         with world.main_first():  # rank 0 fills the on-disk cache, the others read it
             targets = _TeacherTargets(teacher, splits, cache_dir, cfg.cache_teacher and not live)
         checkpoint = out_dir / CHECKPOINT_FILE
@@ -182,8 +182,7 @@ def distill(
                          state.stopped_early)
 
 
-def _check_teacher(validator: Validator, splits: DataSplits, world: World, allow: bool,
-                   notify: Callable[[str], None] | None) -> None:
+def _check_teacher(validator: Validator, splits: DataSplits, world: World, allow: bool) -> None:
     """Stop before the first step (fresh or resumed) when the teacher is at chance on validation.
 
     Runs on every call, so a resumed run is checked too. Rank 0's score decides for every rank:
@@ -195,8 +194,6 @@ def _check_teacher(validator: Validator, splits: DataSplits, world: World, allow
     if validator.teacher_score is None:
         return
     validator.teacher_score = world.broadcast(validator.teacher_score)
-    if notify:
-        notify(f"teacher: validation top-1 {validator.teacher_score:.2%} on {len(splits.y_val)} samples")
     check_teacher_score(validator.teacher_score, splits.num_classes, len(splits.y_val), allow=allow)
 
 
