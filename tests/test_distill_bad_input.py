@@ -101,6 +101,8 @@ def assert_refused(result, tmp_path, *expected):
 
 
 def test_a_teacher_and_student_heads_differ(tmp_path, monkeypatch):
+    """RELIABILITY 11: heads of 10 vs 7 classes through the CLI: exit 2 naming both sizes and the data's,
+    before any step."""
     data = npz(tmp_path / "d.npz", *samples(classes=10))
     result = distill_cli(tmp_path, monkeypatch, "--teacher", f"{MODULE}:teacher10",
                          "--student", f"{MODULE}:student7", "--data", data)
