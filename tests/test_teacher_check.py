@@ -11,6 +11,7 @@ stratified subset of builtin:digits, preprocessed the same way, so each run take
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 import struct
@@ -19,11 +20,14 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from rich.console import Console
 
+from edgedistill.api import reference_teacher_fields
 from edgedistill.cli import cli
 from edgedistill.distill.objectives import check_teacher_score
 from edgedistill.errors import UsageError
 from edgedistill.report import html, markdown
+from edgedistill.report.table import print_results
 from edgedistill.zoo import DIGITS_TEACHER_WEIGHTS
 
 TEACHER = "edgedistill.zoo:digits_teacher"
@@ -156,6 +160,11 @@ def test_reliability_30_weak_teacher_allowed_goes_on_and_is_checked_again_on_reu
     out = json.loads(result.stdout)
     assert out["teacher_val_acc"] == pytest.approx(0.10) and out["epochs"] == 1 and out["val_samples"] == 20
     assert out["teacher_weights_sha256"] == sha256(weights)
+    # what bench writes to results["reference"] from these metrics
+    assert reference_teacher_fields(out) == {
+        "teacher_val_top1": out["teacher_val_acc"], "teacher_val_samples": 20,
+        "teacher_weights_sha256": sha256(weights),
+        "teacher_weights_files": [{"path": str(weights), "sha256": sha256(weights)}]}
     stage = tmp_path / "runs" / "default" / "distill"
     assert (stage / "student.safetensors").is_file()
 
@@ -211,8 +220,10 @@ def test_reliability_30_reports_show_the_teachers_validation_score_and_weights_s
     results = {"schema": "edgedistill.results/2", "run": "r", "verdict": "PASS", "environment": {},
                "reference": ref, "targets": [], "checks": []}
     md, page = markdown.render(results), html.render(results)
+    terminal = io.StringIO()
+    print_results(results, Console(file=terminal, width=300))
     for text in ("46.11 % on 180 samples", f"teacher.onnx sha256 {digest}"):
-        assert text in md and text in page, text
+        assert text in md and text in page and text in terminal.getvalue(), text
     ref.update(teacher_weights_sha256=None, teacher_weights_files=[])
     assert "none (factory's own initialisation)" in markdown.render(results)
     assert "none (factory&#x27;s own initialisation)" in html.render(results)
