@@ -231,7 +231,7 @@ def test_reliability_30_reports_show_the_teachers_validation_score_and_weights_s
     assert markdown.render(old).count("not recorded") == 2
 
 
-def test_reliability_30_every_ddp_rank_stops_on_a_weak_teacher(tmp_path, digits):
+def test_reliability_30_every_ddp_rank_stops_on_a_weak_teacher(tmp_path, digits, cli_env):
     """RELIABILITY 30 under DDP: 2 worker processes; rank 0's score decides, every rank stops (no
     hang in a collective), the launcher exits 2 with the message."""
     from conftest import run_cli
@@ -239,7 +239,7 @@ def test_reliability_30_every_ddp_rank_stops_on_a_weak_teacher(tmp_path, digits)
     weights = flipped_safetensors(tmp_path / "teacher.safetensors")
     r = run_cli(["distill", "--teacher", TEACHER, "--teacher-weights", weights, "--data", digits,
                  "--epochs", "1", "--nproc-per-node", "2", "--out-dir", tmp_path / "runs"], cwd=tmp_path,
-                timeout=300)
+                env=cli_env, timeout=300)
     assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
     assert "scores 10.00% top-1 on its 20 held-out validation samples" in r.stderr
     assert not (tmp_path / "runs" / "default" / "distill" / "student.safetensors").exists()
