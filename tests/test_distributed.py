@@ -209,7 +209,8 @@ def test_batch_too_small_for_the_processes(project, tmp_path):
 def killer_args(root, out, *extra):
     """2 processes, checkpoints every 5 steps, and rank 1 killed at its 12th step (if KILL_MARKER)."""
     config = root / "killer.toml"
-    config.write_text(WEAK_TEACHER_ALLOWED + '[distill]\ncheckpoint_every_steps = 5\naugment = ["ddp_models:kill_rank1_once"]\n')
+    config.write_text(WEAK_TEACHER_ALLOWED
+                      + '[distill]\ncheckpoint_every_steps = 5\naugment = ["ddp_models:kill_rank1_once"]\n')
     return [*mlp_args(root, out, "--nproc-per-node", "2"), "-c", config, *extra]
 
 

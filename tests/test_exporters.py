@@ -163,8 +163,9 @@ def test_truncated_onnx_is_a_usage_error_naming_the_format(onnx_artifact, tmp_pa
 
 def test_reliability_10_export_that_differs_from_pytorch_beyond_tolerance_is_refused(tiny, onnx_artifact, tmp_path):
     """RELIABILITY 10: an artifact whose outputs differ from PyTorch (here: PyTorch's weights moved
-    after the export) fails verification naming its max abs diff and the limit, so the export stage stops (exit 2) and nothing is benchmarked. The same artifact
-    against its own PyTorch outputs passes."""
+    after the export) fails verification naming its max abs diff and the limit, so the export
+    stage stops (exit 2) and nothing is benchmarked. The same artifact against its own PyTorch
+    outputs passes."""
     from edgedistill.api import _verify
     from edgedistill.backends.base import get_backend
     from edgedistill.config import Config

@@ -203,7 +203,8 @@ def test_reliability_30_healthy_teacher_passes_and_a_factory_has_no_weights_file
 def test_reliability_30_chance_is_within_2_points_of_one_over_classes(score, classes, refused):
     """RELIABILITY 30: at, below or within 2 points above 1/classes is refused; anything better passes."""
     if refused:
-        with pytest.raises(UsageError, match=rf"at or near chance \({100 / classes:.2f}% for {classes} classes; refused up to 2 points"):
+        expected = rf"at or near chance \({100 / classes:.2f}% for {classes} classes; refused up to 2 points"
+        with pytest.raises(UsageError, match=expected):
             check_teacher_score(score, classes, 100, allow=False)
     else:
         check_teacher_score(score, classes, 100, allow=False)
