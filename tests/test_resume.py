@@ -136,7 +136,8 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_weights(tmp_path):
 def test_reliability_12_kill_9_during_a_checkpoint_save_keeps_the_previous_one(tmp_path):
     """RELIABILITY 12: SIGKILL in the middle of the second checkpoint save (its temporary file torn
     in half, not yet renamed). checkpoint.pt is still the complete step-3 one and loads; the rerun
-    resumes from it and ends with the losses and weights of an uninterrupted run."""
+    removes the torn file, resumes from the checkpoint and ends with the losses and weights of an
+    uninterrupted run."""
     data = write_data(tmp_path / "d.npz")
     straight = train(data, tmp_path / "straight")
 
@@ -154,6 +155,7 @@ def test_reliability_12_kill_9_during_a_checkpoint_save_keeps_the_previous_one(t
     rerun = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     assert f"resuming from epoch 1 step {EVERY}" in rerun.stdout
+    assert not torn[0].exists()  # the torn temporary file is removed by the rerun
     assert_same_weights(killed, tmp_path / "straight")
     assert without_timing(read_history(killed)) == without_timing(straight.history)
 

@@ -143,6 +143,8 @@ def distill(
         with world.main_first():  # rank 0 fills the on-disk cache, the others read it
             targets = _TeacherTargets(teacher, splits, cache_dir, cfg.cache_teacher and not live)
         checkpoint = out_dir / CHECKPOINT_FILE
+        if world.main:
+            _remove_torn_checkpoints(checkpoint)
         if not cfg.restart and state.resume(checkpoint) and notify:
             notify(
                 f"resuming from epoch {state.epoch + 1} step {state.step} ({checkpoint})"
@@ -601,6 +603,13 @@ def _set_rng_state(saved: dict[str, Any]) -> None:
             "gauss": rng["gauss"],
         }
     )
+
+
+def _remove_torn_checkpoints(path: Path) -> None:
+    """Temporary files of saves a kill -9 interrupted (atomic_write_bytes could not clean up):
+    never renamed, so never a checkpoint; only disk space until removed here."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def _read_checkpoint(path: Path) -> dict | None:
