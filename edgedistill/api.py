@@ -51,6 +51,35 @@ def _file_id(path: Path | None) -> str | None:
     return None if path is None else sha256_file(Path(path))
 
 
+def teacher_weights_files(spec: str, weights: Path | None, teacher: object = None) -> list[dict]:
+    """Every file that holds the teacher's weights, each with its sha256, main file first.
+
+    A reader of the results can then check that the teacher was the one meant: a teacher whose
+    bytes were damaged may score well above chance (46 % where 99 % was expected) and pass the
+    weak-teacher check. An entrypoint without a weights file gives [] (its own initialisation).
+    """
+    if weights is not None:
+        paths = [Path(weights)]
+    elif hasattr(teacher, "external_files"):  # an OnnxTeacher: its locations were checked at load
+        paths = [teacher.path, *(teacher.path.parent / loc for loc in teacher.external_files)]
+    elif spec.lower().endswith(".pt2"):
+        paths = [Path(spec)]
+    elif spec.startswith("hf:"):
+        paths = sorted(Path(spec.removeprefix("hf:")).glob("*.safetensors"))
+    else:
+        paths = []
+    return [{"path": str(p), "sha256": sha256_file(p)} for p in paths]
+
+
+def describe_teacher_weights(files: list[dict]) -> str:
+    """One line for the terminal: each weights file and its sha256."""
+    from edgedistill.report.markdown import NO_WEIGHTS_FILE
+
+    if not files:
+        return NO_WEIGHTS_FILE
+    return ", ".join(f"{f['path']} sha256 {f['sha256']}" for f in files)
+
+
 # ---------------------------------------------------------------- distill
 
 
@@ -73,7 +102,7 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
     from safetensors.torch import load_file
 
     from edgedistill.data import load_data
-    from edgedistill.distill.objectives import check_models, describe_score
+    from edgedistill.distill.objectives import check_models, check_teacher_score, describe_score
     from edgedistill.distill.teacher_cache import model_digest
     from edgedistill.distill.trainer import BOOKKEEPING_SETTINGS
     from edgedistill.distill.trainer import distill as train
@@ -88,6 +117,8 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
     student = load_student(cfg.student.spec, cfg.student.weights, teacher=teacher,
                            input_shape=splits.input_shape, note=ui.note)
     check_models(cfg.distill.objective, teacher, student, splits)
+    weights_files = teacher_weights_files(cfg.teacher.spec, cfg.teacher.weights, teacher)
+    ui.note(f"teacher weights: {describe_teacher_weights(weights_files)}")
     key = stage_key(
         teacher=(cfg.teacher.spec, _file_id(cfg.teacher.weights), model_digest(teacher)),
         student=(cfg.student.spec, _file_id(cfg.student.weights)),
@@ -103,9 +134,16 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
         ui.step(f"distill: redoing it: {stage.changed}")
     if manifest is not None:
         ui.step(f"distill: unchanged, reusing {weights}")
+        metrics = {**manifest["metrics"], **_teacher_record(weights_files)}
+        if metrics.get("teacher_val_acc") is not None:
+            # The stage may have been made with allow_weak_teacher = true: the recorded score
+            # is held to today's setting, so a cached stage never lets a chance teacher through.
+            check_teacher_score(metrics["teacher_val_acc"], splits.num_classes, len(splits.y_val),
+                                allow=cfg.teacher.allow_weak_teacher)
+            ui.note(f"teacher: validation top-1 {metrics['teacher_val_acc']:.2%} (recorded)")
         if world.main:
             student.load_state_dict(load_file(weights))
-        return Distilled(splits, teacher, student.eval(), key, manifest["metrics"])
+        return Distilled(splits, teacher, student.eval(), key, metrics)
 
     dc = cfg.distill
     processes = f", {world.size} processes" if world.distributed else ""
@@ -116,7 +154,7 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
     with ui.progress() as progress:
         result = train(teacher, student, splits, cfg.distill, out, seed=cfg.run.seed,
                        cache_dir=Path(cfg.run.out_dir) / ".cache" / "teacher", progress=progress,
-                       notify=ui.note, world=world,
+                       notify=ui.note, world=world, allow_weak_teacher=cfg.teacher.allow_weak_teacher,
                        on_epoch=None if progress else lambda r: ui.note(
                            f"epoch {r['epoch']}/{cfg.distill.epochs}: loss {r['loss']:.4f}, "
                            f"{describe_score(r)}, {r['samples_per_s']:.0f} samples/s"))
@@ -127,11 +165,17 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
         ui.note(f"validation: student embeddings vs teacher, mean cosine {result.student_val_cosine:.4f}")
     else:
         metrics = {"teacher_val_acc": result.teacher_val_acc, "student_val_acc": result.student_val_acc,
-                   "epochs": len(result.history)}
+                   "val_samples": len(splits.y_val), "epochs": len(result.history)}
         ui.note(f"validation top-1: teacher {result.teacher_val_acc:.2%}, student {result.student_val_acc:.2%}")
+    metrics.update(_teacher_record(weights_files))
     if world.main:
         stage.commit([result.weights_path], metrics=metrics)
     return Distilled(splits, teacher, result.student.eval(), key, metrics)
+
+
+def _teacher_record(files: list[dict]) -> dict:
+    """The teacher's weights in the distill metrics (and so in results["reference"])."""
+    return {"teacher_weights_sha256": files[0]["sha256"] if files else None, "teacher_weights_files": files}
 
 
 # ---------------------------------------------------------------- export
@@ -343,7 +387,7 @@ def bench(ws: Workspace, ui: UI, artifacts: list[Artifact] | None = None,
     teacher_pred = np.load(data / "teacher_test_logits.npy").argmax(1)
     evalset = EvalSet(data / "test_inputs.npy", labels, teacher_pred)
     reference = {"teacher_top1": float((teacher_pred == labels).mean()), "test_samples": int(labels.size),
-                 "distill": d.metrics}
+                 **reference_teacher_fields(d.metrics), "distill": d.metrics}
     results = new_results(ws.cfg.run.name, environment(seed=ws.cfg.run.seed), reference)
     results_path = ws.run_dir / "results.json"
     for target in ws.targets:
@@ -374,6 +418,21 @@ def bench(ws: Workspace, ui: UI, artifacts: list[Artifact] | None = None,
     write_results(results_path, results)
     write_reports(results, results_path.parent, ui)
     return results
+
+
+def reference_teacher_fields(metrics: dict) -> dict:
+    """The teacher's held-out validation score and weights, as results["reference"] states them.
+
+    teacher_val_top1: top-1 on the validation split (the one checked against chance before
+    distillation; None for an embedding teacher); teacher_val_samples: that split's size;
+    teacher_weights_sha256: sha256 of the main weights file, None for an entrypoint without one
+    (reports say "none (factory's own initialisation)"); teacher_weights_files: every weights
+    file with its sha256 (an ONNX teacher's .onnx and its external data).
+    """
+    return {"teacher_val_top1": metrics.get("teacher_val_acc"),
+            "teacher_val_samples": metrics.get("val_samples"),
+            "teacher_weights_sha256": metrics.get("teacher_weights_sha256"),
+            "teacher_weights_files": metrics.get("teacher_weights_files", [])}
 
 
 def write_reports(results: dict, folder: Path, ui: UI) -> None:

@@ -148,6 +148,8 @@ def test_int8_calibration_is_checked_before_any_work(sources, tmp_path):
 
 
 def test_openvino_names_the_operator_it_cannot_convert(tmp_path):
+    """RELIABILITY 9: an operator OpenVINO cannot convert: ExportError naming the backend and the operator;
+    nothing written."""
     graph = helper.make_graph(
         [helper.make_node("Weird", ["x"], ["y"], domain="mylib")], "g",
         [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3])],

@@ -101,6 +101,8 @@ def assert_refused(result, tmp_path, *expected):
 
 
 def test_a_teacher_and_student_heads_differ(tmp_path, monkeypatch):
+    """RELIABILITY 11: heads of 10 vs 7 classes through the CLI: exit 2 naming both sizes and the data's,
+    before any step."""
     data = npz(tmp_path / "d.npz", *samples(classes=10))
     result = distill_cli(tmp_path, monkeypatch, "--teacher", f"{MODULE}:teacher10",
                          "--student", f"{MODULE}:student7", "--data", data)
@@ -181,7 +183,22 @@ def test_e_integer_data_too_large_for_float32(tmp_path, monkeypatch):
     data = npz(tmp_path / "d.npz", x, samples()[1])
     result = distill_cli(tmp_path, monkeypatch, "--teacher", f"{MODULE}:mlp",
                          "--student", f"{MODULE}:mlp", "--data", data)
-    assert_refused(result, tmp_path, f"within ±{2**24}", f"found {2**24 + 1}")
+    assert_refused(result, tmp_path, f"within ±{2**24}", f"found {2**24 + 1}", "first at index 5")
+
+
+@pytest.mark.parametrize("bad", [1e39, -1e300])
+def test_e_float64_data_beyond_float32_range_names_the_first_bad_sample(tmp_path, monkeypatch, bad):
+    """Issue 9 finding 11b: finite in float64, ±Inf once cast to float32; refused before step 1."""
+    x, y = samples()
+    x = x.astype(np.float64)
+    x[42, 0, 1, 1] = bad
+    x[250, 0, 3, 3] = 3.5e38  # just past float32's largest finite value (3.4028e38)
+    x[7, 0, 0, 0] = 3.4e38  # inside the range: not a bad sample
+    data = npz(tmp_path / "d.npz", x, y)
+    result = distill_cli(tmp_path, monkeypatch, "--teacher", f"{MODULE}:net3",
+                         "--student", f"{MODULE}:net3", "--data", data)
+    assert_refused(result, tmp_path, "float32's finite range", f"found {bad:g}", "in 2 sample(s)",
+                   "first at index 42")
 
 
 @pytest.mark.parametrize(("spec", "expected"), [

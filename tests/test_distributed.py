@@ -51,6 +51,9 @@ MODELS = textwrap.dedent("""
 """)
 
 
+WEAK_TEACHER_ALLOWED = "[teacher]\nallow_weak_teacher = true\n"
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """An entrypoint module with an MLP teacher (with a weights file) and students, for builtin:digits."""
@@ -66,6 +69,8 @@ def project(tmp_path_factory):
         sys.path.remove(str(tmp_path))
         sys.modules.pop("ddp_models", None)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    # The random MLP teacher is at chance (RELIABILITY 30 would stop it): these tests are about DDP.
+    (tmp_path / "edgedistill.toml").write_text(WEAK_TEACHER_ALLOWED)
     return tmp_path, env
 
 
@@ -204,7 +209,8 @@ def test_batch_too_small_for_the_processes(project, tmp_path):
 def killer_args(root, out, *extra):
     """2 processes, checkpoints every 5 steps, and rank 1 killed at its 12th step (if KILL_MARKER)."""
     config = root / "killer.toml"
-    config.write_text('[distill]\ncheckpoint_every_steps = 5\naugment = ["ddp_models:kill_rank1_once"]\n')
+    config.write_text(WEAK_TEACHER_ALLOWED
+                      + '[distill]\ncheckpoint_every_steps = 5\naugment = ["ddp_models:kill_rank1_once"]\n')
     return [*mlp_args(root, out, "--nproc-per-node", "2"), "-c", config, *extra]
 
 

@@ -121,6 +121,7 @@ def test_token_embeddings_train_and_reuse_the_teacher_cache(tmp_path):
 
 
 def test_non_finite_teacher_embedding_stops_the_run_naming_it(tmp_path, splits):
+    """RELIABILITY 14: Inf teacher outputs stop the run at step 1, naming the tensor; no weights written."""
     class Overflowing(nn.Module):
         def forward(self, x):
             return torch.cat([x, x], dim=1) * float("inf")

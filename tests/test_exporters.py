@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import onnx
@@ -57,6 +58,8 @@ def test_export_program_is_loadable(tiny, tmp_path):
 
 
 def test_unsupported_operator_names_exporter_opset_operator_and_leaves_nothing(tmp_path):
+    """RELIABILITY 9: an operator torch.onnx cannot export: ExportError naming the exporter, opset and
+    operator; no fallback to another exporter, nothing written."""
     @torch.library.custom_op("edgedistill_test::mystery", mutates_args=())
     def mystery(x: torch.Tensor) -> torch.Tensor:
         return x.clone()
@@ -156,3 +159,32 @@ def test_truncated_onnx_is_a_usage_error_naming_the_format(onnx_artifact, tmp_pa
     broken.write_bytes(onnx_artifact.path.read_bytes()[:-200])
     with pytest.raises(UsageError, match="ONNX"):
         check_onnx_external_data(broken)
+
+
+def test_reliability_10_export_that_differs_from_pytorch_beyond_tolerance_is_refused(tiny, onnx_artifact, tmp_path):
+    """RELIABILITY 10: an artifact whose outputs differ from PyTorch (here: PyTorch's weights moved
+    after the export) fails verification naming its max abs diff and the limit, so the export
+    stage stops (exit 2) and nothing is benchmarked. The same artifact against its own PyTorch
+    outputs passes."""
+    from edgedistill.api import _verify
+    from edgedistill.backends.base import get_backend
+    from edgedistill.config import Config
+    from edgedistill.errors import VerificationError
+
+    model, _ = tiny
+    art = get_backend("onnxruntime").export(onnx_artifact, tmp_path / "ort", precision="fp32", calibration=None)
+    x = torch.randn(40, 1, 32, 32)
+    np.save(tmp_path / "inputs.npy", x.numpy())
+    with torch.no_grad():
+        same = model(x).numpy()
+        moved = torch.nn.Linear(8, 10)  # another head: what PyTorch says no longer matches the file
+        torch.manual_seed(1)
+        moved.reset_parameters()
+        other = moved(model.pool(torch.relu(model.conv(x))).flatten(1)).numpy()
+    report = _verify(art, tmp_path / "inputs.npy", same, Config(), tmp_path)
+    assert report["max_abs"] < 1e-4 and report["top1_agreement"] == 1.0
+    with pytest.raises(VerificationError) as err:
+        _verify(art, tmp_path / "inputs.npy", other, Config(), tmp_path)
+    assert err.value.exit_code == 2
+    assert "differs from PyTorch on 40 held-out inputs" in err.value.message
+    assert re.search(r"max abs diff [0-9.e+-]+ > 0\.001$", err.value.message), err.value.message

@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from safetensors.torch import save_file
 from sklearn.datasets import load_digits
 
@@ -52,14 +52,17 @@ def project(tmp_path):
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("mymodels", None)
-    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    # ROOT too: the CLI then runs this checkout's edgedistill, not the installed one.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    # The teacher is untrained, so at chance (RELIABILITY 30 would stop it): allowed here.
+    (tmp_path / "edgedistill.toml").write_text("[teacher]\nallow_weak_teacher = true\n")
     return tmp_path, env
 
 
 def test_distill_own_models_from_config_file(project):
     tmp, env = project
     (tmp / "edgedistill.toml").write_text(
-        '[teacher]\nspec = "mymodels:teacher"\nweights = "teacher.safetensors"\n'
+        '[teacher]\nspec = "mymodels:teacher"\nweights = "teacher.safetensors"\nallow_weak_teacher = true\n'
         '[student]\nspec = "mymodels:student"\n[data]\nspec = "digits8.npz"\n[distill]\nepochs = 1\n'
     )
     r = run_cli(["distill", "--json"], cwd=tmp, env=env)

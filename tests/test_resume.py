@@ -8,6 +8,7 @@ thread, checkpointing every 3 optimizer steps.
 from __future__ import annotations
 
 import errno
+import functools
 import json
 import os
 import signal
@@ -27,8 +28,12 @@ from edgedistill import artifacts
 from edgedistill.config import DataConfig, DistillConfig
 from edgedistill.data import load_data
 from edgedistill.distill import trainer
-from edgedistill.distill.trainer import distill
+from edgedistill.distill.trainer import distill as _distill
 from edgedistill.errors import UsageError
+
+# Untrained teachers score at chance, which distill() refuses (RELIABILITY 30, tests/test_teacher_check.py):
+# these tests are about the training loop, so they allow it.
+distill = functools.partial(_distill, allow_weak_teacher=True)
 
 EVERY = 3
 CFG = DistillConfig(epochs=3, batch_size=32, lr=1e-2, threads=1, checkpoint_every_steps=EVERY)
@@ -93,12 +98,15 @@ def checkpoint_position(path: Path) -> tuple[int, int] | None:
 
 
 def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_weights(tmp_path):
+    """RELIABILITY 13: SIGKILL mid-epoch, rerun: resumes at the next batch with the losses and
+    weights of an uninterrupted run."""
     data = write_data(tmp_path / "d.npz")
     straight = train(data, tmp_path / "straight")
 
     killed = tmp_path / "killed"
     command = [sys.executable, __file__, str(data), str(killed)]
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    # PYTHONPATH: the child imports this checkout's edgedistill, not the installed one.
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
@@ -125,7 +133,36 @@ def test_sigkill_mid_epoch_then_rerun_gives_the_uninterrupted_weights(tmp_path):
     assert without_timing(read_history(killed)) == without_timing(straight.history)
 
 
+def test_reliability_12_kill_9_during_a_checkpoint_save_keeps_the_previous_one(tmp_path):
+    """RELIABILITY 12: SIGKILL in the middle of the second checkpoint save (its temporary file torn
+    in half, not yet renamed). checkpoint.pt is still the complete step-3 one and loads; the rerun
+    removes the torn file, resumes from the checkpoint and ends with the losses and weights of an
+    uninterrupted run."""
+    data = write_data(tmp_path / "d.npz")
+    straight = train(data, tmp_path / "straight")
+
+    killed = tmp_path / "killed"
+    command = [sys.executable, __file__, str(data), str(killed)]
+    env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    child = subprocess.run(command, env={**env, "KILL_AT_SAVE": "2"}, capture_output=True, text=True,
+                           timeout=120, check=False)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    torn = list(killed.glob(".checkpoint.pt.*"))
+    assert len(torn) == 1 and 0 < torn[0].stat().st_size < (killed / "checkpoint.pt").stat().st_size
+    assert checkpoint_position(killed / "checkpoint.pt") == (0, EVERY)  # the first save, complete
+    assert not (killed / "student.safetensors").exists()
+
+    rerun = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resuming from epoch 1 step {EVERY}" in rerun.stdout
+    assert not torn[0].exists()  # the torn temporary file is removed by the rerun
+    assert_same_weights(killed, tmp_path / "straight")
+    assert without_timing(read_history(killed)) == without_timing(straight.history)
+
+
 def test_in_process_mid_epoch_resume_is_exact(tmp_path, monkeypatch):
+    """RELIABILITY 13: interrupted at step k of epoch 2 and resumed in-process: the same losses and
+    weights."""
     data = write_data(tmp_path / "d.npz")
     straight = train(data, tmp_path / "a")
 
@@ -185,7 +222,25 @@ def test_cli_resume_restart_flag_sets_the_config(monkeypatch):
         assert cli._workspace({**opts, "resume": resume}).distill.restart is restart
 
 
-if __name__ == "__main__":  # the process the SIGKILL test starts (and kills)
+def kill_during_checkpoint_save(n: int) -> None:
+    """In this process: at the n-th checkpoint save, tear its temporary file in half and SIGKILL
+    the process, after the bytes were written and before fsync and the rename."""
+    real_fsync, saves = os.fsync, [0]
+
+    def fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").split("/")[-1].startswith(".checkpoint.pt."):
+            saves[0] += 1
+            if saves[0] == n:
+                os.ftruncate(fd, os.fstat(fd).st_size // 2)
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real_fsync(fd)
+
+    artifacts.os.fsync = fsync
+
+
+if __name__ == "__main__":  # the process the SIGKILL tests start (and kill)
+    if os.environ.get("KILL_AT_SAVE"):
+        kill_during_checkpoint_save(int(os.environ["KILL_AT_SAVE"]))
     result = train(Path(sys.argv[1]), Path(sys.argv[2]), sleep=STEP_SLEEP_S, notify=print)
     print(f"done: {result.student_val_acc:.4f}", flush=True)
 

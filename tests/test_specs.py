@@ -145,6 +145,7 @@ def test_garbage_pt_is_corrupt_not_unsafe(tmp_path):
 
 
 def test_non_finite_weights_are_refused(tmp_path):
+    """RELIABILITY 14: NaN in teacher weights: refused at load, naming the tensor."""
     state = student_state()
     state["0.weight"][0, 0, 0, 0] = float("nan")
     save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "w.safetensors")

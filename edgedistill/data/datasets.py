@@ -175,13 +175,37 @@ def _validate(name: str, x: np.ndarray, y: np.ndarray) -> None:
             f"{name}: x should hold finite numbers, found NaN or Inf in {bad.size} sample(s), "
             f"the first at index {int(bad[0])}"
         )
-    # Samples become float32 tensors (token ids too: models such as HFTeacher cast them back);
-    # float32 holds every integer up to 2**24 exactly, so beyond that ids would silently change.
-    largest = max(int(x.max()), -int(x.min())) if x.dtype.kind in "iu" and x.size else 0  # no abs(): overflows
-    if largest > FLOAT32_EXACT_INT:
+    _check_float32_range(name, x)
+
+
+def _check_float32_range(name: str, x: np.ndarray) -> None:
+    """Refuse values the float32 conversion would change: samples become float32 tensors.
+
+    Integers (token ids too: models such as HFTeacher cast them back) are exact in float32 only
+    up to 2**24; beyond that ids would silently change. float64 values beyond float32's finite
+    range would become ±Inf and fail only at the first training step. Both name the first sample.
+    """
+    if not x.size:
+        return
+    if x.dtype.kind in "iu":
+        limit = FLOAT32_EXACT_INT
+        what = f"integer x must lie within ±{limit} to survive the float32 conversion exactly"
+        hint = "map token ids or codes to a vocabulary of at most 2**24 entries"
+    elif x.dtype.kind == "f" and x.dtype.itemsize > 4:
+        limit = float(np.finfo(np.float32).max)
+        what = f"float x must lie within float32's finite range (±{limit:.4g}), which it becomes"
+        hint = "rescale or normalise x (models usually expect values near [-1, 1])"
+    else:
+        return
+    # Compared on both sides rather than with abs(): abs(int64 min) overflows.
+    outside = (x > limit) | (x < -limit)
+    bad = np.flatnonzero(outside.any(axis=tuple(range(1, x.ndim))))
+    if bad.size:
+        first = int(bad[0])
+        value = x[first][outside[first]].flat[0]
         raise UsageError(
-            f"{name}: integer x must lie within ±{FLOAT32_EXACT_INT} to survive the float32 "
-            f"conversion exactly, found {largest}"
+            f"{name}: {what}, found {value} in {bad.size} sample(s), the first at index {first}",
+            hint,
         )
 
 

@@ -17,10 +17,17 @@ from torch import nn
 
 from edgedistill.data import DataSplits
 from edgedistill.distill.teacher_cache import predict
+from edgedistill.errors import UsageError
 from edgedistill.specs import check_compatible, check_embedding_compatible
 
 # The per-epoch record key of each objective's validation score (higher is better).
 SCORE_NAMES = {"logits": "val_acc", "embedding": "val_cosine"}
+# A teacher within this many points (as a fraction) of 1/classes, or below it, is "at chance".
+CHANCE_MARGIN = 0.02
+WEAK_TEACHER_CAUSES = (
+    "this usually means wrong weights (a damaged file, or weights of another model), wrong "
+    "preprocessing or input normalisation, or labels in another order than the teacher's classes"
+)
 
 
 def check_models(objective: str, teacher: nn.Module, student: nn.Module, splits: DataSplits) -> None:
@@ -29,6 +36,26 @@ def check_models(objective: str, teacher: nn.Module, student: nn.Module, splits:
         check_embedding_compatible(teacher, student, splits.input_shape)
     else:
         check_compatible(teacher, student, splits.input_shape, splits.num_classes)
+
+
+def check_teacher_score(score: float, num_classes: int, samples: int, *, allow: bool) -> None:
+    """Refuse a classifier teacher that scores at or near chance on held-out labelled data (exit 2).
+
+    Distilling from it would teach the student noise, and the gate would then compare the
+    student against a broken reference. A teacher well above chance but still poor (46 % where
+    99 % was expected) cannot be told from a weak one: that is why the reports show its score
+    and weights sha256 instead. `allow` ([teacher] allow_weak_teacher) lets such a run go on.
+    """
+    chance = 1 / num_classes
+    if allow or score > chance + CHANCE_MARGIN:
+        return
+    raise UsageError(
+        f"the teacher scores {score:.2%} top-1 on its {samples} held-out validation samples, at or near "
+        f"chance ({chance:.2%} for {num_classes} classes; refused up to {CHANCE_MARGIN * 100:g} points above it): "
+        f"{WEAK_TEACHER_CAUSES}",
+        "check the teacher's weights file and the data's preprocessing against how the teacher was "
+        "trained; set [teacher] allow_weak_teacher = true to distill from it anyway",
+    )
 
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:

@@ -42,7 +42,7 @@ from edgedistill.data import DataSplits
 from edgedistill.distill.augment import build_augment
 from edgedistill.distill.features import FeatureAdapters, FeatureTaps, build_adapters
 from edgedistill.distill.losses import embedding_loss, feature_loss, hinton_loss
-from edgedistill.distill.objectives import Validator, check_models, evaluate
+from edgedistill.distill.objectives import Validator, check_models, check_teacher_score, evaluate
 from edgedistill.distill.teacher_cache import model_digest, predict, teacher_logits
 from edgedistill.distill.world import SINGLE, World
 from edgedistill.errors import UsageError
@@ -86,6 +86,7 @@ def distill(
     on_epoch: Callable[[dict], None] | None = None,
     notify: Callable[[str], None] | None = None,
     world: World = SINGLE,
+    allow_weak_teacher: bool = False,
 ) -> DistillResult:
     """Train `student` on the teacher's logits for splits.x_train; keep the best on validation.
 
@@ -94,6 +95,9 @@ def distill(
     out_dir/student.safetensors (the best student), history.jsonl, checkpoint.pt and, when
     TensorBoard is installed, out_dir/tensorboard. In a World of several processes every rank
     calls this; only rank 0 writes, and only rank 0 should be given progress/on_epoch/notify.
+
+    A classifier teacher at or near chance on the validation split stops the run before the
+    first step (exit 2) unless `allow_weak_teacher` (see objectives.check_teacher_score).
     """
     out_dir = Path(out_dir)
     check_models(cfg.objective, teacher, student, splits)
@@ -113,9 +117,7 @@ def distill(
         if cfg.cache_teacher and live and notify:
             notify("teacher runs on every batch: " + ("augmentation changes the inputs" if augment else
                                                       "hint losses need its inner features"))
-        with world.main_first():  # rank 0 fills the on-disk cache, the others read it
-            targets = _TeacherTargets(teacher, splits, cache_dir, cfg.cache_teacher and not live)
-        validator = Validator(cfg.objective, teacher, splits)
+        validator = Validator(cfg.objective, teacher, splits)  # before the taps: they would catch its pass
         # Built before the first step, so a wrong module path or shape fails up front (exit 2).
         make_adapters = (
             functools.partial(build_adapters, student, teacher, cfg.features, splits.x_train[:2])
@@ -135,7 +137,14 @@ def distill(
                 taps.enter_context(FeatureTaps(student, [p.student for p in cfg.features], role="student")),
                 taps.enter_context(FeatureTaps(teacher, [p.teacher for p in cfg.features], role="teacher")),
             )
+        # After the checks of the settings (a wrong feature path is named first), before the
+        # teacher cache is filled and before a checkpoint is resumed: fresh and resumed runs alike.
+        _check_teacher(validator, splits, world, allow_weak_teacher)
+        with world.main_first():  # rank 0 fills the on-disk cache, the others read it
+            targets = _TeacherTargets(teacher, splits, cache_dir, cfg.cache_teacher and not live)
         checkpoint = out_dir / CHECKPOINT_FILE
+        if world.main:
+            _remove_torn_checkpoints(checkpoint)
         if not cfg.restart and state.resume(checkpoint) and notify:
             notify(
                 f"resuming from epoch {state.epoch + 1} step {state.step} ({checkpoint})"
@@ -173,6 +182,21 @@ def distill(
                              student_val_cosine=state.best_val)
     return DistillResult(student, weights_path, state.history, validator.teacher_score, state.best_val,
                          state.stopped_early)
+
+
+def _check_teacher(validator: Validator, splits: DataSplits, world: World, allow: bool) -> None:
+    """Stop before the first step (fresh or resumed) when the teacher is at chance on validation.
+
+    Runs on every call, so a resumed run is checked too. Rank 0's score decides for every rank:
+    all ranks then raise the same error together, and none waits in a collective for a rank that
+    left (thread counts may differ per rank, and a near-tie argmax with them).
+    For objective="embedding" nothing is checked: there are no classes, so no chance level; a
+    broken embedding teacher shows only as a low student cosine.
+    """
+    if validator.teacher_score is None:
+        return
+    validator.teacher_score = world.broadcast(validator.teacher_score)
+    check_teacher_score(validator.teacher_score, splits.num_classes, len(splits.y_val), allow=allow)
 
 
 class _TeacherTargets:
@@ -579,6 +603,13 @@ def _set_rng_state(saved: dict[str, Any]) -> None:
             "gauss": rng["gauss"],
         }
     )
+
+
+def _remove_torn_checkpoints(path: Path) -> None:
+    """Temporary files of saves a kill -9 interrupted (atomic_write_bytes could not clean up):
+    never renamed, so never a checkpoint; only disk space until removed here."""
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        stale.unlink(missing_ok=True)
 
 
 def _read_checkpoint(path: Path) -> dict | None:

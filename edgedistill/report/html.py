@@ -18,6 +18,7 @@ from edgedistill.report.markdown import (
     detail_rows,
     problem_lines,
     sweep_rows,
+    teacher_facts,
 )
 from edgedistill.report.rows import ROW_HEADERS, result_rows
 
@@ -108,7 +109,7 @@ def _environment(results: dict) -> str:
     pairs += [(f"version: {dist}", version or "not installed")
               for dist, version in (env.get("versions") or {}).items()]
     pairs += [("teacher top-1 (PyTorch)", None if teacher is None else f"{teacher * 100:.2f} %"),
-              ("held-out samples", ref.get("test_samples"))]
+              ("held-out samples", ref.get("test_samples")), *teacher_facts(ref)]
     return f"<section><h2>Environment</h2>{_kv_table(pairs)}</section>"
 
 

@@ -73,6 +73,28 @@ def sweep_rows(results: list[dict]) -> list[list[str]]:
     return rows
 
 
+NO_WEIGHTS_FILE = "none (factory's own initialisation)"  # a teacher entrypoint without a weights file
+
+
+def teacher_facts(ref: dict) -> list[tuple[str, str]]:
+    """The teacher's validation score and weights, so a reader can tell a damaged teacher that
+    still scores above chance (and so passed the weak-teacher check) from the one meant."""
+    score, samples = ref.get("teacher_val_top1"), ref.get("teacher_val_samples")
+    if "teacher_val_top1" not in ref:
+        score_text = "not recorded"
+    elif score is None:
+        score_text = "— (no classes: embedding teacher)"
+    else:
+        score_text = f"{score * 100:.2f} %" + (f" on {samples} samples" if samples else "")
+    if "teacher_weights_sha256" not in ref:
+        weights = "not recorded"
+    else:
+        files = ref.get("teacher_weights_files") or []
+        weights = "; ".join(f"{f.get('path')} sha256 {f.get('sha256')}" for f in files) or NO_WEIGHTS_FILE
+    return [("teacher top-1 on its validation split (checked before distillation)", score_text),
+            ("teacher weights", weights)]
+
+
 def check_value(c: dict) -> str:
     return "—" if c.get("value") is None else f"{c['value']:.4g}"
 
@@ -158,6 +180,7 @@ def render(results: dict) -> str:
         _environment_line(env),
         (f"Teacher top-1 (PyTorch, held-out split of {ref.get('test_samples')}): "
          f"{'—' if teacher is None else f'{teacher * 100:.2f}%'}."),
+        *(f"{label[0].upper()}{label[1:]}: {_cell(value)}." for label, value in teacher_facts(ref)),
         "",
     ]
     for target in results.get("targets") or []:

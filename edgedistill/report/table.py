@@ -16,6 +16,10 @@ _STYLE = {"PASS": "green", "FAIL": "red", "INVALID": "yellow", "INCONCLUSIVE": "
 
 
 def print_results(results: dict, console: Console) -> None:
+    from edgedistill.report.markdown import teacher_facts
+
+    for label, value in teacher_facts(results.get("reference") or {}):
+        console.print(f"{label}: {value}", markup=False, highlight=False)
     for target in results["targets"]:
         table = Table(title=f"{target['name']} · {target['device']} · {target['threads']} thread(s)")
         for h in ROW_HEADERS:
