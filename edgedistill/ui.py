@@ -6,6 +6,7 @@ import contextlib
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,7 +20,9 @@ class UI:
     def __init__(self, quiet: bool = False, debug: bool = False):
         self.quiet = quiet
         self.debug = debug
-        self.err = Console(stderr=True, highlight=False)
+        # Off a terminal, lines are not wrapped: a sha256 or a path split across lines in a CI
+        # log cannot be copied.
+        self.err = Console(stderr=True, highlight=False, soft_wrap=not sys.stderr.isatty())
         # CI logs and pipes get a fixed width wide enough that tables do not wrap.
         self.out = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 
@@ -40,11 +43,12 @@ class UI:
 
     def step(self, message: str) -> None:
         if not self.quiet:
-            self.err.print(f"[bold cyan]›[/] {message}")
+            # Messages carry user text (paths, keys like "[teacher]"): never read it as markup.
+            self.err.print(f"[bold cyan]›[/] {escape(message)}")
 
     def note(self, message: str) -> None:
         if not self.quiet:
-            self.err.print(f"  {message}")
+            self.err.print(f"  {message}", markup=False)
 
     @contextlib.contextmanager
     def progress(self):

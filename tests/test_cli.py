@@ -68,3 +68,16 @@ def test_doctor_lists_every_backend_and_why_tensorrt_is_not_usable():
     assert rows["onnxruntime"]["usable"] and rows["onnxruntime"]["version"]
     if not rows["tensorrt"]["usable"]:
         assert rows["tensorrt"]["reason"] and rows["tensorrt"]["extra"] == "tensorrt"
+
+
+def test_messages_with_brackets_are_printed_literally(capsys):
+    """User text in progress lines ("[teacher]", a path like "[/abs]") is not rich markup: it
+    neither vanishes nor crashes the run, and CI logs keep long lines whole."""
+    from edgedistill.ui import UI
+
+    ui = UI()
+    ui.step("set [teacher] allow_weak_teacher in [/abs]/edgedistill.toml")
+    ui.note("weights sha256 " + "ab" * 32 + " of [bold]x")
+    err = capsys.readouterr().err
+    assert "set [teacher] allow_weak_teacher in [/abs]/edgedistill.toml" in err
+    assert "ab" * 32 + " of [bold]x" in err
