@@ -19,6 +19,15 @@ from edgedistill.regression import ALPHA, MAX_COLD_REGRESSION_PCT, MAX_REGRESSIO
 _DEBUG = {"on": False}
 
 
+def _check_sha256(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
+    import re
+
+    for value in values:
+        if not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+            raise click.BadParameter(f"expected 64 hexadecimal digits (a sha256), found {value!r}")
+    return values
+
+
 def _config_options(f):
     """Flags shared by the pipeline verbs; each overrides the same key of edgedistill.toml."""
     options = [
@@ -31,6 +40,9 @@ def _config_options(f):
         click.option("--student", help="Student: pkg.mod:factory, prune:<width> (the teacher, structurally "
                                        "pruned) or shallow:<k> (every k-th block of the teacher)."),
         click.option("--data", help="Data: builtin:digits, a .npz with x and y, or pkg.mod:factory."),
+        click.option("--trust-sha256", "trust_sha256", multiple=True, metavar="HEX", callback=_check_sha256,
+                     help="Load a model file that can run code (a .pt2 program, a pickle weights_only "
+                          "refuses) when its sha256 is HEX (repeatable). See docs/security.md."),
         click.option("--epochs", type=int, help="Distillation epochs."),
         click.option("--resume/--restart", "resume", default=None,
                      help="Continue from this run's checkpoint when there is one (the default), "
@@ -77,7 +89,7 @@ def _workspace(opts: dict):
         "run.name": opts["run_name"], "run.out_dir": opts["out_dir"],
         "bench.cold_disk": opts.get("cold_disk"),
     }
-    return open_workspace(load_config(path, overrides))
+    return open_workspace(load_config(path, overrides), trust_sha256=opts["trust_sha256"])
 
 
 def _ui(opts: dict):
@@ -222,11 +234,11 @@ def distill(**opts):
         max_restarts=opts["max_restarts"],
     )
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: this process is one rank
-        metrics = run_in_world(ws.cfg, quiet=ui.quiet, debug=_DEBUG["on"])
+        metrics = run_in_world(ws.cfg, quiet=ui.quiet, debug=_DEBUG["on"], trusted=ws.trusted)
         if metrics is None:
             return  # rank 0 reports
     elif launch.parallel:
-        metrics = launch_distill(ws.cfg, launch, quiet=ui.quiet, debug=_DEBUG["on"])
+        metrics = launch_distill(ws.cfg, launch, quiet=ui.quiet, debug=_DEBUG["on"], trusted=ws.trusted)
     else:
         metrics = api.distill(ws, ui).metrics
     if metrics is None:  # a node without rank 0: that node reports
