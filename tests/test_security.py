@@ -125,6 +125,16 @@ def test_a_trusted_pt2_is_loaded_by_the_cli(tmp_path, cli_env, how):
     assert r.returncode == EXIT_USAGE and "teacher cannot take the data's input shape" in r.stderr, r.stderr
 
 
+def test_trusted_hashes_reach_data_parallel_workers(tmp_path, cli_env):
+    """--nproc-per-node starts separate worker programs: each must get the trusted hashes."""
+    export_small(tmp_path / "m.pt2")
+    args = ["--nproc-per-node", "2", "--teacher", tmp_path / "m.pt2"]
+    r = distill_cli(tmp_path, *args, "--trust-sha256", sha256_file(tmp_path / "m.pt2"), env=cli_env)
+    assert r.returncode == EXIT_USAGE and "teacher cannot take the data's input shape" in r.stderr, r.stderr
+    r = distill_cli(tmp_path, *args, env=cli_env)
+    assert r.returncode == EXIT_UNSAFE and "is a program" in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("value", ["abc", "g" * 64, "0" * 63])
 def test_malformed_trust_sha256_is_a_usage_error(tmp_path, cli_env, value):
     r = distill_cli(tmp_path, "--trust-sha256", value, env=cli_env)
