@@ -14,6 +14,7 @@ import os
 import pickle
 import re
 import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -202,14 +203,15 @@ def test_a_pt2_that_is_not_an_archive_is_a_usage_error(tmp_path):
 # ---------------------------------------------------------------- finding 2: pickles weights_only refuses
 
 
-@pytest.fixture(params=["legacy torch.save", "zip torch.save", "pickle protocol 0", "pickle protocol 2",
-                        "pickle protocol 5"])
+@pytest.fixture(params=["legacy torch.save", "zip torch.save", "zip torch.save protocol 4", "pickle protocol 0",
+                        "pickle protocol 2", "pickle protocol 5"])
 def payload_pickle(request, tmp_path):
     marker, path = tmp_path / "MARKER", tmp_path / "evil.pt"
     if request.param == "legacy torch.save":
         legacy_payload(path, marker)
-    elif request.param == "zip torch.save":
-        torch.save({"fc.weight": torch.zeros(2), "x": Payload(marker)}, path)
+    elif request.param.startswith("zip torch.save"):
+        protocol = 4 if request.param.endswith("4") else 2  # 4: STACK_GLOBAL, which torch's scanner skips
+        torch.save({"fc.weight": torch.zeros(2), "x": Payload(marker)}, path, pickle_protocol=protocol)
     else:
         protocol = int(request.param[-1])
         path.write_bytes(pickle.dumps({"x": Payload(marker)}, protocol=protocol))
@@ -416,11 +418,34 @@ def test_reliability_5_any_truncation_or_flip_is_a_typed_outcome(tmp_path, fmt, 
         assert e.exit_code in (EXIT_USAGE, EXIT_UNSAFE), e
 
 
-@pytest.mark.parametrize("damage", ["truncated", "first byte flipped"])
-def test_reliability_5_damaged_onnx_teacher_names_format_and_stage(tmp_path, damage):
+@functools.cache
+def _onnx_teacher_bytes() -> bytes:
     from test_teachers_students import tiny_net, to_onnx
 
-    path = to_onnx(tiny_net(), tmp_path / "t.onnx")
+    with tempfile.TemporaryDirectory() as tmp:
+        return to_onnx(tiny_net(), Path(tmp) / "t.onnx").read_bytes()
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_reliability_5_any_flip_of_an_onnx_teacher_is_a_typed_outcome(tmp_path, data):
+    """RELIABILITY 5, fuzzed, for the ONNX teacher (run by ONNX Runtime in this process): a
+    flipped byte loads (tensor data) or is exit 2/6; nothing escapes, nothing crashes."""
+    clean = _onnx_teacher_bytes()
+    path = tmp_path / "t.onnx"
+    path.write_bytes(flip(clean, data.draw(st.integers(0, len(clean) - 1), label="flip at")))
+    try:
+        teacher = load_model(str(path), role="teacher")
+        with torch.no_grad():
+            teacher(torch.zeros(3, 1, 4, 4))
+    except EdgeDistillError as e:
+        assert e.exit_code in (EXIT_USAGE, EXIT_UNSAFE), e
+
+
+@pytest.mark.parametrize("damage", ["truncated", "first byte flipped"])
+def test_reliability_5_damaged_onnx_teacher_names_format_and_stage(tmp_path, damage):
+    path = tmp_path / "t.onnx"
+    path.write_bytes(_onnx_teacher_bytes())
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2] if damage == "truncated" else flip(data, 0))
     with pytest.raises(UsageError, match="loading teacher model: .* not a readable ONNX model") as info:
