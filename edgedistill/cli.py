@@ -22,8 +22,10 @@ _DEBUG = {"on": False}
 def _check_sha256(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
     import re
 
+    from edgedistill.config import SHA256_PATTERN
+
     for value in values:
-        if not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+        if not re.fullmatch(SHA256_PATTERN, value):
             raise click.BadParameter(f"expected 64 hexadecimal digits (a sha256), found {value!r}")
     return values
 

@@ -28,12 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from edgedistill.config import SHA256_PATTERN
 from edgedistill.errors import UnsafeModelError, UsageError
 
 if TYPE_CHECKING:
     import torch
 
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_SHA256 = re.compile(SHA256_PATTERN)
 _SHOW = 8  # how many unsafe imports an error lists
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
 
@@ -64,7 +65,7 @@ def trusted_hashes(values: Iterable[str | None]) -> frozenset[str]:
     for value in values:
         if value is None:
             continue
-        if not _SHA256.match(value):
+        if not _SHA256.fullmatch(value):
             raise UsageError(f"a trusted sha256 must be 64 hexadecimal digits, found {value!r}",
                              "print a file's hash with `sha256sum FILE`")
         out.add(value.lower())
