@@ -35,8 +35,8 @@ def _config_options(f):
     options = [
         click.option("--config", "-c", "config_path", type=click.Path(path_type=Path),
                      help="edgedistill.toml (default: ./edgedistill.toml if present)."),
-        click.option("--teacher", help="Teacher: pkg.mod:factory, a torch.export .pt2, an ONNX file "
-                                       "(run through ONNX Runtime) or hf:<folder>."),
+        click.option("--teacher", help="Teacher: pkg.mod:factory, a torch.export .pt2 (with --trust-sha256), "
+                                       "an ONNX file (run through ONNX Runtime) or hf:<folder>."),
         click.option("--teacher-weights", type=click.Path(path_type=Path),
                      help="Teacher weights: .safetensors or a state_dict .pt (weights_only)."),
         click.option("--student", help="Student: pkg.mod:factory, prune:<width> (the teacher, structurally "

@@ -30,7 +30,7 @@ from edgedistill.trust import (
 
 _ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 MODEL_SPEC_FORMS = (
-    '"pkg.mod:factory" (called with no arguments), a torch.export ".pt2" file, '
+    '"pkg.mod:factory" (called with no arguments), a torch.export ".pt2" file (trusted by its sha256), '
     'an ".onnx" file (teacher only) or "hf:<folder>" (a transformers model; needs edgedistill[hf])'
 )
 _SHOW_KEYS = 5  # how many mismatching state-dict keys an error lists
