@@ -94,10 +94,11 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
     ui.step(f"data: {cfg.data.spec}")
     splits = load_data(cfg.data, seed=cfg.run.seed)
     teacher = load_model(cfg.teacher.spec, cfg.teacher.weights, role="teacher",
-                         trusted=ws.trusted_for("teacher"))
+                         trusted=ws.trusted_for("teacher"), pipeline_dir=cfg.run.out_dir)
     torch.manual_seed(cfg.run.seed)  # the student's initial weights are part of the run's inputs
     student = load_student(cfg.student.spec, cfg.student.weights, teacher=teacher,
-                           input_shape=splits.input_shape, note=ui.note, trusted=ws.trusted_for("student"))
+                           input_shape=splits.input_shape, note=ui.note, trusted=ws.trusted_for("student"),
+                           pipeline_dir=cfg.run.out_dir)
     check_models(cfg.distill.objective, teacher, student, splits)
     key = stage_key(
         teacher=(cfg.teacher.spec, _file_id(cfg.teacher.weights), model_digest(teacher)),

@@ -63,11 +63,12 @@ def call_entrypoint(spec: str, what: str) -> object:
 
 
 def load_model(spec: str, weights: Path | None = None, *, role: str,
-               trusted: Collection[str] = frozenset()) -> nn.Module:
+               trusted: Collection[str] = frozenset(), pipeline_dir: Path | None = None) -> nn.Module:
     """Build the model a spec names, load optional weights, return it in eval mode.
 
     `trusted`: sha256 values of files the user trusts to run code when loaded (a .pt2 program,
-    a pickle that weights_only refuses); every other such file is refused (exit 6).
+    a pickle that weights_only refuses); every other such file is refused (exit 6), except a
+    .pt2 that a stage wrote under `pipeline_dir` (the run's --out-dir) and recorded unchanged.
     A ".pt2" program keeps the train/eval behaviour it was exported with (torch.export modules
     cannot switch modes).
     """
@@ -75,7 +76,7 @@ def load_model(spec: str, weights: Path | None = None, *, role: str,
     if spec.lower().endswith(ENGINE_SUFFIXES):
         refuse_engine(Path(spec), role)
     if spec.lower().endswith(".pt2"):
-        model = _load_exported(Path(spec), role, trusted)
+        model = load_program(ModelFile.read(Path(spec), role, "model"), role, trusted, pipeline_dir)
     elif spec.lower().endswith(".onnx"):
         model = _load_onnx(Path(spec), role)
     elif spec.startswith("hf:"):
@@ -105,13 +106,14 @@ def load_student(
     input_shape: tuple[int, ...],
     note: Callable[[str], None] | None = None,
     trusted: Collection[str] = frozenset(),
+    pipeline_dir: Path | None = None,
 ) -> nn.Module:
     """The student a spec names: like load_model, or derived from the loaded teacher
     ("prune:<width>", "shallow:<k>"); `note` receives the derived student's one-line summary."""
     from edgedistill.distill.students import derive_student, is_derived
 
     if not is_derived(spec):
-        return load_model(spec, weights, role="student", trusted=trusted)
+        return load_model(spec, weights, role="student", trusted=trusted, pipeline_dir=pipeline_dir)
     _probe_output(teacher, "teacher", input_shape)  # a teacher that cannot take the data: say so first
     derived = derive_student(spec, teacher, input_shape)
     if note is not None:
@@ -151,10 +153,6 @@ def _load_onnx(path: Path, role: str) -> nn.Module:
         return OnnxTeacher(path)
     except UsageError as e:  # name the stage: the format alone does not say where it failed
         raise UsageError(f"loading {role} model: {e.message}", e.hint) from e
-
-
-def _load_exported(path: Path, role: str, trusted: frozenset[str]) -> nn.Module:
-    return load_program(ModelFile.read(path, role, "model"), role, trusted)
 
 
 def read_state_dict(path: Path, role: str, trusted: Collection[str] = frozenset()) -> dict[str, torch.Tensor]:

@@ -85,17 +85,16 @@ def _safe_alternatives(role: str) -> str:
 # ---------------------------------------------------------------- torch.export programs
 
 
-def load_program(file: ModelFile, role: str, trusted: frozenset[str]) -> torch.nn.Module:
+def load_program(file: ModelFile, role: str, trusted: frozenset[str],
+                 pipeline_dir: Path | None = None) -> torch.nn.Module:
     """A .pt2 as a module, only if its bytes are trusted or recorded by the pipeline (else exit 6)."""
     import torch
-
-    from edgedistill.stages import recorded_by_pipeline
 
     unreadable = f"loading {role} model: {file.path} is not a readable torch.export .pt2 archive"
     if not zipfile.is_zipfile(file.stream()):  # reading a zip directory runs nothing
         raise UsageError(f"{unreadable} (not a zip archive; truncated or not a .pt2)",
                          "re-export it with torch.export.save")
-    if file.sha256 not in trusted and not recorded_by_pipeline(file.path, sha256=file.sha256):
+    if file.sha256 not in trusted and not written_by_pipeline(file, pipeline_dir):
         raise UnsafeModelError(
             f"refusing to load {role} model {file.path} (sha256 {file.sha256}): a torch.export .pt2 "
             "is a program (torch.export.load evaluates expressions stored in it), and this file is "
@@ -107,6 +106,17 @@ def load_program(file: ModelFile, role: str, trusted: frozenset[str]) -> torch.n
     except Exception as e:  # a damaged archive fails in many ways inside torch
         raise UsageError(f"{unreadable} ({type(e).__name__}: {_first_line(str(e))})",
                          "re-export it with torch.export.save") from e
+
+
+def written_by_pipeline(file: ModelFile, pipeline_dir: Path | None) -> bool:
+    """Whether these bytes are a file a stage wrote under `pipeline_dir` (the run's --out-dir)
+    and recorded in its manifest. Only there: a manifest is no signature, and anyone who hands
+    over a .pt2 can put a manifest beside it; the out dir is the folder this pipeline writes."""
+    from edgedistill.stages import recorded_by_pipeline
+
+    if pipeline_dir is None or not file.path.resolve().is_relative_to(Path(pipeline_dir).resolve()):
+        return False
+    return recorded_by_pipeline(file.path, sha256=file.sha256)
 
 
 # ---------------------------------------------------------------- pickles

@@ -31,7 +31,7 @@ from test_specs import STUDENT, Payload, Settings, export_small, student_state
 from edgedistill.artifacts import sha256_file
 from edgedistill.errors import EXIT_UNSAFE, EXIT_USAGE, EdgeDistillError, UnsafeModelError, UsageError
 from edgedistill.specs import load_model
-from edgedistill.stages import Stage
+from edgedistill.stages import Stage, recorded_by_pipeline
 from edgedistill.trust import ModelFile, load_program, pickle_imports
 
 TEACHER = "edgedistill.zoo:digits_teacher"
@@ -174,14 +174,28 @@ def test_a_pt2_recorded_by_the_pipeline_loads_without_a_hash_until_a_byte_flips(
     model = export_small(path)
     stage.commit([path], artifacts=[])
     x = torch.randn(2, 1, 4, 4)
-    torch.testing.assert_close(load_model(str(path), role="teacher")(x), model(x))
+    runs = tmp_path / "runs"
+    torch.testing.assert_close(load_model(str(path), role="teacher", pipeline_dir=runs)(x), model(x))
 
     with zipfile.ZipFile(path) as archive:
         info = archive.getinfo(next(n for n in archive.namelist() if n.endswith("weights/weight_0")))
         offset = info.header_offset + 30 + len(info.filename) + len(info.extra)  # stored, not deflated
     path.write_bytes(flip(path.read_bytes(), offset + 5))
     with pytest.raises(UnsafeModelError, match="neither trusted by its sha256 nor recorded"):
-        load_model(str(path), role="teacher")
+        load_model(str(path), role="teacher", pipeline_dir=runs)
+
+
+def test_a_manifest_outside_the_out_dir_vouches_for_nothing(tmp_path):
+    """A manifest is no signature: whoever hands over a .pt2 can put one beside it. Only a run
+    folder under this pipeline's --out-dir counts."""
+    marker = tmp_path / "download" / "MARKER"
+    marker.parent.mkdir()
+    evil = crafted_pt2(marker.parent, marker)
+    Stage(tmp_path, "download", key="forged").commit([evil], artifacts=[])  # a forged manifest beside it
+    assert recorded_by_pipeline(evil)  # the forgery does list the file with its hash
+    with pytest.raises(UnsafeModelError, match="is a program"):
+        load_model(str(evil), role="teacher", pipeline_dir=tmp_path / "runs")
+    assert not marker.exists()
 
 
 def test_the_loaded_bytes_are_the_checked_bytes(tmp_path):
