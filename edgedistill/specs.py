@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load
+from safetensors.torch import load_file
 from torch import nn
 
 from edgedistill.errors import ModelMismatchError, UsageError
@@ -162,15 +162,17 @@ def read_state_dict(path: Path, role: str, trusted: Collection[str] = frozenset(
     suffix = path.suffix.lower()
     if suffix in ENGINE_SUFFIXES:
         refuse_engine(path, role)
-    file = ModelFile.read(path, role, "weights")
-    if suffix == ".safetensors":
+    if not path.is_file():
+        raise UsageError(f"loading {role} weights: file not found: {path}")
+    if suffix == ".safetensors":  # data: no trust to decide, so no need to read it into memory first
         try:
-            return load(file.data)
+            return load_file(path)
         except SafetensorError as e:
             raise UsageError(
                 f"loading {role} weights: {path} is not a readable safetensors file ({e})"
             ) from e
     if suffix in (".pt", ".pth"):
+        file = ModelFile.read(path, role, "weights")
         return _as_state_dict(load_checkpoint(file, role, trusted_hashes(trusted)), path, role)
     raise UsageError(
         f"loading {role} weights: unsupported file type {suffix or '(none)'!r} for {path}",
