@@ -172,8 +172,7 @@ def read_state_dict(path: Path, role: str, trusted: Collection[str] = frozenset(
                 f"loading {role} weights: {path} is not a readable safetensors file ({e})"
             ) from e
     if suffix in (".pt", ".pth"):
-        file = ModelFile.read(path, role, "weights")
-        return _as_state_dict(load_checkpoint(file, role, trusted_hashes(trusted)), path, role)
+        return _as_state_dict(load_checkpoint(path, role, trusted_hashes(trusted)), path, role)
     raise UsageError(
         f"loading {role} weights: unsupported file type {suffix or '(none)'!r} for {path}",
         'use ".safetensors" or a state_dict saved with torch.save as ".pt"/".pth"',
