@@ -6,6 +6,7 @@ inputs and settings have not changed, so a second `compress` in CI only re-measu
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from edgedistill.config import Config, TargetConfig, checked_run_dir, load_targe
 from edgedistill.errors import UsageError, VerificationError
 from edgedistill.regression import ALPHA, MAX_COLD_REGRESSION_PCT, MAX_REGRESSION_PCT
 from edgedistill.stages import Stage, stage_key
+from edgedistill.trust import trusted_hashes
 from edgedistill.ui import UI
 
 if TYPE_CHECKING:
@@ -31,10 +33,18 @@ class Workspace:
     cfg: Config
     run_dir: Path
     targets: list[TargetConfig]
+    # sha256 of files trusted to run code when loaded (--trust-sha256), for every role; each
+    # role also trusts its own config trust_sha256 (see trusted_for).
+    trusted: frozenset[str] = frozenset()
+
+    def trusted_for(self, role: str) -> frozenset[str]:
+        return self.trusted | trusted_hashes([getattr(self.cfg, role).trust_sha256])
 
 
-def open_workspace(cfg: Config, targets: list[Path] | None = None) -> Workspace:
+def open_workspace(cfg: Config, targets: list[Path] | None = None,
+                   trust_sha256: Iterable[str] = ()) -> Workspace:
     """Validate everything that can be validated before a model is loaded (config errors: exit 2)."""
+    trusted = trusted_hashes(trust_sha256)
     for name in dict.fromkeys(cfg.export.backends):
         get_backend(name)
     for role, weights in (("teacher", cfg.teacher.weights), ("student", cfg.student.weights)):
@@ -44,7 +54,7 @@ def open_workspace(cfg: Config, targets: list[Path] | None = None) -> Workspace:
     for t in loaded:
         for name in t.backends:
             get_backend(name)
-    return Workspace(cfg, checked_run_dir(cfg.run), loaded)  # a run never writes outside out_dir
+    return Workspace(cfg, checked_run_dir(cfg.run), loaded, trusted)  # a run never writes outside out_dir
 
 
 def _file_id(path: Path | None) -> str | None:
@@ -112,10 +122,12 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
     cfg, world = ws.cfg, world or SINGLE
     ui.step(f"data: {cfg.data.spec}")
     splits = load_data(cfg.data, seed=cfg.run.seed)
-    teacher = load_model(cfg.teacher.spec, cfg.teacher.weights, role="teacher")
+    teacher = load_model(cfg.teacher.spec, cfg.teacher.weights, role="teacher",
+                         trusted=ws.trusted_for("teacher"), pipeline_dir=cfg.run.out_dir)
     torch.manual_seed(cfg.run.seed)  # the student's initial weights are part of the run's inputs
     student = load_student(cfg.student.spec, cfg.student.weights, teacher=teacher,
-                           input_shape=splits.input_shape, note=ui.note)
+                           input_shape=splits.input_shape, note=ui.note, trusted=ws.trusted_for("student"),
+                           pipeline_dir=cfg.run.out_dir)
     check_models(cfg.distill.objective, teacher, student, splits)
     weights_files = teacher_weights_files(cfg.teacher.spec, cfg.teacher.weights, teacher)
     ui.note(f"teacher weights: {describe_teacher_weights(weights_files)}")

@@ -19,18 +19,32 @@ from edgedistill.regression import ALPHA, MAX_COLD_REGRESSION_PCT, MAX_REGRESSIO
 _DEBUG = {"on": False}
 
 
+def _check_sha256(ctx, param, values: tuple[str, ...]) -> tuple[str, ...]:
+    import re
+
+    from edgedistill.config import SHA256_PATTERN
+
+    for value in values:
+        if not re.fullmatch(SHA256_PATTERN, value):
+            raise click.BadParameter(f"expected 64 hexadecimal digits (a sha256), found {value!r}")
+    return values
+
+
 def _config_options(f):
     """Flags shared by the pipeline verbs; each overrides the same key of edgedistill.toml."""
     options = [
         click.option("--config", "-c", "config_path", type=click.Path(path_type=Path),
                      help="edgedistill.toml (default: ./edgedistill.toml if present)."),
-        click.option("--teacher", help="Teacher: pkg.mod:factory, a torch.export .pt2, an ONNX file "
-                                       "(run through ONNX Runtime) or hf:<folder>."),
+        click.option("--teacher", help="Teacher: pkg.mod:factory, a torch.export .pt2 (with --trust-sha256), "
+                                       "an ONNX file (run through ONNX Runtime) or hf:<folder>."),
         click.option("--teacher-weights", type=click.Path(path_type=Path),
                      help="Teacher weights: .safetensors or a state_dict .pt (weights_only)."),
         click.option("--student", help="Student: pkg.mod:factory, prune:<width> (the teacher, structurally "
                                        "pruned) or shallow:<k> (every k-th block of the teacher)."),
         click.option("--data", help="Data: builtin:digits, a .npz with x and y, or pkg.mod:factory."),
+        click.option("--trust-sha256", "trust_sha256", multiple=True, metavar="HEX", callback=_check_sha256,
+                     help="Load a model file that can run code (a .pt2 program, a pickle weights_only "
+                          "refuses) when its sha256 is HEX (repeatable). See docs/security.md."),
         click.option("--epochs", type=int, help="Distillation epochs."),
         click.option("--resume/--restart", "resume", default=None,
                      help="Continue from this run's checkpoint when there is one (the default), "
@@ -83,7 +97,7 @@ def _workspace(opts: dict):
     }
     cfg = load_config(path, {key: value for key, (_, value) in overrides.items()},
                       flags={key: flag for key, (flag, _) in overrides.items()})
-    return open_workspace(cfg)
+    return open_workspace(cfg, trust_sha256=opts["trust_sha256"])
 
 
 def _ui(opts: dict):
@@ -234,11 +248,11 @@ def distill(**opts):
         max_restarts=opts["max_restarts"],
     )
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by torchrun: this process is one rank
-        metrics = run_in_world(ws.cfg, quiet=ui.quiet, debug=_DEBUG["on"])
+        metrics = run_in_world(ws.cfg, quiet=ui.quiet, debug=_DEBUG["on"], trusted=ws.trusted)
         if metrics is None:
             return  # rank 0 reports
     elif launch.parallel:
-        metrics = launch_distill(ws.cfg, launch, quiet=ui.quiet, debug=_DEBUG["on"])
+        metrics = launch_distill(ws.cfg, launch, quiet=ui.quiet, debug=_DEBUG["on"], trusted=ws.trusted)
     else:
         metrics = api.distill(ws, ui).metrics
     if metrics is None:  # a node without rank 0: that node reports

@@ -67,7 +67,8 @@ class _RankError(EdgeDistillError):
         self.exit_code = exit_code
 
 
-def launch_distill(cfg: Config, options: LaunchOptions, *, quiet: bool, debug: bool) -> dict[str, Any] | None:
+def launch_distill(cfg: Config, options: LaunchOptions, *, quiet: bool, debug: bool,
+                   trusted: frozenset[str] = frozenset()) -> dict[str, Any] | None:
     """Run the distill stage on every worker; rank 0's metrics, or None on nodes without rank 0."""
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
@@ -93,6 +94,7 @@ def launch_distill(cfg: Config, options: LaunchOptions, *, quiet: bool, debug: b
     with tempfile.TemporaryDirectory(prefix="edgedistill-workers-") as tmp:
         results = Path(tmp)
         (results / "config.json").write_text(cfg.model_dump_json())
+        (results / "trusted.json").write_text(json.dumps(sorted(trusted)))  # --trust-sha256, for every rank
         flags = [flag for flag, on in (("--quiet", quiet), ("--debug", debug)) if on]
         try:
             elastic_launch(config, sys.executable)("-m", "edgedistill.launch", str(results / "config.json"),
@@ -132,7 +134,7 @@ def _outcome(result: dict[str, Any]) -> dict[str, Any]:
     return result["metrics"]
 
 
-def _worker(cfg: Config, quiet: bool, debug: bool) -> dict[str, Any]:
+def _worker(cfg: Config, quiet: bool, debug: bool, trusted: frozenset[str] = frozenset()) -> dict[str, Any]:
     """One rank's whole run; an expected error is returned (not raised) so it keeps its exit code."""
     from edgedistill import api
     from edgedistill.distill.world import world_from_env
@@ -143,7 +145,7 @@ def _worker(cfg: Config, quiet: bool, debug: bool) -> dict[str, Any]:
         threads = max(1, (os.cpu_count() or 1) // world.local_size)
         cfg = cfg.model_copy(update={"distill": cfg.distill.model_copy(update={"threads": threads})})
     try:
-        ws = api.open_workspace(cfg)
+        ws = api.open_workspace(cfg, trust_sha256=trusted)
         distilled = api.distill(ws, UI(quiet=quiet or not world.main, debug=debug), world)
         # Ranks leave together: one that finished first and tore down its connections while
         # rank 0 still wrote the weights sometimes died in gloo at exit (SIGABRT, "terminate
@@ -158,9 +160,10 @@ def _worker(cfg: Config, quiet: bool, debug: bool) -> dict[str, Any]:
     return {"rank": world.rank, "metrics": distilled.metrics}
 
 
-def run_in_world(cfg: Config, *, quiet: bool, debug: bool) -> dict[str, Any] | None:
+def run_in_world(cfg: Config, *, quiet: bool, debug: bool,
+                 trusted: frozenset[str] = frozenset()) -> dict[str, Any] | None:
     """This process was started by torchrun: be one rank. Rank 0's metrics, None elsewhere."""
-    result = _worker(cfg, quiet, debug)
+    result = _worker(cfg, quiet, debug, trusted)
     return _outcome(result) if result["rank"] == 0 or "error" in result else None
 
 
@@ -169,7 +172,8 @@ def _worker_main(argv: list[str]) -> int:
     config, results, flags = Path(argv[0]), Path(argv[1]), set(argv[2:])
     debug = "--debug" in flags
     try:
-        result = _worker(Config.model_validate_json(config.read_text()), "--quiet" in flags, debug)
+        trusted = frozenset(json.loads((results / "trusted.json").read_text()))
+        result = _worker(Config.model_validate_json(config.read_text()), "--quiet" in flags, debug, trusted)
     except Exception as e:  # a bug, or a peer that died mid-collective: one line, the launcher reports
         if debug:
             raise

@@ -1,22 +1,16 @@
 """Turn spec strings ("pkg.mod:factory", "model.pt2") and weight files into models.
 
-Models are programs: a pickle can run any code when it is loaded, so weights are read only by
-loaders that cannot execute anything (safetensors, or torch.load with weights_only=True passed
-explicitly, which also holds when TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 is set). A file the safe
-loader refuses is reported, never retried with weights_only=False.
+Models are programs: which files are loaded, and how, is edgedistill.trust's policy (weights
+through safetensors or weights_only=True; a .pt2 or a refused pickle only when trusted by its
+sha256; TensorRT engines never). A file the safe loader refuses is reported, never retried
+with weights_only=False unless the user trusts that exact file.
 """
 
 from __future__ import annotations
 
 import importlib
-import io
-import json
-import pickle
-import pickletools
-import posixpath
 import re
-import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 
 import torch
@@ -24,16 +18,22 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
-from edgedistill.artifacts import sha256_file
-from edgedistill.errors import ModelMismatchError, UnsafeModelError, UsageError
+from edgedistill.errors import ModelMismatchError, UsageError
+from edgedistill.trust import (
+    ENGINE_SUFFIXES,
+    ModelFile,
+    load_checkpoint,
+    load_program,
+    refuse_engine,
+    trusted_hashes,
+)
 
 _ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 MODEL_SPEC_FORMS = (
-    '"pkg.mod:factory" (called with no arguments), a torch.export ".pt2" file, '
+    '"pkg.mod:factory" (called with no arguments), a torch.export ".pt2" file (trusted by its sha256), '
     'an ".onnx" file (teacher only) or "hf:<folder>" (a transformers model; needs edgedistill[hf])'
 )
-_SHOW_KEYS = 5  # how many mismatching state-dict keys (or unsafe archive members) an error lists
-_PT2_METADATA = {"archive_format", "archive_version", "byteorder", "version", "serialization_id"}
+_SHOW_KEYS = 5  # how many mismatching state-dict keys an error lists
 
 
 def is_entrypoint(spec: str) -> bool:
@@ -62,14 +62,21 @@ def call_entrypoint(spec: str, what: str) -> object:
         ) from e
 
 
-def load_model(spec: str, weights: Path | None = None, *, role: str) -> nn.Module:
+def load_model(spec: str, weights: Path | None = None, *, role: str,
+               trusted: Collection[str] = frozenset(), pipeline_dir: Path | None = None) -> nn.Module:
     """Build the model a spec names, load optional weights, return it in eval mode.
 
+    `trusted`: sha256 values of files the user trusts to run code when loaded (a .pt2 program,
+    a pickle that weights_only refuses); every other such file is refused (exit 6), except a
+    .pt2 that a stage wrote under `pipeline_dir` (the run's --out-dir) and recorded unchanged.
     A ".pt2" program keeps the train/eval behaviour it was exported with (torch.export modules
     cannot switch modes).
     """
+    trusted = trusted_hashes(trusted)
+    if spec.lower().endswith(ENGINE_SUFFIXES):
+        refuse_engine(Path(spec), role)
     if spec.lower().endswith(".pt2"):
-        model = _load_exported(Path(spec), role)
+        model = load_program(ModelFile.read(Path(spec), role, "model"), role, trusted, pipeline_dir)
     elif spec.lower().endswith(".onnx"):
         model = _load_onnx(Path(spec), role)
     elif spec.startswith("hf:"):
@@ -85,7 +92,7 @@ def load_model(spec: str, weights: Path | None = None, *, role: str) -> nn.Modul
     else:
         raise UsageError(f"{role} spec {spec!r} is not understood; expected {MODEL_SPEC_FORMS}")
     if weights is not None:
-        _load_state_dict(model, read_state_dict(Path(weights), role), Path(weights), role)
+        _load_state_dict(model, read_state_dict(Path(weights), role, trusted), Path(weights), role)
     _refuse_non_finite(model, role)
     set_mode(model, training=False)
     return model
@@ -98,20 +105,22 @@ def load_student(
     teacher: nn.Module,
     input_shape: tuple[int, ...],
     note: Callable[[str], None] | None = None,
+    trusted: Collection[str] = frozenset(),
+    pipeline_dir: Path | None = None,
 ) -> nn.Module:
     """The student a spec names: like load_model, or derived from the loaded teacher
     ("prune:<width>", "shallow:<k>"); `note` receives the derived student's one-line summary."""
     from edgedistill.distill.students import derive_student, is_derived
 
     if not is_derived(spec):
-        return load_model(spec, weights, role="student")
+        return load_model(spec, weights, role="student", trusted=trusted, pipeline_dir=pipeline_dir)
     _probe_output(teacher, "teacher", input_shape)  # a teacher that cannot take the data: say so first
     derived = derive_student(spec, teacher, input_shape)
     if note is not None:
         note(derived.summary)
     model = derived.student
     if weights is not None:  # e.g. a derived student trained earlier, loaded to go on from it
-        _load_state_dict(model, read_state_dict(Path(weights), "student"), Path(weights), "student")
+        _load_state_dict(model, read_state_dict(Path(weights), "student", trusted), Path(weights), "student")
     _refuse_non_finite(model, "student")
     set_mode(model, training=False)
     return model
@@ -140,88 +149,22 @@ def _load_onnx(path: Path, role: str) -> nn.Module:
                          "give the student as a pkg.mod:factory, prune:<width> or shallow:<k>")
     from edgedistill.distill.teachers import OnnxTeacher
 
-    return OnnxTeacher(path)
-
-
-def _load_exported(path: Path, role: str) -> nn.Module:
-    _require_file(path, role, "model")
-    unreadable = f"loading {role} model: {path} is not a readable torch.export .pt2 archive"
     try:
-        unsafe = unsafe_pt2_members(path)
-    except (zipfile.BadZipFile, ValueError) as e:  # ValueError: a config that is not valid JSON
-        raise UsageError(f"{unreadable} ({e})", "re-export it with torch.export.save") from e
-    if unsafe:
-        raise UnsafeModelError(
-            f"refusing to load {role} model {path} (sha256 {sha256_file(path)}): torch.export.load "
-            f"would unpickle {'; '.join(unsafe[:_SHOW_KEYS])}",
-            "export it again from code you trust, or ship a pkg.mod:factory with .safetensors weights",
-        )
-    try:
-        return torch.export.load(path).module()
-    except Exception as e:  # a truncated or foreign archive fails in many ways inside torch
-        raise UsageError(
-            f"{unreadable} ({type(e).__name__}: {e})", "re-export it with torch.export.save"
-        ) from e
+        return OnnxTeacher(path)
+    except UsageError as e:  # name the stage: the format alone does not say where it failed
+        raise UsageError(f"loading {role} model: {e.message}", e.hint) from e
 
 
-def unsafe_pt2_members(path: Path) -> list[str]:
-    """Members of a .pt2 archive that torch.export.load could not read without running code.
-
-    torch.export.load is not weights_only: it retries sample inputs with weights_only=False and
-    unpickles pickled tensors and opaque constants with the full unpickler; AOTInductor packages
-    hold native libraries. So, read statically, every member must be metadata (JSON, version
-    files), a tensor the archive's own configs declare as raw bytes, or a torch.save payload whose
-    globals are all on the weights_only allowlist. Anything else is listed with the reason.
-    """
-    unsafe = []
-    with zipfile.ZipFile(path) as archive:
-        raw_tensors, unpickled = _config_payloads(archive)
-        for info in archive.infolist():
-            name = info.filename
-            inert = name.endswith(".json") or name.rsplit("/", 1)[-1] in _PT2_METADATA or name in raw_tensors
-            if info.is_dir() or (inert and name not in unpickled):
-                continue
-            problem = _payload_problem(archive.read(info))
-            if problem:
-                unsafe.append(f"{name} ({problem})")
-    return unsafe
-
-
-def _config_payloads(archive: zipfile.ZipFile) -> tuple[set[str], set[str]]:
-    """Members the weights/constants configs name: (plain tensor bytes, payloads torch unpickles)."""
-    raw, unpickled = set(), set()
-    for name in archive.namelist():
-        if not name.endswith(("_weights_config.json", "_constants_config.json")):
-            continue
-        config = json.loads(archive.read(name))
-        entries = config.get("config") if isinstance(config, dict) else None
-        if not isinstance(entries, dict) or not all(isinstance(m, dict) for m in entries.values()):
-            raise ValueError(f"malformed payload config {name}")
-        folder = name.rsplit("/", 1)[0]
-        for meta in entries.values():
-            path_name = str(meta.get("path_name", ""))
-            # torch joins path_name onto the folder, so it can point anywhere in the archive
-            member = posixpath.normpath(f"{folder}/{path_name}")
-            is_tensor = name.endswith("_weights_config.json") or path_name.startswith("tensor_")
-            (raw if is_tensor and meta.get("use_pickle") is False else unpickled).add(member)
-    return raw, unpickled
-
-
-def _payload_problem(data: bytes) -> str | None:
-    if not data.startswith(b"PK\x03\x04"):
-        return "not a torch.save payload: a raw pickle, native code or unknown data"
-    try:
-        unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data))
-    except Exception as e:  # noqa: BLE001 -- the scanner only passes plain protocol-2 pickles
-        return f"cannot be checked statically: {_first_line(e)}"
-    return f"imports {', '.join(sorted(unsafe))}" if unsafe else None
-
-
-def read_state_dict(path: Path, role: str) -> dict[str, torch.Tensor]:
-    """Read a .safetensors file or a state_dict .pt/.pth without running any code from it."""
-    _require_file(path, role, "weights")
+def read_state_dict(path: Path, role: str, trusted: Collection[str] = frozenset()) -> dict[str, torch.Tensor]:
+    """Read a .safetensors file or a state_dict .pt/.pth without running any code from it
+    (a pickle runs only when the user trusts its sha256: edgedistill.trust)."""
+    path = Path(path)
     suffix = path.suffix.lower()
-    if suffix == ".safetensors":
+    if suffix in ENGINE_SUFFIXES:
+        refuse_engine(path, role)
+    if not path.is_file():
+        raise UsageError(f"loading {role} weights: file not found: {path}")
+    if suffix == ".safetensors":  # data: no trust to decide, so no need to read it into memory first
         try:
             return load_file(path)
         except SafetensorError as e:
@@ -229,73 +172,11 @@ def read_state_dict(path: Path, role: str) -> dict[str, torch.Tensor]:
                 f"loading {role} weights: {path} is not a readable safetensors file ({e})"
             ) from e
     if suffix in (".pt", ".pth"):
-        return _as_state_dict(_torch_load_safely(path, role), path, role)
+        return _as_state_dict(load_checkpoint(path, role, trusted_hashes(trusted)), path, role)
     raise UsageError(
         f"loading {role} weights: unsupported file type {suffix or '(none)'!r} for {path}",
         'use ".safetensors" or a state_dict saved with torch.save as ".pt"/".pth"',
     )
-
-
-def _torch_load_safely(path: Path, role: str) -> object:
-    try:
-        return torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as e:
-        unsafe = unsafe_globals(path)
-        if not unsafe:  # refused, but not for an import: the file is damaged or not a checkpoint
-            raise UsageError(
-                f"loading {role} weights: {path} is not a readable PyTorch checkpoint ({_first_line(e)})"
-            ) from e
-        raise UnsafeModelError(
-            f"refusing to load {role} weights {path} (sha256 {sha256_file(path)}): unpickling it would "
-            f"import {', '.join(sorted(unsafe))}, which can run code",
-            "save a state_dict (torch.save(model.state_dict(), path)) or convert it to .safetensors",
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise UsageError(
-            f"loading {role} weights: {path} is not a readable PyTorch checkpoint ({_first_line(e)})"
-        ) from e
-
-
-def unsafe_globals(path: Path) -> list[str]:
-    """The imports a checkpoint would perform that weights_only does not allow, read statically.
-
-    torch's own scanner covers torch.save's zip format; a raw pickle (pickle.dump) is scanned
-    opcode by opcode with pickletools, which decodes but never executes.
-    """
-    try:
-        return torch.serialization.get_unsafe_globals_in_checkpoint(path)
-    except ValueError:  # not a torch.save zip archive
-        return _raw_pickle_globals(path)
-    except RuntimeError:  # a damaged archive: nothing can be read from it
-        return []
-
-
-def _raw_pickle_globals(path: Path) -> list[str]:
-    # STACK_GLOBAL takes module and name from the stack, so follow the values pushed and
-    # memoized; everything else that pushes leaves a placeholder.
-    found: set[str] = set()
-    pushed: list[object] = []
-    memo: dict[int, object] = {}
-    try:
-        with open(path, "rb") as f:
-            for op, arg, _ in pickletools.genops(f):
-                if op.name == "GLOBAL":  # arg is "module name"
-                    found.add(str(arg).replace(" ", "."))
-                    pushed.append(None)
-                elif op.name == "STACK_GLOBAL":
-                    found.add(".".join(map(str, pushed[-2:])))
-                    pushed.append(None)
-                elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                    memo[arg] = pushed[-1] if pushed else None
-                elif op.name == "MEMOIZE":
-                    memo[len(memo)] = pushed[-1] if pushed else None
-                elif op.name in ("GET", "BINGET", "LONG_BINGET"):
-                    pushed.append(memo.get(arg))
-                elif op.stack_after:
-                    pushed.append(arg if isinstance(arg, str) else None)
-    except (ValueError, EOFError, pickle.UnpicklingError):
-        pass  # a damaged pickle: report what was found before the damage
-    return sorted(found)
 
 
 def _as_state_dict(obj: object, path: Path, role: str) -> dict[str, torch.Tensor]:
@@ -344,11 +225,6 @@ def _refuse_non_finite(model: nn.Module, role: str) -> None:
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise UsageError(f"{role} weights: tensor {name!r} holds NaN or Inf values")
-
-
-def _require_file(path: Path, role: str, what: str) -> None:
-    if not path.is_file():
-        raise UsageError(f"loading {role} {what}: file not found: {path}")
 
 
 def _first_line(e: BaseException) -> str:

@@ -86,12 +86,14 @@ class Stage:
         return manifest
 
 
-def recorded_by_pipeline(path: Path, levels: int = 3) -> bool:
+def recorded_by_pipeline(path: Path, levels: int = 3, *, sha256: str | None = None) -> bool:
     """Whether a manifest of the run folder the file lies in lists it with its current sha256:
     the pipeline wrote it, and it has not changed since. Looks in the file's folder and up to
-    `levels` folders above it (a stage's outputs lie in subfolders of the stage folder)."""
+    `levels` folders above it (a stage's outputs lie in subfolders of the stage folder).
+    `sha256`: the digest of the bytes the caller already read and will load, so the answer is
+    about those bytes and not about the file as it may be a moment later."""
     path = Path(path).resolve()
-    digest = None
+    digest = sha256
     for folder in list(path.parents)[:levels + 1]:
         try:
             manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))

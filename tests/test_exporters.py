@@ -137,6 +137,7 @@ def test_external_data_inside_folder_is_accepted(tmp_path):
 
 @pytest.mark.parametrize("location", ["../x", "../../etc/hostname", "/etc/hostname"])
 def test_external_data_escaping_the_folder_is_refused(tmp_path, location):
+    """RELIABILITY 4: `../x`, `../../etc/hostname`, `/etc/hostname` are refused (exit 6)."""
     folder = tmp_path / "model"
     folder.mkdir()
     with pytest.raises(UnsafeModelError, match="refused") as err:
@@ -145,6 +146,7 @@ def test_external_data_escaping_the_folder_is_refused(tmp_path, location):
 
 
 def test_external_data_symlink_out_of_the_folder_is_refused(tmp_path):
+    """RELIABILITY 4: a symlink out of the model's folder is refused (exit 6)."""
     folder = tmp_path / "model"
     folder.mkdir()
     secret = tmp_path / "secret"
@@ -155,6 +157,7 @@ def test_external_data_symlink_out_of_the_folder_is_refused(tmp_path):
 
 
 def test_truncated_onnx_is_a_usage_error_naming_the_format(onnx_artifact, tmp_path):
+    """RELIABILITY 5 (ONNX): a truncated file is exit 2 naming the format."""
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(onnx_artifact.path.read_bytes()[:-200])
     with pytest.raises(UsageError, match="ONNX"):

@@ -98,6 +98,7 @@ def test_onnx_teacher_is_copied_as_its_own_export(tmp_path):
 
 
 def test_onnx_teacher_with_external_data_outside_its_folder_is_refused(tmp_path):
+    """RELIABILITY 4, through the teacher spec (tests/test_security.py has all three escapes)."""
     path = to_onnx(tiny_net(), tmp_path / "t.onnx")
     graph = onnx.load(str(path))
     tensor = graph.graph.initializer[0]

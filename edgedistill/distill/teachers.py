@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import shutil
 from pathlib import Path
 
@@ -56,7 +57,10 @@ class OnnxTeacher(nn.Module):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.log_severity_level = 3  # warnings about unused initializers are noise here
         try:
-            return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+            # On a damaged file ORT prints an "EP Error" banner to stdout and retries; the
+            # error below says it in one line.
+            with contextlib.redirect_stdout(io.StringIO()):
+                return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise UsageError(f"teacher {self.path}: ONNX Runtime cannot load it: {type(e).__name__}: "
                              f"{first_line(str(e))}",
