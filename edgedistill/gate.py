@@ -18,6 +18,7 @@ from edgedistill.errors import (
     EXIT_INVALID,
     EXIT_PASS,
 )
+from edgedistill.report.results import incomplete_reason
 
 PASS, FAIL, INVALID, INCONCLUSIVE = "PASS", "FAIL", "INVALID", "INCONCLUSIVE"
 EXIT_CODES = {PASS: EXIT_PASS, FAIL: EXIT_BUDGET_FAILED, INVALID: EXIT_INVALID, INCONCLUSIVE: EXIT_INCONCLUSIVE}
@@ -80,7 +81,7 @@ def check_result(target: str, result: dict, budgets: BudgetTable, reference: dic
             outcome, detail = INCONCLUSIVE, result["status_detail"]
         elif result["status"] == "invalid" and budget in ("p90_ms", "cold_start_ms"):
             outcome, detail = INVALID, result["status_detail"]
-        elif value is None:
+        elif value is None or value != value:  # NaN: unreadable (e.g. no /proc), not a number to compare
             outcome, detail = INCONCLUSIVE, "not measured"
         else:
             outcome, detail = (PASS, "") if value <= limit else (FAIL, f"{value:.4g} > {limit:g}")
@@ -104,6 +105,15 @@ def verdict(checks: list[Check]) -> str:
     return next(v for v in _PRECEDENCE if v in seen)
 
 
+def final_verdict(checks: list[Check], *documents: dict) -> str:
+    """The verdict of the checks, except that an incomplete results file among `documents`
+    (an interrupted or crashed bench) is INCONCLUSIVE whatever was measured before it stopped:
+    what was never measured cannot pass, and a partial run is not the release's measurement."""
+    if any(incomplete_reason(d) for d in documents):
+        return INCONCLUSIVE
+    return verdict(checks)
+
+
 def gate_results(results: dict) -> tuple[str, list[Check]]:
     checks = [c for t in results["targets"] for c in gate_target(t, results["reference"])]
-    return verdict(checks), checks
+    return final_verdict(checks, results), checks

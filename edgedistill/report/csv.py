@@ -37,4 +37,8 @@ def render(results: dict) -> str:
                 "teacher_agreement": r.get("accuracy", {}).get("teacher_agreement"),
                 "size_bytes": r["size_bytes"], "peak_rss_mb": r.get("memory", {}).get("peak_rss_mb"),
             })
+    # An interrupted run: the planned artifacts it never measured are rows too, so a sheet
+    # built from this file cannot read as the whole run.
+    for m in results.get("missing") or []:
+        writer.writerow({"target": m["target"], "artifact": m["artifact"], "status": "missing"})
     return buf.getvalue()
