@@ -41,13 +41,18 @@ class Interrupted(BaseException):
 _state = {"raised": False, "active": False}
 
 
+def interrupted(signum: int) -> Interrupted:
+    """The exception for `signum`, counted as the command's one interrupt (see _raise)."""
+    _state["raised"] = True
+    return Interrupted(signum)
+
+
 def _raise(signum, frame):
     # One exception per command: a second signal while the first unwinds (a user pressing
     # Ctrl-C twice, a CI runner repeating SIGTERM) would interrupt the cleanup itself.
     if _state["raised"]:
         return
-    _state["raised"] = True
-    raise Interrupted(signum)
+    raise interrupted(signum)
 
 
 @contextlib.contextmanager

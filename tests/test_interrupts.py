@@ -324,3 +324,72 @@ def test_reliability_5_segfault_while_verifying_an_export_is_inconclusive(fake_p
     assert e.value.exit_code == 5
     assert not model.exists()
     assert "removed" in e.value.message
+
+
+# ---------------------------------------------------------------- data-parallel training
+
+DDP_MODELS = r"""
+import os
+import time
+
+from torch import nn
+
+
+def teacher():
+    return nn.Sequential(nn.Flatten(), nn.Linear(1024, 16), nn.ReLU(), nn.Linear(16, 10))
+
+
+def student():
+    return nn.Sequential(nn.Flatten(), nn.Linear(1024, 8), nn.ReLU(), nn.Linear(8, 10))
+
+
+def hang():
+    # An augmentation that says it started, then never returns: workers stuck in training.
+    def augment(x):
+        open(os.path.join(os.environ["HANG_MARKERS"], "rank-" + os.environ.get("RANK", "0")), "w").close()
+        time.sleep(3600)
+        return x
+
+    return augment
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_reliability_26_signal_ends_data_parallel_workers(tmp_path, sig):
+    """RELIABILITY 26: SIGTERM (to the command) or SIGINT (to its group, as a terminal sends it)
+    during `distill --nproc-per-node 2` while both workers train: torch's elastic launcher ends
+    their process groups, the command exits 128 + N with one line (no traceback from a rank),
+    and no worker process and no edgedistill-workers-* folder is left."""
+    (tmp_path / "hang_models.py").write_text(DDP_MODELS)
+    (tmp_path / "hang.toml").write_text('[teacher]\nallow_weak_teacher = true\n'
+                                        '[distill]\naugment = ["hang_models:hang"]\n')
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)]), "TMPDIR": str(tmpdir),
+           "HANG_MARKERS": str(markers)}
+    args = ["distill", "-q", "-c", "hang.toml", "--teacher", "hang_models:teacher", "--student",
+            "hang_models:student", "--epochs", "1", "--nproc-per-node", "2", "--out-dir", "runs"]
+    cli = subprocess.Popen([sys.executable, "-m", "edgedistill", *args], cwd=tmp_path, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_for(lambda: len(list(markers.iterdir())) == 2, timeout=240, what="both workers training")
+        workers = [p.pid for p in psutil.Process(cli.pid).children(recursive=True)]
+        assert len(workers) >= 2
+        assert list(tmpdir.glob("edgedistill-workers-*"))
+        if sig == signal.SIGINT:
+            os.killpg(cli.pid, sig)
+        else:
+            cli.send_signal(sig)
+        out, err = cli.communicate(timeout=120)
+    finally:
+        if cli.poll() is None:
+            os.killpg(cli.pid, signal.SIGKILL)
+            cli.wait()
+    assert cli.returncode == 128 + sig, err
+    assert err.strip().splitlines() == [f"interrupted by {signal.Signals(sig).name}"], err
+    time.sleep(0.2)
+    assert [p for p in workers if _alive(p)] == []
+    assert [m for p in workers for m in _group_members(p)] == []
+    assert list(tmpdir.glob("edgedistill-workers-*")) == []
