@@ -18,7 +18,7 @@ from edgedistill.errors import (
     EXIT_INVALID,
     EXIT_PASS,
 )
-from edgedistill.report.results import incomplete_reason
+from edgedistill.report.results import dig, incomplete_reason
 
 PASS, FAIL, INVALID, INCONCLUSIVE = "PASS", "FAIL", "INVALID", "INCONCLUSIVE"
 EXIT_CODES = {PASS: EXIT_PASS, FAIL: EXIT_BUDGET_FAILED, INVALID: EXIT_INVALID, INCONCLUSIVE: EXIT_INCONCLUSIVE}
@@ -42,15 +42,15 @@ class Check:
 
 
 def _p90(r: dict, ref: dict) -> float | None:
-    return r.get("warm", {}).get("summary", {}).get("p90_ms")
+    return dig(r, "warm", "summary", "p90_ms")
 
 
 def _cold(r: dict, ref: dict) -> float | None:
-    return r.get("cold", {}).get("total_ms", {}).get("median")
+    return dig(r, "cold", "total_ms", "median")
 
 
 def _accuracy_drop(r: dict, ref: dict) -> float | None:
-    top1 = r.get("accuracy", {}).get("top1")
+    top1 = dig(r, "accuracy", "top1")
     teacher = ref.get("teacher_top1")
     return None if top1 is None or teacher is None else round((teacher - top1) * 100.0, 4)
 
@@ -60,7 +60,7 @@ def _size(r: dict, ref: dict) -> float | None:
 
 
 def _memory(r: dict, ref: dict) -> float | None:
-    return r.get("memory", {}).get("peak_rss_mb")
+    return dig(r, "memory", "peak_rss_mb")
 
 
 METRICS: dict[str, Callable[[dict, dict], float | None]] = {

@@ -28,6 +28,16 @@ _SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxstring, _SHORT.maxoth
 _RERUN = "re-run `edgedistill bench` with this version to measure again"
 
 
+def dig(doc, *keys):
+    """doc[k1][k2]…, or None where a key is absent or a block is null (a skipped result has no
+    `warm`; a failed cache run has no `miss`): readers never trip on an optional block."""
+    for key in keys:
+        if not isinstance(doc, dict):
+            return None
+        doc = doc.get(key)
+    return doc
+
+
 def new_results(run: str, environment: dict, reference: dict) -> dict:
     """An empty, incomplete document: nothing planned or measured yet."""
     return {
@@ -107,7 +117,7 @@ def load_results(path: Path) -> dict:
         raise UsageError(f"{path}: cannot read the results file ({e.strerror or e})") from None
     except UnicodeDecodeError:
         raise UsageError(f"{path}: not a JSON results file (not UTF-8 text: binary or another encoding)") from None
-    except json.JSONDecodeError as e:
+    except ValueError as e:  # JSONDecodeError, and an integer too long to read (over 4300 digits)
         raise UsageError(f"{path}: not a JSON results file ({e})") from None
     except RecursionError:
         raise UsageError(f"{path}: not a results file (JSON nested too deeply to read)") from None

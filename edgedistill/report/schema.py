@@ -10,14 +10,16 @@ breaking readers. Fields that are read are required; optional blocks (a skipped 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edgedistill.config import BudgetTable
 
 Status = Literal["ok", "invalid", "inconclusive", "error", "skipped"]
 Outcome = Literal["PASS", "FAIL", "INVALID", "INCONCLUSIVE"]
+# A count or size that readers do arithmetic with: an integer of any length would overflow a float.
+Count = Annotated[int, Field(ge=0, le=2**53)]
 
 
 class _Block(BaseModel):
@@ -29,7 +31,7 @@ class Stat(_Block):
     median: float | None = None
     min: float | None = None
     max: float | None = None
-    n: int | None = None
+    n: Count | None = None
 
 
 class ColdRun(_Block):
@@ -84,8 +86,8 @@ class Warm(_Block):
 
 
 class SweepPoint(_Block):
-    threads: int
-    batch_size: int
+    threads: Count
+    batch_size: Count
     status: str
     detail: str | None = None
     summary: Summary | None = None
@@ -100,7 +102,7 @@ class Problem(_Block):
 
 class Conditions(_Block):
     load_average_before: list[float] | None = None
-    usable_cores: int | None = None
+    usable_cores: Count | None = None
 
 
 class Accuracy(_Block):
@@ -118,8 +120,8 @@ class Result(_Block):
     precision: str
     backend: str
     path: str | None
-    size_bytes: int | None
-    threads: int
+    size_bytes: Count | None
+    threads: Count
     status: Status
     status_detail: str
     problems: list[Problem]
@@ -134,7 +136,7 @@ class Result(_Block):
 class Target(_Block):
     name: str
     device: str
-    threads: int
+    threads: Count
     runner: str | None = None
     budgets: BudgetTable
     results: list[Result]
@@ -153,8 +155,8 @@ class Check(_Block):
 class Environment(_Block):
     tool_version: str | None = None
     cpu_model: str | None = None
-    logical_cores: int | None = None
-    usable_cores: int | None = None
+    logical_cores: Count | None = None
+    usable_cores: Count | None = None
     governor: str | None = None
     load_average: list[float] | None = None
     versions: dict[str, str | None] | None = None
@@ -162,7 +164,7 @@ class Environment(_Block):
 
 class Reference(_Block):
     teacher_top1: float | None = None
-    test_samples: int | None = None
+    test_samples: Count | None = None
 
 
 class Missing(_Block):
