@@ -364,6 +364,9 @@ def bench(ws: Workspace, ui: UI, artifacts: list[Artifact] | None = None,
         results["interrupted"] = e.name
         write_results(results_path, results)
         e.notes.append(f"results file marked incomplete ({results_path})")
+        # The Markdown, JUnit and job summary say so too (milliseconds); the HTML page's plots
+        # take seconds, too long for a signal's grace period: `edgedistill report` renders it.
+        write_reports(results, results_path.parent, ui, html_page=False)
         raise
     results["summary"] = {"speedups": speedups(results)}
     results["complete"] = True
@@ -418,7 +421,7 @@ def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts
                     progress.advance(task)
 
 
-def write_reports(results: dict, folder: Path, ui: UI) -> None:
+def write_reports(results: dict, folder: Path, ui: UI, html_page: bool = True) -> None:
     """report.md, report.html and junit.xml beside results.json; the Markdown also goes to the
     GitHub Actions job summary when there is one."""
     from edgedistill.report import html, junit
@@ -426,7 +429,8 @@ def write_reports(results: dict, folder: Path, ui: UI) -> None:
 
     markdown = render_markdown(results)
     atomic_write_text(folder / "report.md", markdown)
-    atomic_write_text(folder / "report.html", html.render(results))
+    if html_page:
+        atomic_write_text(folder / "report.html", html.render(results))
     atomic_write_text(folder / "junit.xml", junit.render(results))
     try:
         append_step_summary(markdown)

@@ -197,6 +197,9 @@ def test_reliability_26_signal_kills_probe_groups_removes_temp_folders_and_marks
 
     doc = json.loads(bench.results.read_text())
     assert doc["complete"] is False and doc["interrupted"] == name and doc["verdict"] is None
+    md = (bench.results.parent / "report.md").read_text()  # the job summary's text
+    assert "**Verdict: INCONCLUSIVE**" in md and f"interrupted by {name}" in md
+    assert 'name="complete"' in (bench.results.parent / "junit.xml").read_text()
     assert {m["artifact"] for m in doc["missing"]} == {"student-fp32-onnxruntime", "student-int8-onnxruntime"}
     gate = run_cli(["gate", bench.results])
     assert gate.returncode == 5, gate.stdout + gate.stderr
@@ -228,7 +231,8 @@ def test_reliability_26_finished_bench_is_complete_and_an_earlier_run_never_stay
     assert cli.returncode == 143
     doc = json.loads(bench.results.read_text())
     assert doc["complete"] is False and doc["interrupted"] == "SIGTERM"
-    assert not (bench.results.parent / "report.md").exists()  # the earlier run's verdict is gone
+    assert "PASS" not in (bench.results.parent / "report.md").read_text()  # not the earlier run's verdict
+    assert not (bench.results.parent / "report.html").exists()
     assert run_cli(["gate", bench.results]).returncode == 5
 
 
@@ -393,3 +397,32 @@ def test_reliability_26_signal_ends_data_parallel_workers(tmp_path, sig):
     assert [p for p in workers if _alive(p)] == []
     assert [m for p in workers for m in _group_members(p)] == []
     assert list(tmpdir.glob("edgedistill-workers-*")) == []
+
+
+def test_reliability_5_crash_while_verifying_leaves_no_committed_export_stage(fake_probe, monkeypatch, tmp_path):
+    """RELIABILITY 5 (issue 9 finding 9), through the export stage: a SIGSEGV while verifying is
+    exit 5, the unverified file is gone and the stage has no manifest, so the next run redoes it."""
+    import torch
+    from conftest import TinyNet
+
+    from edgedistill import api
+    from edgedistill.config import Config
+    from edgedistill.data.datasets import DataSplits
+    from edgedistill.errors import InconclusiveError
+    from edgedistill.ui import UI
+
+    torch.manual_seed(0)
+    x, y = torch.randn(24, 1, 8, 8), torch.randint(0, 10, (24,))
+    splits = DataSplits("test", x, y, x, y, x, y, 10, (1, 8, 8), "fp")
+    d = api.Distilled(splits, TinyNet().eval(), TinyNet().eval(), "key", {})
+    cfg = Config.model_validate({"run": {"out_dir": str(tmp_path / "runs")},
+                                 "export": {"backends": ["onnxruntime"], "benchmark_teacher": False},
+                                 "compress": {"precisions": ["fp32"]}})
+    ws = api.open_workspace(cfg)
+    monkeypatch.setenv("FAKE_RUNTIME_OPTIONS", json.dumps({"fault": "segfault"}))
+    with pytest.raises(InconclusiveError, match="SIGSEGV"):
+        api.export(ws, UI(quiet=True), d)
+    stage = ws.run_dir / "export"
+    assert (stage / "intermediate" / "student.onnx").is_file()  # the export itself ran
+    assert not (stage / "manifest.json").exists()
+    assert list((stage / "onnxruntime").glob("*.onnx")) == []

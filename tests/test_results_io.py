@@ -14,7 +14,8 @@ def test_round_trip(tmp_path):
     assert res.load_results(p) == r
 
 
-def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
+def test_reliability_20_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
+    """RELIABILITY 20: interrupted between write and rename: the old file stays, no temp file."""
     p = tmp_path / "results.json"
     old = res.new_results("old", {}, {})
     res.write_results(p, old)

@@ -10,6 +10,7 @@ resort (`kill_live_groups`) can end them from anywhere.
 
 from __future__ import annotations
 
+import array
 import json
 import os
 import signal
@@ -47,6 +48,22 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
+def _read_partial(path: Path) -> dict | None:
+    """The probe's partial result and the warm samples it appended (int64 ns; a torn last
+    record, cut by the kill, is dropped)."""
+    partial = _read_json(path)
+    if partial is None:
+        return None
+    try:
+        data = Path(str(path) + ".warm_ns").read_bytes()
+    except OSError:
+        return partial
+    samples = array.array("q")
+    samples.frombytes(data[: len(data) // samples.itemsize * samples.itemsize])
+    partial["warm"] = {"samples_ms": [round(t / 1e6, 5) for t in samples]}
+    return partial
+
+
 def run_probe(request: dict, *, threads: int, timeout_s: float) -> ProbeOutcome:
     with tempfile.TemporaryDirectory(prefix="edgedistill-probe-") as tmp:
         req_path = Path(tmp) / "request.json"
@@ -67,8 +84,8 @@ def run_probe(request: dict, *, threads: int, timeout_s: float) -> ProbeOutcome:
                 _, stderr = proc.communicate(timeout=timeout_s)
             except subprocess.TimeoutExpired:
                 _kill_group(proc)
-                # The probe rewrites a partial result as it goes: what it measured is kept.
-                partial = _read_json(Path(str(result_path) + ".partial"))
+                # The probe saves what it measured as it goes (see probe._Partial): it is kept.
+                partial = _read_partial(Path(str(result_path) + ".partial"))
                 return ProbeOutcome("timeout", partial, f"no result within {timeout_s:g} s; process group killed")
         finally:
             # Also on the way out of an interrupt or any error: never leave the group running.
