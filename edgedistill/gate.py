@@ -3,7 +3,8 @@
 Each budget is a small check object giving a typed outcome. Student artifacts are gated; the
 teacher is measured as the reference and never gated. Precedence of the verdict: FAIL (a budget
 was missed: block the release) over INVALID (measurement not trustworthy) over INCONCLUSIVE (no
-measurement: timeout, crash, unavailable runtime) over PASS.
+measurement: timeout, crash, unavailable runtime) over PASS. An incomplete results file (an
+interrupted or crashed bench: see report/results.py) is INCONCLUSIVE whatever its checks say.
 """
 
 from __future__ import annotations
