@@ -16,7 +16,7 @@ import numpy as np
 from edgedistill.artifacts import Artifact, atomic_write_text, sha256_file
 from edgedistill.backends.base import BACKENDS, get_backend, package_version
 from edgedistill.config import Config, TargetConfig, checked_run_dir, load_target
-from edgedistill.errors import UsageError, VerificationError
+from edgedistill.errors import InconclusiveError, UsageError, VerificationError
 from edgedistill.regression import ALPHA, MAX_COLD_REGRESSION_PCT, MAX_REGRESSION_PCT
 from edgedistill.stages import Stage, stage_key
 from edgedistill.trust import trusted_hashes
@@ -256,6 +256,16 @@ def _verify(artifact: Artifact, inputs: Path, reference: np.ndarray, cfg: Config
            "precision": artifact.precision, "threads": 1,
            "device": "CPU", "inputs": str(inputs), "mode": "outputs", "outputs_path": str(outputs)}
     outcome = run_probe(req, threads=1, timeout_s=600)
+    if outcome.status in ("crashed", "timeout"):
+        # The runtime died (SIGSEGV) or hung: that says nothing certain about the file, so it is
+        # not a usage error; but an unverified artifact must not stay where a reused stage or a
+        # bench could take it for a verified one. The stage is not committed: the next run redoes it.
+        for f in artifact.files():
+            f.unlink(missing_ok=True)
+        outputs.unlink(missing_ok=True)
+        raise InconclusiveError(f"{artifact.name}: the runtime {outcome.status} while verifying the export "
+                                f"({outcome.detail}); the unverified file was removed",
+                                "run again; if it crashes every time, the runtime cannot run this model here")
     if outcome.status != "ok":
         raise VerificationError(f"{artifact.name}: could not run the exported model ({outcome.detail})")
     got = np.load(outputs)
@@ -387,21 +397,57 @@ def _refuse_embedding_bench(cfg: Config) -> None:
 
 def bench(ws: Workspace, ui: UI, artifacts: list[Artifact] | None = None,
           d: Distilled | None = None) -> dict:
+    """Measure every artifact on every target; write results.json and the reports.
+
+    The results file is replaced before anything is measured and rewritten after each artifact:
+    until the last one it says `complete: false` and lists what is still missing, so a bench
+    that is interrupted, killed or crashes leaves a file that never passes `gate` (and never an
+    earlier run's file beside this run's artifacts)."""
     from edgedistill.bench.environment import environment
-    from edgedistill.bench.harness import EvalSet, bench_artifact, skipped_result
+    from edgedistill.interrupts import Interrupted
     from edgedistill.report.results import new_results, write_results
 
     _refuse_embedding_bench(ws.cfg)
+    results_path = ws.run_dir / "results.json"
+    results = new_results(ws.cfg.run.name, environment(seed=ws.cfg.run.seed),
+                          {"teacher_top1": None, "test_samples": None, "distill": None})
+    for stale in ("report.md", "report.html", "junit.xml"):  # an earlier run's, not this one's
+        (ws.run_dir / stale).unlink(missing_ok=True)
+    write_results(results_path, results)
+    try:
+        _measure(ws, ui, results, results_path, artifacts, d)
+    except Interrupted as e:
+        results["interrupted"] = e.name
+        write_results(results_path, results)
+        e.notes.append(f"results file marked incomplete ({results_path})")
+        # The Markdown, JUnit and job summary say so too (milliseconds); the HTML page's plots
+        # take seconds, too long for a signal's grace period: `edgedistill report` renders it.
+        write_reports(results, results_path.parent, ui, html_page=False)
+        raise
+    results["summary"] = {"speedups": speedups(results)}
+    results["complete"] = True
+    apply_gate(results)
+    write_results(results_path, results)
+    write_reports(results, results_path.parent, ui)
+    return results
+
+
+def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts: list[Artifact] | None,
+             d: Distilled | None) -> None:
+    """Plan every (target, artifact), then measure them one by one, rewriting the file after each."""
+    from edgedistill.bench.harness import EvalSet, bench_artifact, skipped_result
+    from edgedistill.report.results import write_results
+
     d = d or distill(ws, ui)
     artifacts = artifacts if artifacts is not None else export(ws, ui, d)
     data = ws.run_dir / "data"
     labels = np.load(data / "test_labels.npy")
     teacher_pred = np.load(data / "teacher_test_logits.npy").argmax(1)
     evalset = EvalSet(data / "test_inputs.npy", labels, teacher_pred)
-    reference = {"teacher_top1": float((teacher_pred == labels).mean()), "test_samples": int(labels.size),
-                 **reference_teacher_fields(d.metrics), "distill": d.metrics}
-    results = new_results(ws.cfg.run.name, environment(seed=ws.cfg.run.seed), reference)
-    results_path = ws.run_dir / "results.json"
+    results["reference"] = {"teacher_top1": float((teacher_pred == labels).mean()),
+                            "test_samples": int(labels.size), **reference_teacher_fields(d.metrics),
+                            "distill": d.metrics}
+    plan = []
     for target in ws.targets:
         record = {"name": target.name, "runner": target.runner, "device": target.device,
                   "threads": target.threads, "budgets": target.budgets.model_dump(),
@@ -409,11 +455,15 @@ def bench(ws: Workspace, ui: UI, artifacts: list[Artifact] | None = None,
                   "allow_fallback": target.allow_fallback, "cold_disk": ws.cfg.bench.cold_disk,
                   "results": []}
         results["targets"].append(record)
-        chosen = [a for a in artifacts if a.backend in target.backends]
         # A backend the target asks for that cannot run here is recorded, never silently dropped.
         for name, reason in unavailable_backends(target.backends).items():
             ui.step(f"bench {target.name}: skipping {name}: {reason}")
             record["results"].append(skipped_result(name, target, reason))
+        chosen = [a for a in artifacts if a.backend in target.backends]
+        plan.append((target, record, chosen))
+        results["missing"] += [{"target": target.name, "artifact": a.name} for a in chosen]
+    write_results(results_path, results)
+    for target, record, chosen in plan:
         with ui.progress() as progress:
             task = progress.add_task(f"bench {target.name}", total=len(chosen)) if progress else None
             for art in chosen:
@@ -421,15 +471,11 @@ def bench(ws: Workspace, ui: UI, artifacts: list[Artifact] | None = None,
                     bench_artifact(art, target, evalset, ws.run_dir / "bench" / target.name, on_step=ui.step,
                                    cold_disk=ws.cfg.bench.cold_disk)
                 )
+                results["missing"].remove({"target": target.name, "artifact": art.name})
                 # Rewritten after each artifact, so a crash keeps what was measured.
                 write_results(results_path, results)
                 if progress:
                     progress.advance(task)
-    results["summary"] = {"speedups": speedups(results)}
-    apply_gate(results)
-    write_results(results_path, results)
-    write_reports(results, results_path.parent, ui)
-    return results
 
 
 def reference_teacher_fields(metrics: dict) -> dict:
@@ -447,7 +493,7 @@ def reference_teacher_fields(metrics: dict) -> dict:
             "teacher_weights_files": metrics.get("teacher_weights_files", [])}
 
 
-def write_reports(results: dict, folder: Path, ui: UI) -> None:
+def write_reports(results: dict, folder: Path, ui: UI, html_page: bool = True) -> None:
     """report.md, report.html and junit.xml beside results.json; the Markdown also goes to the
     GitHub Actions job summary when there is one."""
     from edgedistill.report import html, junit
@@ -455,7 +501,8 @@ def write_reports(results: dict, folder: Path, ui: UI) -> None:
 
     markdown = render_markdown(results)
     atomic_write_text(folder / "report.md", markdown)
-    atomic_write_text(folder / "report.html", html.render(results))
+    if html_page:
+        atomic_write_text(folder / "report.html", html.render(results))
     atomic_write_text(folder / "junit.xml", junit.render(results))
     try:
         append_step_summary(markdown)
@@ -516,15 +563,26 @@ def gate(results_path: Path, targets: list[Path] | None = None, baseline: Path |
         for m in matches:
             m["budgets"] = t.budgets.model_dump()
     if baseline is None:
-        return apply_gate(results)
-    return _gate_against_baseline(apply_gate(results), load_results(baseline), max_regression_pct, alpha,
-                                  max_cold_regression_pct, gate_cold_start)
+        return _say_incomplete(apply_gate(results), results=(results_path, results))
+    base = load_results(baseline)
+    gated = _gate_against_baseline(apply_gate(results), base, max_regression_pct, alpha,
+                                   max_cold_regression_pct, gate_cold_start)
+    return _say_incomplete(gated, results=(results_path, results), baseline=(baseline, base))
+
+
+def _say_incomplete(gated: dict, **documents: tuple[Path, dict]) -> dict:
+    """List why the verdict is INCONCLUSIVE when a file is incomplete (`incomplete`: one line each)."""
+    from edgedistill.report.results import incomplete_reason
+
+    gated["incomplete"] = [f"{'baseline ' if role == 'baseline' else ''}{path}: {reason}"
+                           for role, (path, doc) in documents.items() if (reason := incomplete_reason(doc))]
+    return gated
 
 
 def _gate_against_baseline(results: dict, base: dict, max_regression_pct: float, alpha: float,
                            max_cold_regression_pct: float, gate_cold_start: bool) -> dict:
     """Add the regression checks to the budget checks and decide the verdict over all of them."""
-    from edgedistill.gate import Check, verdict
+    from edgedistill.gate import Check, final_verdict
     from edgedistill.regression import compare_results, gate_checks
 
     # The bootstrap interval is for people reading `compare`; the gate decides on the test alone.
@@ -532,18 +590,24 @@ def _gate_against_baseline(results: dict, base: dict, max_regression_pct: float,
                                  max_cold_regression_pct=max_cold_regression_pct,
                                  gate_cold_start=gate_cold_start)
     results["checks"] += [c.to_json() for c in gate_checks(comparison)]
-    results["verdict"] = verdict([Check(**c) for c in results["checks"]])
+    results["verdict"] = final_verdict([Check(**c) for c in results["checks"]], results, base)
     results["regression"] = comparison.to_json()
     return results
 
 
 def compare(base_path: Path, head_path: Path, max_regression_pct: float = MAX_REGRESSION_PCT,
             alpha: float = ALPHA, max_cold_regression_pct: float = MAX_COLD_REGRESSION_PCT):
-    """Base vs head, every matched artifact (teacher included): deltas and their significance."""
-    from edgedistill.regression import compare_results
-    from edgedistill.report.results import load_results
+    """Base vs head, every matched artifact (teacher included): deltas and their significance.
 
-    return compare_results(load_results(base_path), load_results(head_path), max_regression_pct, alpha,
+    An incomplete file (an interrupted bench) is not compared: InconclusiveError (exit 5)."""
+    from edgedistill.regression import compare_results
+    from edgedistill.report.results import incomplete_reason, load_results
+
+    docs = {path: load_results(path) for path in (base_path, head_path)}
+    for path, doc in docs.items():
+        if reason := incomplete_reason(doc):
+            raise InconclusiveError(f"{path}: {reason}", "re-run `edgedistill bench` so every artifact is measured")
+    return compare_results(docs[base_path], docs[head_path], max_regression_pct, alpha,
                            max_cold_regression_pct=max_cold_regression_pct)
 
 

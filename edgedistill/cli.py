@@ -357,12 +357,14 @@ def gate(results_path: Path, targets: tuple[Path, ...], baseline: Path | None, m
     results = api.gate(results_path, list(targets), baseline, max_regression, alpha, max_cold_regression,
                        gate_cold_start)
     if as_json:
-        out = {"verdict": results["verdict"], "checks": results["checks"]}
+        out = {"verdict": results["verdict"], "checks": results["checks"], "incomplete": results["incomplete"]}
         if "regression" in results:
             out["regression"] = results["regression"]
         click.echo(json.dumps(out, indent=2))
     else:
         console = UI().out
+        for line in results["incomplete"]:
+            console.print(f"INCONCLUSIVE: {line}", markup=False)
         if "regression" in results:
             console.print(f"against baseline {baseline} (regression: slower by > {max_regression:g} % warm, "
                           f"> {max_cold_regression:g} % cold start, and p < {alpha:g}):")
@@ -429,13 +431,27 @@ def report(results_path: Path, fmt: str, output: Path | None):
     from edgedistill.report import html, junit, markdown
     from edgedistill.report.results import load_results
 
+    from edgedistill.errors import EXIT_INCONCLUSIVE, UsageError
+    from edgedistill.report.results import incomplete_reason
+
+    if output is not None and output.is_dir():
+        suffix = {"junit": "xml"}.get(fmt, fmt)
+        raise UsageError(f"--output {output} is a directory, expected a file path",
+                         f"name a file inside it, e.g. -o {output / f'report.{suffix}'}")
     results = load_results(results_path)
     render = {"md": markdown.render, "csv": csv_report.render, "html": html.render, "junit": junit.render}[fmt]
     text = render(results)
     if output:
-        atomic_write_text(output, text)
+        try:
+            atomic_write_text(output, text)
+        except OSError as e:
+            raise UsageError(f"cannot write --output {output}: {e.strerror or e}") from None
     else:
         click.echo(text, nl=not text.endswith("\n"))
+    # The report says so too; the exit code keeps CI from reading an interrupted run as a success.
+    if reason := incomplete_reason(results):
+        click.echo(f"INCONCLUSIVE: {results_path}: {reason}", err=True)
+        sys.exit(EXIT_INCONCLUSIVE)
 
 
 @cli.command()
@@ -460,8 +476,19 @@ def doctor(as_json: bool):
 
 
 def main() -> None:
+    from edgedistill.interrupts import Interrupted, handle_signals
+
     try:
-        cli.main(standalone_mode=False, prog_name="edgedistill")
+        # SIGINT, SIGTERM and SIGHUP unwind the command (see interrupts.py): its probes are
+        # killed and its temporary folders removed on the way out, then one line and 128 + N.
+        with handle_signals():
+            cli.main(standalone_mode=False, prog_name="edgedistill")
+    except Interrupted as e:
+        from edgedistill.bench.runners.local import kill_live_groups
+
+        kill_live_groups()  # normally already done by run_probe's finally
+        click.echo(e.message(), err=True)
+        sys.exit(e.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

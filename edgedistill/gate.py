@@ -3,7 +3,8 @@
 Each budget is a small check object giving a typed outcome. Student artifacts are gated; the
 teacher is measured as the reference and never gated. Precedence of the verdict: FAIL (a budget
 was missed: block the release) over INVALID (measurement not trustworthy) over INCONCLUSIVE (no
-measurement: timeout, crash, unavailable runtime) over PASS.
+measurement: timeout, crash, unavailable runtime) over PASS. An incomplete results file (an
+interrupted or crashed bench: see report/results.py) is INCONCLUSIVE whatever its checks say.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from edgedistill.errors import (
     EXIT_INVALID,
     EXIT_PASS,
 )
+from edgedistill.report.results import dig, incomplete_reason
 
 PASS, FAIL, INVALID, INCONCLUSIVE = "PASS", "FAIL", "INVALID", "INCONCLUSIVE"
 EXIT_CODES = {PASS: EXIT_PASS, FAIL: EXIT_BUDGET_FAILED, INVALID: EXIT_INVALID, INCONCLUSIVE: EXIT_INCONCLUSIVE}
@@ -41,15 +43,15 @@ class Check:
 
 
 def _p90(r: dict, ref: dict) -> float | None:
-    return r.get("warm", {}).get("summary", {}).get("p90_ms")
+    return dig(r, "warm", "summary", "p90_ms")
 
 
 def _cold(r: dict, ref: dict) -> float | None:
-    return r.get("cold", {}).get("total_ms", {}).get("median")
+    return dig(r, "cold", "total_ms", "median")
 
 
 def _accuracy_drop(r: dict, ref: dict) -> float | None:
-    top1 = r.get("accuracy", {}).get("top1")
+    top1 = dig(r, "accuracy", "top1")
     teacher = ref.get("teacher_top1")
     return None if top1 is None or teacher is None else round((teacher - top1) * 100.0, 4)
 
@@ -59,7 +61,7 @@ def _size(r: dict, ref: dict) -> float | None:
 
 
 def _memory(r: dict, ref: dict) -> float | None:
-    return r.get("memory", {}).get("peak_rss_mb")
+    return dig(r, "memory", "peak_rss_mb")
 
 
 METRICS: dict[str, Callable[[dict, dict], float | None]] = {
@@ -80,7 +82,7 @@ def check_result(target: str, result: dict, budgets: BudgetTable, reference: dic
             outcome, detail = INCONCLUSIVE, result["status_detail"]
         elif result["status"] == "invalid" and budget in ("p90_ms", "cold_start_ms"):
             outcome, detail = INVALID, result["status_detail"]
-        elif value is None:
+        elif value is None or value != value:  # NaN: unreadable (e.g. no /proc), not a number to compare
             outcome, detail = INCONCLUSIVE, "not measured"
         else:
             outcome, detail = (PASS, "") if value <= limit else (FAIL, f"{value:.4g} > {limit:g}")
@@ -105,6 +107,15 @@ def verdict(checks: list[Check]) -> str:
     return next(v for v in _PRECEDENCE if v in seen)
 
 
+def final_verdict(checks: list[Check], *documents: dict) -> str:
+    """The verdict of the checks, except that an incomplete results file among `documents`
+    (an interrupted or crashed bench) is INCONCLUSIVE whatever was measured before it stopped:
+    what was never measured cannot pass, and a partial run is not the release's measurement."""
+    if any(incomplete_reason(d) for d in documents):
+        return INCONCLUSIVE
+    return verdict(checks)
+
+
 def gate_results(results: dict) -> tuple[str, list[Check]]:
     checks = [c for t in results["targets"] for c in gate_target(t, results["reference"])]
-    return verdict(checks), checks
+    return final_verdict(checks, results), checks

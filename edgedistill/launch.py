@@ -70,8 +70,11 @@ class _RankError(EdgeDistillError):
 def launch_distill(cfg: Config, options: LaunchOptions, *, quiet: bool, debug: bool,
                    trusted: frozenset[str] = frozenset()) -> dict[str, Any] | None:
     """Run the distill stage on every worker; rank 0's metrics, or None on nodes without rank 0."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    from edgedistill import interrupts
 
     min_nodes, max_nodes = options.node_range
     if max_nodes > 1 and not options.rdzv_endpoint:
@@ -90,6 +93,10 @@ def launch_distill(cfg: Config, options: LaunchOptions, *, quiet: bool, debug: b
         max_restarts=options.max_restarts, monitor_interval=0.5,
     )
     if not debug:  # the agent logs each rendezvous round and worker group at WARNING
+        # torch sets a level on each of its elastic loggers, so the parent's level alone is not
+        # enough (the agent's "Received 15 death signal" line came through).
+        for name in [n for n in list(logging.root.manager.loggerDict) if n.startswith("torch.distributed.elastic")]:
+            logging.getLogger(name).setLevel(logging.ERROR)
         logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)
     with tempfile.TemporaryDirectory(prefix="edgedistill-workers-") as tmp:
         results = Path(tmp)
@@ -101,6 +108,13 @@ def launch_distill(cfg: Config, options: LaunchOptions, *, quiet: bool, debug: b
                                                    str(results), *flags)
         except ChildFailedError as e:
             _report_failure(e, options.max_restarts)
+        except SignalException as e:
+            # While workers run, the launcher's own handlers replace ours: it ends every worker's
+            # process group (the signal, then SIGKILL after its shutdown timeout) and re-raises.
+            # From here the command unwinds like any other interrupt (the temporary folder goes).
+            raise interrupts.interrupted(e.sigval) from None
+        finally:
+            interrupts.reinstall()  # the launcher does not put back the handlers it replaced
         rank0 = results / "rank-0.json"
         if not rank0.is_file():  # a node without rank 0
             return None
@@ -171,6 +185,9 @@ def _worker_main(argv: list[str]) -> int:
     """`python -m edgedistill.launch CONFIG RESULTS [--quiet] [--debug]`, as launch_distill runs it."""
     config, results, flags = Path(argv[0]), Path(argv[1]), set(argv[2:])
     debug = "--debug" in flags
+    # The launcher stops workers with the signal it received (SIGINT included): end quietly, as
+    # SIGTERM does, not with a KeyboardInterrupt traceback from every rank.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
         trusted = frozenset(json.loads((results / "trusted.json").read_text()))
         result = _worker(Config.model_validate_json(config.read_text()), "--quiet" in flags, debug, trusted)

@@ -1,9 +1,11 @@
 """A fake runtime for harness tests, copied beside probe.py in place of runtimes.py.
 
 Deterministic latencies, and injected hangs, crashes, grandchildren, caching and drifting
-outputs, chosen by `options`.
+outputs, chosen by `options` (or, where the harness builds the request, by the JSON in the
+environment variable FAKE_RUNTIME_OPTIONS, which the probe inherits).
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -42,6 +44,8 @@ class Session:
 
         self._check_input(x)
         self.calls += 1
+        if self.options.get("hang_after") and self.calls > self.options["hang_after"]:
+            time.sleep(3600)  # a runtime that stops answering in the middle of the warm loop
         same = self.last is not None and np.array_equal(x, self.last)
         self.last = x.copy()
         cached = self.options.get("cache_repeats") and same
@@ -56,7 +60,7 @@ class Session:
 
 
 def load(backend, path, *, threads, device="CPU", options=None, cache=None, precision=None):
-    options = options or {}
+    options = options or json.loads(os.environ.get("FAKE_RUNTIME_OPTIONS") or "{}")
     fault = options.get("fault")
     if fault == "hang":
         time.sleep(3600)

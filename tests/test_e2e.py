@@ -63,7 +63,7 @@ def test_compress_passes_and_exit_code_carries_the_verdict(run):
     work, first, _ = run
     assert first.returncode == 0, first.stderr[-3000:]
     results = json.loads((work / "runs/e2e/results.json").read_text())
-    assert results["schema"] == "edgedistill.results/2"
+    assert results["schema"] == "edgedistill.results/3"
     assert results["verdict"] == "PASS"
     assert "verdict: PASS" in first.stdout
 

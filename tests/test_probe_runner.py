@@ -77,6 +77,7 @@ def test_runtime_error_is_reported_as_data(fake_probe):
 
 
 def test_segfault_in_the_runtime_does_not_kill_the_parent(fake_probe):
+    """RELIABILITY 5: a runtime that crashes the probe (SIGSEGV) is a typed outcome in the parent."""
     tmp, inputs = fake_probe
     out = local.run_probe(request(tmp, inputs, fault="segfault"), threads=1, timeout_s=60)
     assert out.status == "crashed" and "SIGSEGV" in out.detail
@@ -93,7 +94,8 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.parametrize("fault", ["hang", "grandchild"])
-def test_timeout_kills_the_whole_process_group(fake_probe, fault):
+def test_reliability_16_timeout_kills_the_whole_process_group(fake_probe, fault):
+    """RELIABILITY 16: a hang, and a grandchild that keeps stderr open: the timeout kills the group."""
     tmp, inputs = fake_probe
     t0 = time.monotonic()
     out = local.run_probe(request(tmp, inputs, fault=fault), threads=1, timeout_s=2)

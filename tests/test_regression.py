@@ -33,7 +33,8 @@ def latencies(seed: int, n: int, median_ms: float = 0.5, sigma: float = 0.08) ->
 def result(artifact: str, warm: list[float], cold: list[float], role: str = "student", status: str = "ok") -> dict:
     return {
         "artifact": artifact, "role": role, "precision": "int8", "backend": "onnxruntime",
-        "size_bytes": 1 << 20, "status": status, "status_detail": "" if status == "ok" else "timeout",
+        "size_bytes": 1 << 20, "path": None, "threads": 1, "problems": [],
+        "status": status, "status_detail": "" if status == "ok" else "timeout",
         "warm": {"samples_ms": warm, "summary": {"p90_ms": float(np.percentile(warm, 90))}} if warm else None,
         "cold": {"runs": [{"total_ms": c} for c in cold], "total_ms": {"median": float(np.median(cold))}}
         if cold else None,
@@ -43,6 +44,7 @@ def result(artifact: str, warm: list[float], cold: list[float], role: str = "stu
 
 def results_file(*rs: dict, env: dict = ENV, threads: int = 1) -> dict:
     out = new_results("test", dict(env), {"teacher_top1": 0.98})
+    out["complete"] = True
     out["targets"].append({"name": "cpu", "runner": "local", "device": "CPU", "threads": threads,
                            "budgets": {"p90_ms": 100.0}, "results": list(rs)})
     return out

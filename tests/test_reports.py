@@ -1,6 +1,6 @@
 """Reports people read, rendered from a results file alone: HTML with plots, JUnit XML, Markdown
 and the GitHub step summary. Checked against a small hand-made golden file
-(tests/golden/results_v2.json: two targets, a teacher and students per target, one invalid, one
+(tests/golden/results_v3.json: two targets, a teacher and students per target, one invalid, one
 skipped, a model-cache block, sweeps, and checks with every outcome) and an
 "edgedistill.results/1"-shaped copy of it."""
 
@@ -19,7 +19,7 @@ from conftest import run_cli
 from edgedistill.report import html, junit, markdown
 from edgedistill.report.step_summary import append_step_summary
 
-GOLDEN = Path(__file__).parent / "golden" / "results_v2.json"
+GOLDEN = Path(__file__).parent / "golden" / "results_v3.json"
 NASTY = '<script>alert("x")</script>&'
 
 

@@ -14,7 +14,8 @@ def test_round_trip(tmp_path):
     assert res.load_results(p) == r
 
 
-def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
+def test_reliability_20_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
+    """RELIABILITY 20: interrupted between write and rename: the old file stays, no temp file."""
     p = tmp_path / "results.json"
     old = res.new_results("old", {}, {})
     res.write_results(p, old)
@@ -32,7 +33,7 @@ def test_interrupted_write_keeps_the_old_file(tmp_path, monkeypatch):
 def test_wrong_schema_is_refused(tmp_path):
     p = tmp_path / "r.json"
     p.write_text(json.dumps({"schema": "other/9"}))
-    with pytest.raises(UsageError, match="expected schema 'edgedistill.results/2', found 'other/9'"):
+    with pytest.raises(UsageError, match="expected schema 'edgedistill.results/3', found 'other/9'"):
         res.load_results(p)
     p.write_text(json.dumps({"schema": "edgedistill.results/1"}))
     with pytest.raises(UsageError) as older:

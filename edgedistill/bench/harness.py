@@ -177,6 +177,19 @@ def _failure(outcome: ProbeOutcome) -> tuple[str, str]:
     return ("inconclusive" if outcome.status in ("timeout", "crashed") else "error"), outcome.detail
 
 
+def _partial(outcome: ProbeOutcome) -> dict | None:
+    """What a probe that timed out had measured (the partial file it rewrites as it goes),
+    with counts. Kept apart from `cold` and `warm`, so nothing reads it as a full measurement:
+    the result stays inconclusive."""
+    r = outcome.result if outcome.status == "timeout" else None
+    if not r:
+        return None
+    samples = (r.get("warm") or {}).get("samples_ms") or []
+    cold = r.get("cold")
+    return {"warm_samples": len(samples), "cold_runs": 1 if cold else 0, "cold": cold,
+            "warm_samples_ms": samples}
+
+
 def _cache_record(runner: _Runner, work_dir: Path) -> dict:
     """Cold start with the runtime's model cache empty (miss) and filled (hit)."""
     art, n = runner.artifact, runner.target.measurement.cold_runs
@@ -260,6 +273,10 @@ def bench_artifact(
     outcome = runner.probe("full", outputs)
     if outcome.status != "ok":
         record["status"], record["status_detail"] = _failure(outcome)
+        if (partial := _partial(outcome)) is not None:
+            record["partial"] = partial
+            record["status_detail"] += (f" (partial: {partial['warm_samples']} warm samples, "
+                                        f"{partial['cold_runs']} cold run(s) kept)")
         return record
     full = outcome.result
     record["conditions"] = conditions

@@ -23,6 +23,7 @@ import sys
 PROBE_SCHEMA = "edgedistill.probe/2"
 OUTPUT_SAMPLE_STRIDE = 37  # a prime, so sampled iterations land on varied inputs
 MAX_OUTPUT_SAMPLES = 64
+PARTIAL_EVERY_S = 1.0  # how often the warm loop saves what it measured (see _Partial)
 
 
 class UnsupportedBatch(ValueError):
@@ -57,15 +58,58 @@ def _import_runtimes():
     return runtimes
 
 
-def _timed_loop(run, samples, min_n, min_s, max_s, keep_every=0):
+class _Partial:
+    """What this probe has measured so far, for a parent that has to kill it.
+
+    A probe that hangs is killed by the parent's timeout and never writes its result; the
+    parent then reads these files, so the cold start and the warm samples measured before the
+    hang are kept (and labelled partial) instead of lost:
+      `<result_path>.partial`          the result so far (cold start, session), rewritten atomically
+      `<result_path>.partial.warm_ns`  every warm sample so far, appended as native int64 ns
+    Appending keeps a save O(new samples): rewriting 100k samples as JSON each second took
+    ~0.7 s, a stall inside the timed loop. A record torn by the kill is a short tail the reader
+    drops (fixed-size records), so the reader never sees a wrong sample.
+    """
+
+    def __init__(self, result_path, result):
+        self.path = result_path + ".partial" if result_path else None
+        self.result = result
+        self.saved = 0
+
+    def save(self):
+        if not self.path:
+            return
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(dict(self.result, ok=False, partial=True), f)
+        os.replace(tmp, self.path)
+
+    def warm_saver(self):
+        """A callback for _timed_loop: appends the warm samples timed since the last call."""
+        if not self.path:
+            return None
+        import array
+
+        def save(times, elapsed):
+            new = times[self.saved:]
+            with open(self.path + ".warm_ns", "ab") as f:
+                f.write(array.array("q", new).tobytes())
+            self.saved += len(new)
+        return save
+
+
+def _timed_loop(run, samples, min_n, min_s, max_s, keep_every=0, on_progress=None):
     """Time single calls of run(sample) until both the minimum count and duration are met.
 
     Returns (times_ns, elapsed_s, kept) where kept holds (sample index, output) of every
-    `keep_every`-th iteration, recorded after the clock stopped.
+    `keep_every`-th iteration, recorded after the clock stopped. `on_progress(times, elapsed_s)`
+    is called about every PARTIAL_EVERY_S, outside the timed region.
     """
     clock = time.perf_counter_ns
     times, kept = [], []
     began = clock()
+    every_ns = int(PARTIAL_EVERY_S * 1e9)
+    next_save = began + every_ns
     i = 0
     while True:
         k = i % len(samples)
@@ -80,6 +124,9 @@ def _timed_loop(run, samples, min_n, min_s, max_s, keep_every=0):
         elapsed = (t1 - began) / 1e9
         if (i >= min_n and elapsed >= min_s) or elapsed >= max_s:
             return times, elapsed, kept
+        if on_progress is not None and t1 >= next_save:
+            on_progress(times, elapsed)
+            next_save = clock() + every_ns  # the save's own time does not count towards the next
 
 
 def _overhead_ms(fn, samples, n):
@@ -94,13 +141,13 @@ def _overhead_ms(fn, samples, n):
     return round(statistics.median(costs) / 1e6, 6) if costs else 0.0
 
 
-def _warm(session, samples, req, keep_every=0):
+def _warm(session, samples, req, keep_every=0, on_progress=None):
     """Warm-up, then the timed loop; also the loop's own overhead and the harness's (the
     Session's input check included), each measured the same way without the inference."""
     for i in range(req["warmup_iterations"]):
         session.run(samples[i % len(samples)])
     min_n, min_s, max_s = req["min_iterations"], req["min_duration_s"], req["max_duration_s"]
-    times, elapsed, kept = _timed_loop(session.run, samples, min_n, min_s, max_s, keep_every)
+    times, elapsed, kept = _timed_loop(session.run, samples, min_n, min_s, max_s, keep_every, on_progress)
     n = len(times)
     overhead_n = min(n, 1000)
     warm = {
@@ -183,6 +230,8 @@ def run(req: dict) -> dict:
     result["runtime_version"] = runtimes.runtime_version(req["backend"])
     result["session"] = session.describe()
     result["first_output_shape"] = list(np.asarray(first).shape)
+    partial = _Partial(req.get("result_path"), result)
+    partial.save()  # the cold start is measured: kept even if what follows hangs
 
     outputs = None
     if req["mode"] in ("full", "outputs"):
@@ -191,12 +240,12 @@ def run(req: dict) -> dict:
         result["outputs_path"] = req["outputs_path"]
     if req["mode"] == "full":
         samples = _batches(inputs, 1)
-        warm, kept = _warm(session, samples, req, keep_every=OUTPUT_SAMPLE_STRIDE)
+        warm, kept = _warm(session, samples, req, keep_every=OUTPUT_SAMPLE_STRIDE, on_progress=partial.warm_saver())
         warm["same_input_samples_ms"] = _same_input(session, samples, req)
         result["warm"] = warm
         result["sampled_outputs"] = _compare_sampled(kept, outputs)
     elif req["mode"] == "warm":
-        result["warm"], _ = _warm(session, _batches(inputs, batch), req)
+        result["warm"], _ = _warm(session, _batches(inputs, batch), req, on_progress=partial.warm_saver())
     result["batch_size"] = batch
     result["peak_rss_mb"] = round(_status_mb("VmHWM"), 2)
     return result

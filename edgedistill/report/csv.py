@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 
-from edgedistill.report.results import COLD_PARTS
+from edgedistill.report.results import COLD_PARTS, dig
 from edgedistill.report.rows import cache_medians
 
 FIELDS = ["target", "artifact", "role", "precision", "backend", "status", "threads", "p50_ms", "p90_ms",
@@ -20,8 +20,8 @@ def render(results: dict) -> str:
     writer.writeheader()
     for target in results["targets"]:
         for r in target["results"]:
-            warm = r.get("warm", {}).get("summary", {})
-            cold = r.get("cold", {})
+            warm = dig(r, "warm", "summary") or {}
+            cold = r.get("cold") or {}
             cache_miss, cache_hit = cache_medians(cold.get("cache"))
             writer.writerow({
                 "target": target["name"], "artifact": r["artifact"], "role": r["role"],
@@ -30,11 +30,15 @@ def render(results: dict) -> str:
                 "p99_ms": warm.get("p99_ms"), "mean_ms": warm.get("mean_ms"),
                 "p90_early_stopping_ms": warm.get("p90_early_stopping_ms"),
                 "cold_kind": cold.get("kind"),
-                "cold_total_ms": cold.get("total_ms", {}).get("median"),
-                **{p: cold.get(p, {}).get("median") for p in COLD_PARTS},
+                "cold_total_ms": dig(cold, "total_ms", "median"),
+                **{p: dig(cold, p, "median") for p in COLD_PARTS},
                 "cache_miss_ms": cache_miss, "cache_hit_ms": cache_hit,
-                "top1": r.get("accuracy", {}).get("top1"),
-                "teacher_agreement": r.get("accuracy", {}).get("teacher_agreement"),
-                "size_bytes": r["size_bytes"], "peak_rss_mb": r.get("memory", {}).get("peak_rss_mb"),
+                "top1": dig(r, "accuracy", "top1"),
+                "teacher_agreement": dig(r, "accuracy", "teacher_agreement"),
+                "size_bytes": r["size_bytes"], "peak_rss_mb": dig(r, "memory", "peak_rss_mb"),
             })
+    # An interrupted run: the planned artifacts it never measured are rows too, so a sheet
+    # built from this file cannot read as the whole run.
+    for m in results.get("missing") or []:
+        writer.writerow({"target": m["target"], "artifact": m["artifact"], "status": "missing"})
     return buf.getvalue()

@@ -20,6 +20,7 @@ from edgedistill.report.markdown import (
     sweep_rows,
     teacher_facts,
 )
+from edgedistill.report.results import incomplete_reason, shown_verdict
 from edgedistill.report.rows import ROW_HEADERS, result_rows
 
 OUTCOMES = ("FAIL", "INVALID", "INCONCLUSIVE", "PASS")
@@ -43,6 +44,7 @@ figure { margin: 1rem 0; } figcaption { font-weight: 600; margin-bottom: .3rem; 
 figure svg { max-width: 100%; height: auto; }
 .note { color: #59636e; font-style: italic; } .muted { color: #59636e; }
 ul.problems li { margin: .2rem 0; }
+p.incomplete { border-left: 4px solid #8250df; padding: .3rem .7rem; background: #fbefff; }
 """
 
 
@@ -82,12 +84,15 @@ def _plot(p) -> str:
 
 def _header(results: dict) -> str:
     env = results.get("environment") or {}
-    verdict = results.get("verdict") or "—"
+    verdict = shown_verdict(results) or "—"
+    reason = incomplete_reason(results)
     counts = Counter(c.get("outcome") for c in results.get("checks") or [])
     tally = ", ".join(f"{counts[o]} {o}" for o in OUTCOMES if counts[o]) or "no budget checked"
     return (f"<header><h1>edgedistill report: {_e(results.get('run'))}</h1>"
             f'<p><span class="verdict {_e(verdict)}">Verdict: {_e(verdict)}</span> '
             f'<a href="#budgets">{_e(tally)}</a></p>'
+            + (f'<p class="incomplete"><strong>Incomplete results, not a verdict:</strong> {_e(reason)}.</p>'
+               if reason else "") +
             f'<p class="muted">{_e(results.get("created"))} · edgedistill {_e(env.get("tool_version"))} · '
             f"schema {_e(results.get('schema'))}</p></header>")
 
@@ -185,7 +190,7 @@ def render(results: dict) -> str:
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>edgedistill report: {_e(results.get('run'))} ({_e(results.get('verdict'))})</title>",
+        f"<title>edgedistill report: {_e(results.get('run'))} ({_e(shown_verdict(results))})</title>",
         f"<style>{_STYLE}</style></head><body><main>",
         _header(results),
         _environment(results),

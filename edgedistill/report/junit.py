@@ -10,6 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 
 from edgedistill.gate import FAIL, INCONCLUSIVE, INVALID
+from edgedistill.report.results import incomplete_reason, shown_verdict
 
 
 def _num(value: float) -> str:
@@ -43,7 +44,7 @@ def _testcase(suite: ET.Element, c: dict) -> None:
 def _properties(suite: ET.Element, results: dict) -> None:
     props = ET.SubElement(suite, "properties")
     env = results.get("environment") or {}
-    for name, value in (("verdict", results.get("verdict")), ("tool_version", env.get("tool_version")),
+    for name, value in (("verdict", shown_verdict(results)), ("tool_version", env.get("tool_version")),
                         ("schema", results.get("schema")), ("run", results.get("run"))):
         ET.SubElement(props, "property", name=name, value="" if value is None else str(value))
 
@@ -70,7 +71,14 @@ def build(results: dict) -> ET.Element:
             if c["target"] == name:
                 _testcase(suite, c)
         _counts(suite, suite.findall("testcase"))
-    if not checks:
+    if reason := incomplete_reason(results):
+        # An interrupted run: CI must show it as not passed even if every check it got to passed.
+        suite = ET.SubElement(root, "testsuite", name="edgedistill")
+        _properties(suite, results)
+        case = ET.SubElement(suite, "testcase", classname="edgedistill", name="complete")
+        ET.SubElement(case, "error", type=INCONCLUSIVE, message=reason).text = reason
+        _counts(suite, [case])
+    elif not checks:
         # Nothing was gated, and the verdict says so (never a silent PASS); an empty report would
         # show CI all green, so the verdict itself becomes the one test.
         suite = ET.SubElement(root, "testsuite", name="edgedistill")

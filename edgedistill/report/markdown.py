@@ -9,6 +9,7 @@ newer blocks altogether.
 
 from __future__ import annotations
 
+from edgedistill.report.results import incomplete_reason, shown_verdict
 from edgedistill.report.rows import ROW_HEADERS, cache_medians, fmt, result_rows
 
 DETAIL_HEADERS = ["artifact", "cold start", "p90 ms (early-stopping bound)", "overhead ms (loop / harness)",
@@ -174,7 +175,7 @@ def render(results: dict) -> str:
     out = [
         f"# edgedistill report: {results.get('run', '?')}",
         "",
-        (f"**Verdict: {results.get('verdict')}** · {results.get('created', '?')} · "
+        (f"**Verdict: {shown_verdict(results)}** · {results.get('created', '?')} · "
          f"edgedistill {env.get('tool_version', '?')}"),
         "",
         _environment_line(env),
@@ -183,6 +184,8 @@ def render(results: dict) -> str:
         *(f"{label[0].upper()}{label[1:]}: {_cell(value)}." for label, value in teacher_facts(ref)),
         "",
     ]
+    if reason := incomplete_reason(results):
+        out += [f"> **Incomplete results, not a verdict:** {_cell(reason)}.", ""]
     for target in results.get("targets") or []:
         out += _target_section(target)
     checks = results.get("checks") or []

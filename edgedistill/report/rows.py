@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgedistill.report.results import COLD_PARTS
+from edgedistill.report.results import COLD_PARTS, dig
 
 ROW_HEADERS = [
     "artifact", "status", "p50 ms", "p90 ms", "p99 ms", "cold ms = start+import+read+compile+first",
@@ -17,8 +17,7 @@ def fmt(value, spec: str) -> str:
 
 def cache_medians(cache: dict | None) -> tuple[float | None, float | None]:
     """Median cold-start totals with the runtime's model cache empty (miss) and filled (hit)."""
-    cache = cache or {}
-    miss, hit = (((cache.get(side) or {}).get("total_ms") or {}).get("median") for side in ("miss", "hit"))
+    miss, hit = (dig(cache, side, "total_ms", "median") for side in ("miss", "hit"))
     return miss, hit
 
 
@@ -27,16 +26,16 @@ def _pct(fraction: float | None) -> float | None:
 
 
 def cold_text(r: dict) -> str:
-    cold = r.get("cold")
-    if not cold or "total_ms" not in cold:
+    total = dig(r, "cold", "total_ms", "median")
+    if total is None:
         return "—"
-    parts = "+".join(fmt(cold.get(p, {}).get("median"), ".0f") for p in COLD_PARTS)
-    return f"{cold['total_ms']['median']:.0f} ({parts})"
+    parts = "+".join(fmt(dig(r, "cold", p, "median"), ".0f") for p in COLD_PARTS)
+    return f"{total:.0f} ({parts})"
 
 
 def result_row(r: dict) -> list[str]:
-    warm = r.get("warm", {}).get("summary", {})
-    acc = r.get("accuracy", {})
+    warm = dig(r, "warm", "summary") or {}
+    acc = r.get("accuracy") or {}
     return [
         r["artifact"],
         r["status"],
@@ -47,7 +46,7 @@ def result_row(r: dict) -> list[str]:
         fmt(_pct(acc.get("top1")), ".2f"),
         fmt(_pct(acc.get("teacher_agreement")), ".1f"),
         fmt(None if r["size_bytes"] is None else r["size_bytes"] / 2**20, ".2f"),
-        fmt(r.get("memory", {}).get("peak_rss_mb"), ".0f"),
+        fmt(dig(r, "memory", "peak_rss_mb"), ".0f"),
     ]
 
 

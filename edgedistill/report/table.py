@@ -27,7 +27,7 @@ def print_results(results: dict, console: Console) -> None:
         for row in result_rows(target["results"]):
             table.add_row(*row)
         console.print(table)
-    for line in results.get("summary", {}).get("speedups", []):
+    for line in (results.get("summary") or {}).get("speedups") or []:
         console.print(f"  {line}")
     print_checks(results, console)
 

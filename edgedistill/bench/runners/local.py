@@ -1,7 +1,16 @@
-"""Runs the probe in a fresh local process, with a timeout that kills its whole process group."""
+"""Runs the probe in a fresh local process, with a timeout that kills its whole process group.
+
+Each probe leads its own session (a new process group), so a timeout kills the probe and
+anything it started, a grandchild that keeps stdout open included. The same isolation means
+the terminal's SIGINT never reaches it: whatever ends this process early (a signal turned into
+`Interrupted`, any exception) passes through `run_probe`'s `finally`, which kills the group
+before the temporary folder is removed. `LIVE_GROUPS` lists the groups running now, so a last
+resort (`kill_live_groups`) can end them from anywhere.
+"""
 
 from __future__ import annotations
 
+import array
 import json
 import os
 import signal
@@ -13,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PROBE_DIR = Path(__file__).resolve().parents[2] / "probe"
+LIVE_GROUPS: set[int] = set()  # process group ids of probes started and not yet reaped
 
 
 @dataclass
 class ProbeOutcome:
     status: str  # "ok" | "error" (the probe reported one) | "crashed" | "timeout"
-    result: dict | None
+    result: dict | None  # on a timeout: what the probe had measured by then (its partial file), or None
     detail: str = ""  # stderr tail, signal name, or the probe's error message
 
 
@@ -31,6 +41,29 @@ def thread_env(threads: int) -> dict[str, str]:
     return env
 
 
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _read_partial(path: Path) -> dict | None:
+    """The probe's partial result and the warm samples it appended (int64 ns; a torn last
+    record, cut by the kill, is dropped)."""
+    partial = _read_json(path)
+    if partial is None:
+        return None
+    try:
+        data = Path(str(path) + ".warm_ns").read_bytes()
+    except OSError:
+        return partial
+    samples = array.array("q")
+    samples.frombytes(data[: len(data) // samples.itemsize * samples.itemsize])
+    partial["warm"] = {"samples_ms": [round(t / 1e6, 5) for t in samples]}
+    return partial
+
+
 def run_probe(request: dict, *, threads: int, timeout_s: float) -> ProbeOutcome:
     with tempfile.TemporaryDirectory(prefix="edgedistill-probe-") as tmp:
         req_path = Path(tmp) / "request.json"
@@ -38,8 +71,6 @@ def run_probe(request: dict, *, threads: int, timeout_s: float) -> ProbeOutcome:
         request = {**request, "result_path": str(result_path)}
         request["parent_start_wall_ns"] = time.time_ns()
         req_path.write_text(json.dumps(request))
-        # A new session makes the probe lead its own process group: a timeout kills the probe
-        # and anything it started (a grandchild that keeps stdout open included).
         proc = subprocess.Popen(
             [sys.executable, str(PROBE_DIR / "probe.py"), str(req_path)],
             stdout=subprocess.DEVNULL,
@@ -47,13 +78,20 @@ def run_probe(request: dict, *, threads: int, timeout_s: float) -> ProbeOutcome:
             env=thread_env(threads),
             start_new_session=True,
         )
+        LIVE_GROUPS.add(proc.pid)
         try:
-            _, stderr = proc.communicate(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
+            try:
+                _, stderr = proc.communicate(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                # The probe saves what it measured as it goes (see probe._Partial): it is kept.
+                partial = _read_partial(Path(str(result_path) + ".partial"))
+                return ProbeOutcome("timeout", partial, f"no result within {timeout_s:g} s; process group killed")
+        finally:
+            # Also on the way out of an interrupt or any error: never leave the group running.
             _kill_group(proc)
-            return ProbeOutcome("timeout", None, f"no result within {timeout_s:g} s; process group killed")
         tail = stderr.decode(errors="replace").strip().splitlines()[-5:]
-        result = json.loads(result_path.read_text()) if result_path.exists() else None
+        result = _read_json(result_path) if result_path.exists() else None
         if proc.returncode < 0:
             sig = signal.Signals(-proc.returncode).name
             return ProbeOutcome("crashed", result, f"probe killed by {sig}: {' | '.join(tail)}")
@@ -65,8 +103,22 @@ def run_probe(request: dict, *, threads: int, timeout_s: float) -> ProbeOutcome:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the probe's process group (the probe and everything it started) and reap it.
+
+    Also called after a normal exit: a grandchild the probe left behind is in the same group."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass
     proc.wait()
+    LIVE_GROUPS.discard(proc.pid)
+
+
+def kill_live_groups() -> None:
+    """End every probe group still running (a last resort for paths that did not unwind)."""
+    for pgid in list(LIVE_GROUPS):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        LIVE_GROUPS.discard(pgid)
