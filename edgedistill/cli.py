@@ -367,12 +367,12 @@ def gate(results_path: Path, targets: tuple[Path, ...], baseline: Path | None, m
             console.print(f"INCONCLUSIVE: {line}", markup=False)
         if "regression" in results:
             console.print(f"against baseline {baseline} (regression: slower by > {max_regression:g} % warm, "
-                          f"> {max_cold_regression:g} % cold start, and p < {alpha:g}):")
+                          f"> {max_cold_regression:g} % cold start, and p < {alpha:g}):", markup=False)
             for c in results["checks"]:
                 if c["budget"].startswith("regression_"):
-                    console.print(f"  {c['outcome']} {c['artifact']} {c['budget']}: {c['detail']}")
+                    console.print(f"  {c['outcome']} {c['artifact']} {c['budget']}: {c['detail']}", markup=False)
             for line in notes(results["regression"]):
-                console.print(f"  {line}")
+                console.print(f"  {line}", markup=False)
         print_checks(results, console)
     sys.exit(EXIT_CODES[results["verdict"]])
 

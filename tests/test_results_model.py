@@ -421,3 +421,25 @@ def test_subprocess_mutations_are_documented_exits(tmp_path, cli_env):
     for args in (["report", nulled, "--format", "md"], ["gate", nulled]):
         r = run_cli(args, env=cli_env)
         assert r.returncode in DOCUMENTED and "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+
+
+def test_names_in_a_results_file_are_text_not_markup(tmp_path):
+    """An artifact, target or detail like "[/x]" in a results file is printed as it is by gate
+    and compare: rich markup in it neither vanishes nor crashes the renderer (exit 3)."""
+    import json
+
+    from conftest import run_cli
+
+    doc = json.loads((GOLDEN).read_text())
+    for r in doc["targets"][0]["results"]:
+        r["artifact"] = f"[/x]{r['artifact']}[bold]"
+    for c in doc["checks"]:
+        c["artifact"] = f"[/x]{c['artifact']}[bold]"
+    path = tmp_path / "hostile.json"
+    path.write_text(json.dumps(doc))
+    gate = run_cli(["gate", path])
+    assert gate.returncode in (0, 1) and "Traceback" not in gate.stderr, gate.stderr
+    assert "[/x]student" in gate.stdout.replace("\n", "")
+    compare = run_cli(["compare", path, path])
+    assert compare.returncode == 0, compare.stderr
+    assert "[/x]student" in compare.stdout.replace("\n", "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgedistill.report.rows import ROW_HEADERS, result_rows
@@ -21,14 +22,16 @@ def print_results(results: dict, console: Console) -> None:
     for label, value in teacher_facts(results.get("reference") or {}):
         console.print(f"{label}: {value}", markup=False, highlight=False)
     for target in results["targets"]:
-        table = Table(title=f"{target['name']} · {target['device']} · {target['threads']} thread(s)")
+        # Every string from a results file is text, never rich markup: a name like "[/x]" would
+        # vanish or crash the renderer.
+        table = Table(title=escape(f"{target['name']} · {target['device']} · {target['threads']} thread(s)"))
         for h in ROW_HEADERS:
             table.add_column(h, justify="left" if h in ("artifact", "status") else "right")
         for row in result_rows(target["results"]):
-            table.add_row(*row)
+            table.add_row(*map(escape, row))
         console.print(table)
     for line in (results.get("summary") or {}).get("speedups") or []:
-        console.print(f"  {line}")
+        console.print(f"  {line}", markup=False)
     print_checks(results, console)
 
 
@@ -41,18 +44,19 @@ def print_checks(results: dict, console: Console) -> None:
         table.add_column("target")
         table.add_column("artifact")
         for b in budgets:
-            table.add_column(b, justify="right")
+            table.add_column(escape(b), justify="right")
         rows: dict[tuple[str, str], dict[str, str]] = {}
         for c in checks:
             value = "—" if c["value"] is None else _num(c["value"])
             cell = f"[{_STYLE[c['outcome']]}]{c['outcome']}[/] {value} / {c['limit']:g}"
             rows.setdefault((c["target"], c["artifact"]), {})[c["budget"]] = cell
         for (target, artifact), cells in rows.items():
-            table.add_row(target, artifact, *(cells.get(b, "") for b in budgets))
+            table.add_row(escape(target), escape(artifact), *(cells.get(b, "") for b in budgets))
         console.print(table)
         for c in checks:
             if c["outcome"] != "PASS" and c["detail"]:
-                console.print(f"  [{_STYLE[c['outcome']]}]{c['outcome']}[/] {c['artifact']} {c['budget']}: {c['detail']}")
+                console.print(f"  [{_STYLE[c['outcome']]}]{c['outcome']}[/] "
+                              + escape(f"{c['artifact']} {c['budget']}: {c['detail']}"))
     v = results["verdict"]
     console.print(f"verdict: [bold {_STYLE[v]}]{v}[/]")
 
