@@ -90,10 +90,10 @@ def print_comparison(comparison: Comparison, console) -> None:
         ci = f"{m.ratio_ci[0]:.3f}–{m.ratio_ci[1]:.3f}" if m.ratio_ci else "—"
         word = "[bold red]slower (regression)[/]" if m.regression else f"[{style[m.verdict]}]{m.verdict}[/]"
         artifact = m.artifact + (" (reference)" if m.role == "teacher" else "")
-        table.add_row(m.target, artifact, m.metric, f"{m.base_n}/{m.head_n}", f"{m.base_median:.4g} ms",
+        table.add_row(escape(m.target), escape(artifact), m.metric, f"{m.base_n}/{m.head_n}", f"{m.base_median:.4g} ms",
                       f"{m.head_median:.4g} ms", f"{m.delta_pct:+.1f}", ci, format_p(m.p_two_sided), word)
     console.print(table)
     for line in notes(comparison.to_json()):
-        console.print(f"  {line}")
+        console.print(f"  {line}", markup=False)
     n = len(comparison.regressions)
     console.print(f"{n} regression(s)" if n else "no regression", style="bold red" if n else "bold green")
