@@ -164,6 +164,26 @@ def test_openvino_names_the_operator_it_cannot_convert(tmp_path):
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
+def test_onnxruntime_int8_failure_leaves_nothing_in_the_current_folder(tmp_path, monkeypatch):
+    """RELIABILITY 9: onnxruntime's shape inference cannot type an unknown operator; the error
+    names the backend, and the half-inferred model it dumps into the current folder is removed."""
+    graph = helper.make_graph(
+        [helper.make_node("Weird", ["x"], ["y"], domain="mylib")], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["N", 3])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, ["N", 3])],
+    )
+    path = tmp_path / "weird.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                      helper.make_opsetid("mylib", 1)]), str(path))
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    with pytest.raises(ExportError, match="onnxruntime int8 quantization failed"):
+        base.get_backend("onnxruntime").export(Artifact("onnx", path), tmp_path / "out", precision="int8",
+                                               calibration=np.zeros((4, 3), np.float32))
+    assert list(cwd.iterdir()) == []
+
+
 def test_importing_backends_and_probe_imports_no_runtime():
     code = (
         "import sys, edgedistill.backends.openvino, edgedistill.backends.onnxruntime, "

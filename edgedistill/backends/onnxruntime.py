@@ -125,6 +125,7 @@ def quantize_qdq(src: Path, dst: Path, samples: numpy.ndarray, *, input_name: st
         # Shape inference and graph fusions first, as onnxruntime's quantization guide asks:
         # unfused Conv+BatchNorm or unknown shapes leave tensors unquantized.
         pre = Path(work) / "pre.onnx"
+        dumps_before = {p for p in _SHAPE_INFERENCE_DUMPS if p.exists()}
         try:
             quant_pre_process(str(src), str(pre), save_as_external_data=external,
                               all_tensors_to_one_file=True,
@@ -139,6 +140,7 @@ def quantize_qdq(src: Path, dst: Path, samples: numpy.ndarray, *, input_name: st
                                "WeightSymmetric": True},
             )
         except Exception as e:  # the quantizer raises anything from KeyError to ORT's Fail
+            _remove_shape_inference_dump(dumps_before)
             op = operator_from_message(str(e))
             raise ExportError(
                 f"{NAME} int8 quantization failed{f' at operator {op}' if op else ''}: "
@@ -157,3 +159,14 @@ def quantize_qdq(src: Path, dst: Path, samples: numpy.ndarray, *, input_name: st
         "calibrate_method": "MinMax",
         "calibration_samples": len(samples),
     }
+
+
+# When its symbolic shape inference fails, onnxruntime saves the half-inferred model to the
+# current folder under a fixed name before raising: a failed export must not leave it there.
+_SHAPE_INFERENCE_DUMPS = (Path("sym_shape_infer_temp.onnx"), Path("sym_shape_infer_temp.onnx.data"))
+
+
+def _remove_shape_inference_dump(existing_before: set[Path]) -> None:
+    for path in _SHAPE_INFERENCE_DUMPS:
+        if path not in existing_before:
+            path.unlink(missing_ok=True)
