@@ -168,6 +168,10 @@ class ExportConfig(Strict):
     # cosine similarity of exported vs PyTorch embeddings must reach this instead.
     min_cosine: dict[Precision, Share] = {"fp32": 0.9999, "fp16": 0.999, "int8": 0.98}
     benchmark_teacher: bool = True  # export and bench the teacher too, as the reference
+    # An artifact whose outputs differ from PyTorch beyond the tolerances above stops the export
+    # (exit 2). True keeps it, marked unverified (verification.verified = false, with the
+    # problems), so it is benchmarked and gated anyway, and its results say so.
+    allow_unverified: bool = False
 
 
 class BenchConfig(Strict):

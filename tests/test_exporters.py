@@ -191,3 +191,35 @@ def test_reliability_10_export_that_differs_from_pytorch_beyond_tolerance_is_ref
     assert err.value.exit_code == 2
     assert "differs from PyTorch on 40 held-out inputs" in err.value.message
     assert re.search(r"max abs diff [0-9.e+-]+ > 0\.001$", err.value.message), err.value.message
+
+
+def test_reliability_10_unverified_export_is_measured_only_when_allowed(tmp_path):
+    """RELIABILITY 10: past its tolerances an export stops the run (exit 2, nothing benchmarked);
+    with [export] allow_unverified it is kept, marked unverified with its problems, and the
+    results of `bench` carry that verification record."""
+    import json
+
+    from conftest import run_cli
+
+    target = tmp_path / "t.toml"
+    target.write_text('backends = ["onnxruntime"]\n[measurement]\nwarmup_iterations = 1\n'
+                      'min_iterations = 20\nmin_duration_s = 0.0\ncold_runs = 1\nmeasure_cache = false\n'
+                      'max_load_per_core = 100.0\n')
+    config = tmp_path / "edgedistill.toml"
+    body = '[distill]\nepochs = 1\n[export]\nbackends = ["onnxruntime"]\nfp32_max_abs = 1e-30\n' \
+           'benchmark_teacher = false\n[bench]\ntargets = ["t.toml"]\n'
+    config.write_text(body)
+    refused = run_cli(["bench"], cwd=tmp_path)
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "differs from PyTorch" in refused.stderr and "allow_unverified" in refused.stderr
+    # bench marks its results file incomplete before any stage runs: nothing was measured or passed
+    left = json.loads((tmp_path / "runs/default/results.json").read_text())
+    assert left["complete"] is False and left["verdict"] is None and left["targets"] == []
+    config.write_text(body.replace("benchmark_teacher", "allow_unverified = true\nbenchmark_teacher"))
+    allowed = run_cli(["bench"], cwd=tmp_path)
+    assert "UNVERIFIED student-fp32-onnxruntime" in allowed.stderr, allowed.stderr[-2000:]
+    results = json.loads((tmp_path / "runs/default/results.json").read_text())
+    rows = {r["artifact"]: r for r in results["targets"][0]["results"]}
+    fp32 = rows["student-fp32-onnxruntime"]["verification"]
+    assert fp32["verified"] is False and "max abs diff" in fp32["problems"][0]
+    assert rows["student-int8-onnxruntime"]["verification"]["verified"] is True  # int8 has no max-abs bound
