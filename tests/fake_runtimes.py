@@ -1,9 +1,11 @@
 """A fake runtime for harness tests, copied beside probe.py in place of runtimes.py.
 
 Deterministic latencies, and injected hangs, crashes, grandchildren, caching and drifting
-outputs, chosen by `options`.
+outputs, chosen by `options` (the request's, else JSON in $EDGEDISTILL_FAKE_OPTIONS, so a script
+can drive the unchanged harness: benchmarks/gate_stability.py).
 """
 
+import json
 import os
 import signal
 import subprocess
@@ -56,7 +58,7 @@ class Session:
 
 
 def load(backend, path, *, threads, device="CPU", options=None, cache=None, precision=None):
-    options = options or {}
+    options = options or json.loads(os.environ.get("EDGEDISTILL_FAKE_OPTIONS") or "{}")
     fault = options.get("fault")
     if fault == "hang":
         time.sleep(3600)
