@@ -35,6 +35,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -43,13 +44,14 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # this checkout's edgedistill, as the benches (PYTHONPATH) use it
 # CPU seconds used by other processes during a measurement above which it is measured again:
 # other work in between slows fresh processes, a real shift of the machine that no comparison
 # of two benches can tell from a regression of the model. An idle machine here shows ~0.2 CPU s
 # of other work per bench.
 BUSY_CPU_S = 1.0
 IDLE_CORES = 0.1  # before a measurement, wait until other processes use less than this
-IDLE_WAIT_S = 180.0  # ... but at most this long; the bench after it is then checked as above
+IDLE_WAIT_S = 120.0  # ... but at most this long (--max-wait-s); the bench after it is then checked as above
 
 # The shipped local-cpu target's measurement (5 fresh processes per student, 0.5 s warm loop
 # each), without the model-cache runs, which the gate does not read. No budgets worth the name:
@@ -142,11 +144,11 @@ def bench_once(work: Path, run_name: str, target: Path, extra: list[str], attemp
     raise SystemExit("bench kept failing; see the messages above")
 
 
-def bench_quiet(bench, limit_cpu_s: float, attempts: int) -> tuple[dict, dict]:
+def bench_quiet(bench, limit_cpu_s: float, attempts: int, max_wait_s: float = IDLE_WAIT_S) -> tuple[dict, dict]:
     """bench() on a quiet machine: (results, {others_cpu_s, attempts, waited_s, bench_s})."""
     waited = 0.0
     for attempt in range(1, attempts + 1):
-        waited += wait_for_idle()
+        waited += wait_for_idle(max_wait_s)
         started = time.perf_counter()
         results, cpu_s = others_cpu_s(bench)
         info = {"others_cpu_s": cpu_s, "attempts": attempt, "waited_s": waited,
@@ -304,18 +306,25 @@ def main() -> int:
     ap.add_argument("--threads", type=int, nargs=2, default=[2, 1], metavar=("BASE", "SLOW"),
                     help="thread counts: the baseline's and the really slower head's (default 2 1)")
     ap.add_argument("--backend", default="onnxruntime", help="backend whose student artifacts are measured")
-    ap.add_argument("--keep", type=Path, help="copy the measured results files here")
+    ap.add_argument("--keep", type=Path, help="write the measured results files here too, as they are measured")
+    ap.add_argument("--from-results", type=Path, metavar="DIR",
+                    help="gate the results files a --keep run wrote instead of measuring again")
     ap.add_argument("--busy-cpu-s", type=float, default=BUSY_CPU_S,
                     help=f"measure again when other processes used more CPU seconds than this meanwhile "
                          f"(default {BUSY_CPU_S}; a large value turns it off)")
     ap.add_argument("--attempts", type=int, default=3, help="measurements at most per bench (default 3)")
+    ap.add_argument("--max-wait-s", type=float, default=IDLE_WAIT_S,
+                    help=f"wait at most this long for an idle machine before each bench (default {IDLE_WAIT_S:g})")
     ap.add_argument("bench_args", nargs="*", help="after --: extra arguments for every `edgedistill bench`")
     args = ap.parse_args()
     if args.gates < 1:
         ap.error("--gates must be at least 1")
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows up in a log file as it happens
+    # SIGTERM unwinds like Ctrl-C, so the temporary folder is removed on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     run_dir = args.run_dir.resolve()
-    if not (run_dir / "distill" / "manifest.json").is_file():
+    if args.from_results is None and not (run_dir / "distill" / "manifest.json").is_file():
         print(f"no run folder at {args.run_dir}: run `python3 dev.py demo` first (it makes runs/default)")
         return 2
     fast_t, slow_t = args.threads
@@ -323,30 +332,45 @@ def main() -> int:
         work = Path(tmp)
         # The stage manifests name their files relative to the folder the run was made from,
         # so the copy under work/runs/ is found from work/ as the original was.
-        shutil.copytree(run_dir, work / "runs" / run_dir.name, ignore=shutil.ignore_patterns("bench", "results.json"))
+        if not args.from_results:
+            shutil.copytree(run_dir, work / "runs" / run_dir.name,
+                            ignore=shutil.ignore_patterns("bench", "results.json"))
         targets = {}
         for t in (fast_t, slow_t):
             targets[t] = work / f"gate-stability-{t}t.toml"
             targets[t].write_text(TARGET.format(backend=args.backend, threads=t))
-        saved = work / "results"
-        saved.mkdir()
+        saved = args.keep or work / "results"
+        saved.mkdir(parents=True, exist_ok=True)
 
         n = args.gates + 1
         print(f"measuring {run_dir}'s student {args.backend} artifacts {2 * n} times, alternating {fast_t} and "
               f"{slow_t} thread(s), each on a quiet machine (again if other processes used > {args.busy_cpu_s:g} "
               "CPU s meanwhile)")
-        # The export for this backend alone happens in the first bench: done here, off the clock.
-        bench_once(work, run_dir.name, targets[fast_t], ["--backend", args.backend, *args.bench_args])
         benches: dict[int, list[dict]] = {fast_t: [], slow_t: []}
         infos: dict[int, list[dict]] = {fast_t: [], slow_t: []}
-        for i in range(n):
+        if args.from_results:  # as many complete rounds as were measured
+            while n and not all((args.from_results / f"{t}t-{n - 1:02d}.json").is_file() for t in (fast_t, slow_t)):
+                n -= 1
+            if n < 2:
+                print(f"fewer than 2 complete rounds of results in {args.from_results}")
+                return 2
+            args.gates = n - 1
+            for i in range(n):
+                for t in (fast_t, slow_t):
+                    data = json.loads((args.from_results / f"{t}t-{i:02d}.json").read_text())
+                    infos[t].append(data.pop("gate_stability"))
+                    benches[t].append(data)
+        else:
+            # The export for this backend alone happens in the first bench: done here, off the clock.
+            bench_once(work, run_dir.name, targets[fast_t], ["--backend", args.backend, *args.bench_args])
+        for i in range(n if not args.from_results else 0):
             for t in (fast_t, slow_t):
                 results, info = bench_quiet(
                     lambda t=t: bench_once(work, run_dir.name, targets[t], ["--backend", args.backend, *args.bench_args]),
-                    args.busy_cpu_s, args.attempts)
+                    args.busy_cpu_s, args.attempts, args.max_wait_s)
                 benches[t].append(results)
                 infos[t].append(info)
-                (saved / f"{t}t-{i:02d}.json").write_text(json.dumps(results))
+                (saved / f"{t}t-{i:02d}.json").write_text(json.dumps({**results, "gate_stability": info}))
                 others = "?" if info["others_cpu_s"] is None else f"{info['others_cpu_s']:.1f}"
                 print(f"  bench {i:2d} at {t} thread(s): {info['bench_s']:.1f} s (waited {info['waited_s']:.0f} s for "
                       f"an idle machine, {info['attempts']} attempt(s)), other processes {others} CPU s, "
@@ -358,14 +382,14 @@ def main() -> int:
               f"over runs p < {ALPHA:g} (the gate's defaults)")
         ok = True
         tallies = []
-        pairs: list[tuple[dict, dict]] = []
+        pairs: dict[int, list[tuple[dict, dict]]] = {fast_t: [], slow_t: []}
         for t in (fast_t, slow_t):
             print(f"(a) self vs self at {t} thread(s), each bench against the one before (expect PASS):")
             passes = 0
             for i in range(1, n):
                 verdict, metrics = gate(benches[t][i], benches[t][i - 1], work / "gates")
                 passes += verdict == "PASS"
-                pairs.append((benches[t][i - 1], benches[t][i]))
+                pairs[t].append((benches[t][i - 1], benches[t][i]))
                 print(gate_line(f"{t}t bench {i:2d} vs {i - 1:2d}", verdict, metrics, infos[t][i]))
             flagged = [f for b in benches[t] for f in flags(b)]
             print(f"    {spread_summary(benches[t])}; integrity/validity flags raised: {len(flagged)}"
@@ -391,17 +415,19 @@ def main() -> int:
                        f"honest fake flagged: {false_flags} of {args.gates} (expected 0)")
         ok &= caught == args.gates and false_flags == 0
 
-        smallest = detection_floor(pairs, MAX_REGRESSION_PCT, ALPHA)
+        smallest = {t: detection_floor(pairs[t], MAX_REGRESSION_PCT, ALPHA) for t in (fast_t, slow_t)}
+        spreads = {t: spread_summary(benches[t]) for t in (fast_t, slow_t)}
         bench_s = [i["bench_s"] for t in infos for i in infos[t]]
         if args.keep:
-            shutil.copytree(saved, args.keep, dirs_exist_ok=True)
             print(f"results files kept in {args.keep}")
 
     print()
     for line in tallies:
         print(line)
-    print("smallest slowdown caught in every measured self-vs-self pair (their head runs scaled, through "
-          "the gate's own decision): " + ("none up to 200 %" if smallest is None else f"{smallest:.0f} %"))
+    for t in (fast_t, slow_t):
+        found = "none up to 200 %" if smallest[t] is None else f"{smallest[t]:.0f} %"
+        print(f"at {t} thread(s): {spreads[t]}; smallest slowdown caught in every measured self-vs-self pair "
+              f"(each head's runs scaled, through the gate's own decision): {found}")
     print(f"a gated bench ({args.backend}, 2 students + the teacher, 5 fresh processes each student, "
           f"0.5 s warm loop each): median {statistics.median(bench_s):.1f} s, max {max(bench_s):.1f} s; "
           f"measured again because the machine was busy: {sum(i['attempts'] - 1 for t in infos for i in infos[t])} "
