@@ -191,6 +191,9 @@ class Measurement(Strict):
     # Unstable conditions: a 1-minute load average above this many runnable tasks per usable
     # core before a run, or a CPU governor that lowers clocks, makes latency INVALID.
     max_load_per_core: float = Field(1.0, gt=0)
+    # ... or other processes using more than this share of the machine's CPU during a warm run
+    # (measured over the run; on a shared 2-core VM such runs moved by +25 % to +100 %).
+    max_others_cpu_share: float = Field(0.1, gt=0, le=1)
     allow_unstable_clocks: bool = False
 
     @model_validator(mode="after")

@@ -9,8 +9,9 @@ from edgedistill.bench import harness
 from edgedistill.bench.harness import EvalSet, bench_artifact
 from edgedistill.config import TargetConfig
 
+# max_others_cpu_share 1: these tests check the harness, not how busy the shared test machine is.
 MEASURE = {"warmup_iterations": 2, "min_iterations": 120, "min_duration_s": 0.05,
-           "max_duration_s": 10, "cold_runs": 3, "timeout_s": 60}
+           "max_duration_s": 10, "cold_runs": 3, "timeout_s": 60, "max_others_cpu_share": 1.0}
 
 
 @pytest.fixture
@@ -218,3 +219,21 @@ def test_crash_is_inconclusive_and_keeps_nothing_false(setup):
     r = setup(options={"fault": "segfault"})
     assert r["status"] == "inconclusive" and "SIGSEGV" in r["status_detail"]
     assert "warm" not in r and "accuracy" not in r
+
+
+def test_other_processes_busy_during_a_warm_run_make_it_invalid(setup):
+    """A process spinning on a core while the warm runs are timed: measured during each run (not
+    guessed from the lagging load average), recorded per run, and busy_machine (INVALID)."""
+    import subprocess
+    import sys
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        r = setup(measurement={"max_others_cpu_share": 0.1, "measure_cache": False})
+    finally:
+        spinner.kill()
+        spinner.wait()
+    shares = [run["others_cpu_share"] for run in r["warm"]["runs"]]
+    assert all(x is not None for x in shares) and max(shares) > 0.1
+    assert r["status"] == "invalid" and "busy_machine" in [p["kind"] for p in r["problems"]]
+    assert "other processes used" in r["status_detail"]

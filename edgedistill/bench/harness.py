@@ -16,7 +16,10 @@ and the regression gate compares runs, not samples (regression.py).
 
 from __future__ import annotations
 
+import os
+import resource
 import shutil
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +37,23 @@ from edgedistill.report.results import COLD_PARTS
 from edgedistill.stages import file_record
 
 _SLOW_CLOCK_GOVERNORS = ("powersave", "conservative")
+
+
+def _machine_busy_cpu_s() -> float | None:
+    """CPU seconds every process on the machine has used since boot (Linux /proc/stat: all but
+    idle and iowait, steal included: a neighbour VM's use of our cores counts), else None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds of this process and every child it waited for (the probes)."""
+    usage = [resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
 
 
 @dataclass
@@ -85,7 +105,8 @@ def _median(values: list[float]) -> float:
 def _warm_run(warm: dict) -> dict:
     """One process's warm loop as the gate sees it: its median, size, length, caching ratio."""
     run = {"p50_ms": round(_median(warm["samples_ms"]), 5), "n": len(warm["samples_ms"]),
-           "duration_s": warm["duration_s"], "hit_max_duration": warm["hit_max_duration"]}
+           "duration_s": warm["duration_s"], "hit_max_duration": warm["hit_max_duration"],
+           "others_cpu_share": warm.get("others_cpu_share")}
     same, varied = warm.get("same_input_samples_ms"), warm.get("same_input_varied_ms")
     if same and varied:
         run["same_input_ratio"] = round(_median(same) / _median(varied), 4)
@@ -175,6 +196,14 @@ def measurement_problems(warm: dict, full: dict, target: TargetConfig, condition
         problems.append({"kind": "busy_machine", "detail": (
             f"1-minute load average {load[0]:.2f} on {cores} usable cores before the run "
             f"(limit {m.max_load_per_core:g} per core): other work was competing for the CPU")})
+    shares = [r.get("others_cpu_share") for r in warm.get("runs") or []]
+    busy_runs = [(i, x) for i, x in enumerate(shares, 1) if x is not None and x > m.max_others_cpu_share]
+    if busy_runs:
+        i, x = max(busy_runs, key=lambda ix: ix[1])
+        problems.append({"kind": "busy_machine", "detail": (
+            f"other processes used {x:.0%} of the machine's CPU during warm run {i} ({len(busy_runs)} of "
+            f"{len(shares)} runs above the limit {m.max_others_cpu_share:.0%}): their work shifts latency "
+            "by more than a regression the gate must catch")})
     gov = conditions.get("governor")
     if gov in _SLOW_CLOCK_GOVERNORS and not m.allow_unstable_clocks:
         problems.append({"kind": "unstable_clocks", "detail": (
@@ -214,6 +243,7 @@ class _Runner:
         self.artifact, self.target, self.evalset = artifact, target, evalset
         self.cold_disk = cold_disk
         self.evictions: list[str] = []  # why a run could not be disk-cold, if any
+        self.others_share: float | None = None  # share of the machine other processes used in the last probe
 
     def probe(self, mode: str, outputs: Path | None = None, *, evict_also: list[Path] = (),
               cold: bool | None = None, **kwargs) -> ProbeOutcome:
@@ -223,7 +253,17 @@ class _Runner:
             if not eviction.ok:
                 self.evictions.append(eviction.detail)
         req = probe_request(self.artifact, self.target, self.evalset.inputs_path, mode, outputs, **kwargs)
-        return run_probe(req, threads=req["threads"], timeout_s=self.target.measurement.timeout_s)
+        # What OTHER processes used while this probe ran: competing work measured during the run,
+        # not guessed from a load average that lags by a minute.
+        busy, own, began = _machine_busy_cpu_s(), _own_cpu_s(), time.monotonic()
+        outcome = run_probe(req, threads=req["threads"], timeout_s=self.target.measurement.timeout_s)
+        wall = time.monotonic() - began
+        if busy is None or wall <= 0:
+            self.others_share = None
+        else:
+            others = max(0.0, (_machine_busy_cpu_s() - busy) - (_own_cpu_s() - own))
+            self.others_share = round(others / (wall * (os.cpu_count() or 1)), 4)
+        return outcome
 
     def cold_kind(self) -> tuple[str, str]:
         if not self.cold_disk:
@@ -322,6 +362,7 @@ def bench_artifact(
         record["status"], record["status_detail"] = _failure(outcome)
         return record
     full = outcome.result
+    full["warm"]["others_cpu_share"] = runner.others_share
     record["conditions"] = conditions
 
     runs = [full["cold"]]
@@ -336,7 +377,7 @@ def bench_artifact(
             record["status"], record["status_detail"] = _failure(outcome)
             break
         runs.append(outcome.result["cold"])
-        warm_parts.append(outcome.result["warm"])
+        warm_parts.append({**outcome.result["warm"], "others_cpu_share": runner.others_share})
     cache = None
     if student and target.measurement.measure_cache and artifact.backend in CACHE_MECHANISMS:
         on_step(f"{artifact.name}: cold start with the model cache, miss and hit")
