@@ -1,25 +1,38 @@
 """Base vs head: which latencies changed, by how much, and whether the change is real.
 
 Pure functions over two results dicts (no I/O). Results are matched by (target name, artifact
-name); for each matched artifact, students and the teacher alike, two metrics are compared on
-their raw samples:
+name); for each matched artifact, students and the teacher alike, two metrics are compared, each
+over RUNS (fresh processes), not over the samples inside one:
 
-  warm_p50    the warm loop's `warm.samples_ms` (thousands of single inferences)
-  cold_start  the cold runs' `cold.runs[*].total_ms` (a handful of fresh processes)
+  warm_p50    each run's warm median, `warm.runs[*].p50_ms` (cold_runs fresh processes per student)
+  cold_start  each run's time to first result, `cold.runs[*].total_ms`
 
-A change is a **regression** only when it is both larger than the allowed percentage (the
-floor: 10 % warm, 20 % cold start) and statistically significant (one-sided Mann-Whitney U, head
-slower, p < alpha). The gate fails on warm regressions; cold-start regressions are reported but
-gated only when asked (`gate_cold_start`), because fresh processes on a shared machine shift
-together between sessions by more than any floor a real regression would clear (see
-MAX_COLD_REGRESSION_PCT). The absolute `cold_start_ms` budget still gates cold start.
+Why runs: the noise that matters is between processes. Back-to-back benches of one unchanged
+student at 2 threads moved its single-process warm median by -20 % to +28 %, and a test over the
+thousands of samples of one process called each shift significant at p < 1e-4, because it
+assumes those samples independent while they all share one process's draw (thread placement,
+memory layout, the runtime's choices). A process is one replicate; so is a cold run.
 
-- The floor, because thousands of warm samples make a tiny shift "significant", and they are
-  autocorrelated (frequency scaling, cache and scheduler state drift over a run), which the test
-  assumes away, so its p-values are optimistic. A 2 % shift is not worth blocking a release for.
-- The test, because a single noisy run can move the median by more than the floor; a few cold
-  runs cannot reach significance unless the two sets barely overlap (5 vs 5 runs, completely
-  separated: smallest one-sided p = 1/252 ≈ 0.004; 3 vs 3 can never get below 0.05).
+A change is a **regression** only when all three hold:
+
+  1. the head's median run is slower than the base's by more than the threshold: the floor
+     (--max-regression, 10 % warm; --max-cold-regression, 20 % cold start) or the base's own
+     run-to-run spread ((max - min) / median of its runs), whichever is larger: a change smaller
+     than the differences between the baseline's own runs is not evidence;
+  2. it is significant: a one-sided Mann-Whitney U test over the runs (head slower), p < alpha;
+     exact for small counts: 5 runs against 5 reach p = 1/252 ~ 0.004 when every head run is
+     slower than every base run, 2/252 ~ 0.008 with one exception, and cannot reach 0.01 with
+     fewer than 4 against 5;
+  3. both sides have runs enough to reach alpha at all. When they do not (a teacher, measured
+     once; a file without per-run warm medians, written before edgedistill recorded runs; a
+     target with cold_runs below 5), the comparison is **untestable**: reported, never a
+     regression, and a gated student's check says INCONCLUSIVE rather than PASS, so a gate that
+     cannot see a regression never claims there is none.
+
+The gate fails on warm regressions; cold-start regressions are reported but gated only when
+asked (`gate_cold_start`), because fresh processes on a shared machine shift together between
+sessions by more than any floor a real regression would clear (see MAX_COLD_REGRESSION_PCT).
+The absolute `cold_start_ms` budget still gates cold start.
 
 numpy and scipy are imported inside the functions that need them, so the CLI can import this
 module for its defaults and stay cheap to start.
@@ -39,7 +52,9 @@ MAX_REGRESSION_PCT = 10.0
 # significant (benchmarks/gate_stability.py). The floor must cover that shift; 20 % is twice it.
 MAX_COLD_REGRESSION_PCT = 20.0
 ALPHA = 0.01
-BOOTSTRAP_RESAMPLES = 1000  # enough for a 95 % interval; ~0.3 s for 5,000 samples a side
+# A regression must exceed this many times the base's run-to-run spread (and the floor).
+SPREAD_FACTOR = 1.0
+BOOTSTRAP_RESAMPLES = 1000  # enough for a 95 % interval over a handful of runs
 BOOTSTRAP_SEED = 0  # the same files always print the same interval
 COMPARABLE_STATUSES = ("ok", "invalid")  # invalid results still carry samples; the gate flags them
 LOAD_DIFFERENCE_PER_CORE = 0.5  # more than this between base and head: warn
@@ -51,16 +66,29 @@ METRICS = {
 }
 
 
-def warm_samples(result: dict) -> list[float]:
-    return list((result.get("warm") or {}).get("samples_ms") or [])
+def warm_runs(result: dict) -> tuple[list[float], str | None]:
+    """(each run's warm median, why there is no per-run data or None).
+
+    A file without `warm.runs` (written before edgedistill recorded runs) still has its samples:
+    they count as one run, their median, which no test can call significant."""
+    warm = result.get("warm") or {}
+    runs = [r["p50_ms"] for r in warm.get("runs") or [] if r.get("p50_ms") is not None]
+    if runs:
+        return runs, None
+    samples = warm.get("samples_ms") or []
+    if not samples:
+        return [], None
+    from statistics import median
+
+    return [median(samples)], "no per-run warm medians (warm.runs): its samples count as one run"
 
 
-def cold_samples(result: dict) -> list[float]:
+def cold_runs(result: dict) -> tuple[list[float], str | None]:
     runs = (result.get("cold") or {}).get("runs") or []
-    return [r["total_ms"] for r in runs if r.get("total_ms") is not None]
+    return [r["total_ms"] for r in runs if r.get("total_ms") is not None], None
 
 
-_SAMPLES = {"warm_p50": warm_samples, "cold_start": cold_samples}
+_RUNS = {"warm_p50": warm_runs, "cold_start": cold_runs}
 
 
 @dataclass(frozen=True)
@@ -69,16 +97,20 @@ class MetricComparison:
     artifact: str
     role: str
     metric: str  # "warm_p50" | "cold_start"
-    base_n: int
+    base_n: int  # runs (fresh processes) on each side
     head_n: int
-    base_median: float
+    base_median: float  # median over the runs
     head_median: float
     delta_pct: float  # (head median / base median - 1) * 100
-    p_slower: float  # one-sided Mann-Whitney U: is head slower? (decides a regression)
+    base_spread_pct: float | None  # (max - min) / median of the base's runs; None below 2 runs
+    threshold_pct: float  # max(floor, SPREAD_FACTOR x base_spread_pct): what delta_pct must exceed
+    p_slower: float  # one-sided Mann-Whitney U over runs: is head slower? (decides a regression)
     p_two_sided: float  # any difference (decides "significant" in compare)
-    ratio_ci: tuple[float, float] | None  # bootstrap 95 % interval of head median / base median
+    min_p: float  # the smallest one-sided p these run counts allow (no ties)
+    ratio_ci: tuple[float, float] | None  # bootstrap 95 % interval of the ratio, runs resampled
     regression: bool
     significant: bool
+    untestable: str | None = None  # why these runs cannot show a regression at alpha, else None
     untrusted: str | None = None  # why a side's measurement was marked invalid, else None
 
     @property
@@ -134,7 +166,9 @@ class Comparison:
             "max_cold_regression_pct": self.max_cold_regression_pct,
             "gate_cold_start": self.gate_cold_start,
             "alpha": self.alpha,
-            "test": "Mann-Whitney U (one-sided, head slower) and a percentage floor",
+            "spread_factor": SPREAD_FACTOR,
+            "test": ("one-sided Mann-Whitney U over runs (fresh processes), and a threshold: "
+                     "max(floor, spread_factor x the base's run-to-run spread)"),
             "environment_warning": self.environment_warning,
             "metrics": [m.to_json() for m in self.metrics],
             "not_comparable": [asdict(n) for n in self.not_comparable],
@@ -148,7 +182,7 @@ class Comparison:
 
 def mann_whitney(base: list[float], head: list[float]) -> tuple[float, float]:
     """(p that head is slower, two-sided p). Rank-based: no assumption of normal latencies,
-    and a few slow outliers cannot swing it the way they swing a mean."""
+    and one slow run cannot swing it the way it swings a mean. Exact for small counts."""
     from scipy.stats import mannwhitneyu
 
     slower = mannwhitneyu(head, base, alternative="greater").pvalue
@@ -156,40 +190,56 @@ def mann_whitney(base: list[float], head: list[float]) -> tuple[float, float]:
     return float(slower), float(both)
 
 
-def bootstrap_ratio_ci(base: list[float], head: list[float], resamples: int = BOOTSTRAP_RESAMPLES,
-                       seed: int = BOOTSTRAP_SEED, chunk: int = 200) -> tuple[float, float]:
-    """Percentile 95 % interval of median(head) / median(base), each side resampled on its own.
+def smallest_p(n_base: int, n_head: int) -> float:
+    """The one-sided exact test's smallest p: every head run slower than every base run."""
+    from math import comb
 
-    Resampling treats samples as independent; warm samples are not quite, so the interval is
-    on the narrow side (one more reason the gate keeps a percentage floor)."""
+    return 1.0 / comb(n_base + n_head, n_base)
+
+
+def bootstrap_ratio_ci(base: list[float], head: list[float], resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = BOOTSTRAP_SEED) -> tuple[float, float] | None:
+    """Percentile 95 % interval of median(head) / median(base), each side's runs resampled on
+    their own; None when a side has fewer than 2 runs (nothing to resample)."""
     import numpy as np
 
+    if min(len(base), len(head)) < 2:
+        return None
     rng = np.random.default_rng(seed)
     b, h = np.asarray(base, dtype=np.float64), np.asarray(head, dtype=np.float64)
-    ratios = []
-    for start in range(0, resamples, chunk):  # chunks bound memory: chunk x n indices at a time
-        k = min(chunk, resamples - start)
-        mb = np.median(b[rng.integers(0, b.size, (k, b.size))], axis=1)
-        mh = np.median(h[rng.integers(0, h.size, (k, h.size))], axis=1)
-        ratios.append(mh / mb)
-    lo, hi = np.percentile(np.concatenate(ratios), [2.5, 97.5])
+    mb = np.median(b[rng.integers(0, b.size, (resamples, b.size))], axis=1)
+    mh = np.median(h[rng.integers(0, h.size, (resamples, h.size))], axis=1)
+    lo, hi = np.percentile(mh / mb, [2.5, 97.5])
     return float(lo), float(hi)
 
 
-def compare_samples(base: list[float], head: list[float], max_regression_pct: float = MAX_REGRESSION_PCT,
-                    alpha: float = ALPHA, bootstrap: bool = True) -> dict:
-    """The numbers behind one MetricComparison."""
+def compare_runs(base: list[float], head: list[float], max_regression_pct: float = MAX_REGRESSION_PCT,
+                 alpha: float = ALPHA, bootstrap: bool = True, no_runs: str | None = None) -> dict:
+    """The numbers behind one MetricComparison, from each side's per-run values.
+
+    `no_runs` says why a side has no per-run data (then it is untestable whatever the counts)."""
     import numpy as np
+
+    from edgedistill.bench.stats import spread_pct
 
     base_median, head_median = float(np.median(base)), float(np.median(head))
     delta_pct = (head_median / base_median - 1.0) * 100.0
+    spread = spread_pct(base)
+    threshold = max(max_regression_pct, SPREAD_FACTOR * spread if spread is not None else 0.0)
     p_slower, p_two_sided = mann_whitney(base, head)
+    min_p = smallest_p(len(base), len(head))
+    untestable = no_runs
+    if untestable is None and min_p >= alpha:
+        untestable = (f"{len(base)} vs {len(head)} runs cannot reach p < {alpha:g} (smallest possible "
+                      f"p {min_p:.2g}): measure both with cold_runs >= 5")
     return {
         "base_n": len(base), "head_n": len(head), "base_median": base_median, "head_median": head_median,
-        "delta_pct": delta_pct, "p_slower": p_slower, "p_two_sided": p_two_sided,
+        "delta_pct": delta_pct, "base_spread_pct": spread, "threshold_pct": threshold,
+        "p_slower": p_slower, "p_two_sided": p_two_sided, "min_p": min_p,
         "ratio_ci": bootstrap_ratio_ci(base, head) if bootstrap else None,
-        "regression": delta_pct > max_regression_pct and p_slower < alpha,
-        "significant": p_two_sided < alpha,
+        "regression": untestable is None and delta_pct > threshold and p_slower < alpha,
+        "significant": untestable is None and p_two_sided < alpha,
+        "untestable": untestable,
     }
 
 
@@ -278,8 +328,8 @@ def compare_results(base: dict, head: dict, max_regression_pct: float = MAX_REGR
         if problem:
             out.not_comparable.append(NotComparable(target, artifact, role, None, problem))
             continue
-        for metric, samples in _SAMPLES.items():
-            bs, hs = samples(b), samples(h)
+        for metric, runs in _RUNS.items():
+            (bs, b_why), (hs, h_why) = runs(b), runs(h)
             missing = [side for side, s in (("base", bs), ("head", hs)) if not s]
             if missing:
                 out.not_comparable.append(
@@ -288,7 +338,8 @@ def compare_results(base: dict, head: dict, max_regression_pct: float = MAX_REGR
                 out.not_comparable.append(
                     NotComparable(target, artifact, role, metric, "base median is not positive"))
             else:
-                numbers = compare_samples(bs, hs, out.floor(metric), alpha, bootstrap)
+                why = "; ".join(f"{side}: {w}" for side, w in (("base", b_why), ("head", h_why)) if w) or None
+                numbers = compare_runs(bs, hs, out.floor(metric), alpha, bootstrap, no_runs=why)
                 out.metrics.append(MetricComparison(target, artifact, role, metric, **numbers,
                                                     untrusted=_invalid_reason(b, h)))
     return out
@@ -297,24 +348,39 @@ def compare_results(base: dict, head: dict, max_regression_pct: float = MAX_REGR
 # ---------------------------------------------------------------- gate checks
 
 
+def format_spread(spread: float | None) -> str:
+    return "—" if spread is None else f"{spread:.1f} %"
+
+
+def threshold_words(m: MetricComparison, floor: float) -> str:
+    """Which of the floor and the base's spread set the threshold, for a reader."""
+    if m.base_spread_pct is not None and m.threshold_pct > floor:
+        return f"threshold {m.threshold_pct:.1f} % (the base's run-to-run spread; floor {floor:g} %)"
+    return f"threshold {m.threshold_pct:.1f} % (the floor; base run spread {format_spread(m.base_spread_pct)})"
+
+
 def gate_checks(comparison: Comparison) -> list:
-    """One Check per compared student metric: FAIL only for a regression (over the floor AND
-    significant); INVALID when either side's result was marked invalid (too few samples, a busy
-    machine, the wrong device). The teacher is compared as the reference but never gated, and
-    cold start only when the comparison asks for it."""
-    from edgedistill.gate import FAIL, INVALID, PASS, Check
+    """One Check per compared student metric: FAIL only for a regression (over the threshold AND
+    significant over runs); INVALID when either side's result was marked invalid (too few samples,
+    a busy machine, the wrong device); INCONCLUSIVE when the runs cannot show a regression at
+    alpha (too few, or no per-run data). The teacher is compared as the reference but never gated,
+    and cold start only when the comparison asks for it. The check's limit is the threshold used."""
+    from edgedistill.gate import FAIL, INCONCLUSIVE, INVALID, PASS, Check
 
     checks = []
     for m in comparison.metrics:
         if m.role != "student" or (m.metric == "cold_start" and not comparison.gate_cold_start):
             continue
         unit = METRICS[m.metric][1]
-        detail = (f"{m.delta_pct:+.1f} %, p={format_p(m.p_slower)} (one-sided Mann-Whitney U, n={m.base_n}/{m.head_n}), "
-                  f"median {m.base_median:.4g} -> {m.head_median:.4g} {unit}")
+        detail = (f"{m.delta_pct:+.1f} %, {threshold_words(m, comparison.floor(m.metric))}, "
+                  f"p={format_p(m.p_slower)} (one-sided Mann-Whitney U over runs, n={m.base_n}/{m.head_n}), "
+                  f"median run {m.base_median:.4g} -> {m.head_median:.4g} {unit}")
         outcome = FAIL if m.regression else PASS
+        if m.untestable:
+            outcome, detail = INCONCLUSIVE, f"cannot test: {m.untestable}; {detail}"
         if m.untrusted:  # as for the latency budgets: an untrusted measurement neither passes nor fails
             outcome, detail = INVALID, f"measurement marked invalid ({m.untrusted}); {detail}"
-        checks.append(Check(m.target, m.artifact, METRICS[m.metric][0], comparison.floor(m.metric),
+        checks.append(Check(m.target, m.artifact, METRICS[m.metric][0], round(m.threshold_pct, 4),
                             round(m.delta_pct, 4), outcome, detail))
     return checks
 
@@ -333,6 +399,8 @@ def notes(comparison: dict) -> list[str]:
         lines += [f"cold start {m['delta_pct']:+.1f} % (p={format_p(m['p_slower'])}) for {m['target']} / "
                   f"{m['artifact']}: a regression, reported but not gated (--gate-cold-start gates it)"
                   for m in comparison.get("metrics", []) if m["metric"] == "cold_start" and m["regression"]]
+    lines += [f"untestable: {m['target']} / {m['artifact']} {m['metric']}: {m['untestable']}"
+              for m in comparison.get("metrics", []) if m.get("untestable") and m["role"] == "student"]
     untrusted = {(m["target"], m["artifact"]): m["untrusted"] for m in comparison.get("metrics", []) if m["untrusted"]}
     lines += [f"measured under invalid conditions: {t} / {a}: {why}" for (t, a), why in untrusted.items()]
     return lines

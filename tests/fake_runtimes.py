@@ -1,8 +1,9 @@
 """A fake runtime for harness tests, copied beside probe.py in place of runtimes.py.
 
 Deterministic latencies, and injected hangs, crashes, grandchildren, caching and drifting
-outputs, chosen by `options` (or, where the harness builds the request, by the JSON in the
-environment variable FAKE_RUNTIME_OPTIONS, which the probe inherits).
+outputs, chosen by `options` (the request's, else JSON in $EDGEDISTILL_FAKE_OPTIONS, which the
+probe inherits, so a test or script can drive the unchanged harness and CLI:
+benchmarks/gate_stability.py, tests/test_interrupts.py).
 """
 
 import json
@@ -60,7 +61,7 @@ class Session:
 
 
 def load(backend, path, *, threads, device="CPU", options=None, cache=None, precision=None):
-    options = options or json.loads(os.environ.get("FAKE_RUNTIME_OPTIONS") or "{}")
+    options = options or json.loads(os.environ.get("EDGEDISTILL_FAKE_OPTIONS") or "{}")
     fault = options.get("fault")
     if fault == "hang":
         time.sleep(3600)

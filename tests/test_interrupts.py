@@ -102,7 +102,7 @@ class FakeBench:
 
     def env(self, **fake_options) -> dict:
         return {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(self.tmpdir),
-                "FAKE_RUNTIME_OPTIONS": json.dumps(fake_options)}
+                "EDGEDISTILL_FAKE_OPTIONS": json.dumps(fake_options)}
 
     def start(self, **fake_options) -> subprocess.Popen:
         args = ["bench", "-q", "--target", self.target, "--out-dir", self.root / "runs", "--run-name", "r"]
@@ -288,7 +288,7 @@ def test_reliability_16_harness_labels_partial_and_stays_inconclusive(fake_probe
     _, inputs = fake_probe
     model = tmp_path / "student.onnx"
     model.write_bytes(b"fake")
-    monkeypatch.setenv("FAKE_RUNTIME_OPTIONS", json.dumps({"latency_ms": 1.0, "hang_after": 2500}))
+    monkeypatch.setenv("EDGEDISTILL_FAKE_OPTIONS", json.dumps({"latency_ms": 1.0, "hang_after": 2500}))
     target = TargetConfig.model_validate({
         "name": "fake", "backends": ["onnxruntime"], "budgets": {"p90_ms": 100.0},
         "measurement": {"warmup_iterations": 1, "min_iterations": 100000, "min_duration_s": 0.05,
@@ -321,7 +321,7 @@ def test_reliability_5_segfault_while_verifying_an_export_is_inconclusive(fake_p
     _, inputs = fake_probe
     model = tmp_path / "student-fp32-onnxruntime.onnx"
     model.write_bytes(b"fake")
-    monkeypatch.setenv("FAKE_RUNTIME_OPTIONS", json.dumps({"fault": "segfault"}))
+    monkeypatch.setenv("EDGEDISTILL_FAKE_OPTIONS", json.dumps({"fault": "segfault"}))
     art = Artifact("onnx", model, "fp32", "student", "onnxruntime")
     with pytest.raises(InconclusiveError, match="SIGSEGV") as e:
         api._verify(art, inputs, np.zeros((10, 3), dtype=np.float32), Config(), tmp_path)
@@ -419,7 +419,7 @@ def test_reliability_5_crash_while_verifying_leaves_no_committed_export_stage(fa
                                  "export": {"backends": ["onnxruntime"], "benchmark_teacher": False},
                                  "compress": {"precisions": ["fp32"]}})
     ws = api.open_workspace(cfg)
-    monkeypatch.setenv("FAKE_RUNTIME_OPTIONS", json.dumps({"fault": "segfault"}))
+    monkeypatch.setenv("EDGEDISTILL_FAKE_OPTIONS", json.dumps({"fault": "segfault"}))
     with pytest.raises(InconclusiveError, match="SIGSEGV"):
         api.export(ws, UI(quiet=True), d)
     stage = ws.run_dir / "export"

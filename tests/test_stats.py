@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -66,3 +67,18 @@ def test_early_stopping_bound_covers_the_true_p90_at_least_99_percent_of_the_tim
     covered = sum(stats.early_stopping_percentile(rng.lognormal(0, 0.5, 300), 90) >= true_p90
                   for _ in range(runs))
     assert covered / runs >= 0.985  # 99 % nominal, minus simulation noise
+
+
+def test_run_spread_is_range_over_median_in_percent():
+    assert stats.spread_pct([1.0, 1.1, 0.9, 1.0, 1.05]) == pytest.approx(20.0)
+    assert stats.spread_pct([2.0]) is None  # one run: no spread to see
+    assert stats.spread_pct([]) is None
+    assert stats.spread_pct([0.0, 0.0]) is None
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(0.01, 1e4), min_size=2, max_size=20), st.floats(1e-3, 1e3))
+def test_run_spread_ignores_units_and_order(values, factor):
+    a = stats.spread_pct(values)
+    assert a >= 0
+    assert stats.spread_pct([v * factor for v in reversed(values)]) == pytest.approx(a, rel=1e-9, abs=1e-9)

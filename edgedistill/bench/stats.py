@@ -77,3 +77,14 @@ def median_and_spread(values: list[float]) -> dict[str, float]:
         "min": float(a.min()),
         "max": float(a.max()),
     }
+
+
+def spread_pct(values: list[float]) -> float | None:
+    """How far apart the runs of one artifact landed: (max - min) / median, in percent.
+
+    Over per-run medians of fresh processes, this is the noise a comparison of two benches has
+    to stand out from; None with fewer than two runs (no spread to see) or a median not above 0."""
+    a = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    if a.size < 2 or np.median(a) <= 0:
+        return None
+    return float(100.0 * (a.max() - a.min()) / np.median(a))

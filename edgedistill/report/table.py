@@ -77,21 +77,24 @@ def _num(v: float) -> str:
 
 def print_comparison(comparison: Comparison, console) -> None:
     """The compare table (rich), then the notes and a one-line summary."""
-    from edgedistill.regression import format_p, notes
+    from edgedistill.regression import format_p, format_spread, notes
 
-    table = Table(title=f"base vs head (regression: slower by > {comparison.max_regression_pct:g} % warm, "
-                        f"> {comparison.max_cold_regression_pct:g} % cold start, and one-sided p < "
-                        f"{comparison.alpha:g})")
-    for h in ("target", "artifact", "metric", "n base/head", "base median", "head median", "delta %",
-              "95% CI of ratio", "p (two-sided)", "verdict"):
+    table = Table(title=f"base vs head over runs (regression: slower by > max({comparison.max_regression_pct:g} %, "
+                        f"base run spread) warm, > max({comparison.max_cold_regression_pct:g} %, spread) cold start, "
+                        f"and one-sided p < {comparison.alpha:g})")
+    for h in ("target", "artifact", "metric", "runs base/head", "base median", "head median", "base spread",
+              "delta %", "95% CI of ratio", "p (two-sided)", "verdict"):
         table.add_column(h, justify="left" if h in ("target", "artifact", "metric", "verdict") else "right")
     style = {"slower": "yellow", "faster": "green", "same": "dim"}
     for m in comparison.metrics:
         ci = f"{m.ratio_ci[0]:.3f}–{m.ratio_ci[1]:.3f}" if m.ratio_ci else "—"
         word = "[bold red]slower (regression)[/]" if m.regression else f"[{style[m.verdict]}]{m.verdict}[/]"
+        if m.untestable:
+            word += " [dim](untestable)[/]"
         artifact = m.artifact + (" (reference)" if m.role == "teacher" else "")
-        table.add_row(escape(m.target), escape(artifact), m.metric, f"{m.base_n}/{m.head_n}", f"{m.base_median:.4g} ms",
-                      f"{m.head_median:.4g} ms", f"{m.delta_pct:+.1f}", ci, format_p(m.p_two_sided), word)
+        table.add_row(escape(m.target), escape(artifact), m.metric, f"{m.base_n}/{m.head_n}",
+                      f"{m.base_median:.4g} ms", f"{m.head_median:.4g} ms", format_spread(m.base_spread_pct),
+                      f"{m.delta_pct:+.1f}", ci, format_p(m.p_two_sided), word)
     console.print(table)
     for line in notes(comparison.to_json()):
         console.print(f"  {line}", markup=False)
