@@ -197,6 +197,7 @@ def test_reliability_17_too_few_samples_for_p99_is_invalid_and_exit_4(setup):
     assert f"({100 - n} more iterations needed)" in r["status_detail"]
     results = new_results("t", {}, {"teacher_top1": 1.0})
     results["targets"].append({"name": "t", "budgets": {"p90_ms": 1000.0}, "results": [r]})
+    results["complete"] = True  # a whole bench: only the measurement itself is in question
     verdict, checks = gate_results(results)
     assert verdict == "INVALID" and EXIT_CODES[verdict] == 4
     assert [c.outcome for c in checks] == ["INVALID"]
