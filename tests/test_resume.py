@@ -213,10 +213,10 @@ def test_restart_ignores_the_checkpoint_and_trains_again(tmp_path, monkeypatch):
 def test_cli_resume_restart_flag_sets_the_config(monkeypatch):
     from edgedistill import cli
 
-    monkeypatch.setattr("edgedistill.api.open_workspace", lambda cfg: cfg)
+    monkeypatch.setattr("edgedistill.api.open_workspace", lambda cfg, **_: cfg)
     opts = dict.fromkeys(("config_path", "teacher", "teacher_weights", "student", "data", "epochs",
                           "run_name", "out_dir"))
-    opts.update(backends=(), targets=())
+    opts.update(backends=(), targets=(), trust_sha256=())
     # None: neither flag given (automatic resume); True: --resume; False: --restart
     for resume, restart in ((None, False), (True, False), (False, True)):
         assert cli._workspace({**opts, "resume": resume}).distill.restart is restart
