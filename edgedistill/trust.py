@@ -219,7 +219,7 @@ def _imports_in_pickles(data: bytes) -> set[str]:
 
 def _scan_one(stream: io.BytesIO, found: set[str]) -> None:
     # STACK_GLOBAL takes module and name from the stack, so follow the strings pushed and
-    # memoized; any other push leaves a placeholder.
+    # memoized; any other push stands on the stack as None (its value is never needed).
     pushed: list[object] = []
     memo: dict[int, object] = {}
     for op, arg, _ in pickletools.genops(stream):
