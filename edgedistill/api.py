@@ -132,7 +132,9 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
     weights_files = teacher_weights_files(cfg.teacher.spec, cfg.teacher.weights, teacher)
     ui.note(f"teacher weights: {describe_teacher_weights(weights_files)}")
     key = stage_key(
-        teacher=(cfg.teacher.spec, _file_id(cfg.teacher.weights), model_digest(teacher)),
+        # The weights file was just hashed for the record: the same digest _file_id would compute.
+        teacher=(cfg.teacher.spec, weights_files[0]["sha256"] if cfg.teacher.weights else None,
+                 model_digest(teacher)),
         student=(cfg.student.spec, _file_id(cfg.student.weights)),
         data=splits.fingerprint, seed=cfg.run.seed,
         distill=cfg.distill.model_dump(exclude=BOOKKEEPING_SETTINGS),
