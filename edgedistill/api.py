@@ -15,7 +15,7 @@ import numpy as np
 
 from edgedistill.artifacts import Artifact, atomic_write_text, sha256_file
 from edgedistill.backends.base import BACKENDS, get_backend, package_version
-from edgedistill.config import Config, TargetConfig, checked_run_dir, load_target
+from edgedistill.config import Config, TargetConfig, cache_dir, checked_run_dir, load_target
 from edgedistill.errors import InconclusiveError, UsageError, VerificationError
 from edgedistill.regression import ALPHA, MAX_COLD_REGRESSION_PCT, MAX_REGRESSION_PCT
 from edgedistill.stages import Stage, stage_key
@@ -167,7 +167,7 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
     out = stage.begin() if world.main else stage.dir
     with ui.progress() as progress:
         result = train(teacher, student, splits, cfg.distill, out, seed=cfg.run.seed,
-                       cache_dir=Path(cfg.run.out_dir) / ".cache" / "teacher", progress=progress,
+                       cache_dir=cache_dir(cfg.run) / "teacher", progress=progress,
                        notify=ui.note, world=world, allow_weak_teacher=cfg.teacher.allow_weak_teacher,
                        on_epoch=None if progress else lambda r: ui.note(
                            f"epoch {r['epoch']}/{cfg.distill.epochs}: loss {r['loss']:.4f}, "

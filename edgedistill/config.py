@@ -492,6 +492,17 @@ def load_config(path: Path | None, overrides: dict[str, Any] | None = None,
         raise ConfigError(f"{source}: values nested too deeply") from None
 
 
+CACHE_DIR_ENV = "EDGEDISTILL_CACHE_DIR"
+
+
+def cache_dir(run: RunConfig) -> Path:
+    """Where files keyed by their content go (the teacher's logits): $EDGEDISTILL_CACHE_DIR when
+    set, so runs in fresh folders (a CI job, each test) share them, else out_dir/.cache. A hit
+    is only ever a file whose key (teacher digest, data fingerprint) matches, so sharing is safe."""
+    shared = os.environ.get(CACHE_DIR_ENV)
+    return Path(shared) if shared else Path(run.out_dir) / ".cache"
+
+
 def checked_run_dir(run: RunConfig) -> Path:
     """out_dir/name, after checking that nothing the run writes can land outside out_dir.
 

@@ -11,6 +11,23 @@ ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "tests"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_cache(tmp_path_factory):
+    """One teacher-logit cache for the whole session (EDGEDISTILL_CACHE_DIR, which every CLI
+    subprocess inherits): each test's run folder is new, and without it every test that distills
+    would compute the same built-in teacher's outputs again. Hits are keyed by teacher and data."""
+    from edgedistill.config import CACHE_DIR_ENV
+
+    folder = tmp_path_factory.mktemp("shared-cache")
+    saved = os.environ.get(CACHE_DIR_ENV)
+    os.environ[CACHE_DIR_ENV] = str(folder)
+    yield folder
+    if saved is None:
+        os.environ.pop(CACHE_DIR_ENV, None)
+    else:
+        os.environ[CACHE_DIR_ENV] = saved
+
+
 @pytest.fixture
 def cli_env():
     """Environment for running the CLI in a subprocess from the repo's virtualenv."""

@@ -533,3 +533,13 @@ def test_strict_budgets_in_a_results_file_are_a_config_error_not_a_crash():
     assert e.value.exit_code == 2
     with pytest.raises(ConfigError, match="unknown key 'overrides.onnxruntim'"):
         gate_target({"name": "cpu", "budgets": {"overrides": {"onnxruntim": {}}}, "results": []}, {})
+
+
+def test_the_cache_lives_under_out_dir_unless_edgedistill_cache_dir_says_otherwise(tmp_path, monkeypatch):
+    from edgedistill.config import CACHE_DIR_ENV, RunConfig, cache_dir
+
+    run = RunConfig(name="r", out_dir=tmp_path / "runs")
+    monkeypatch.delenv(CACHE_DIR_ENV, raising=False)
+    assert cache_dir(run) == tmp_path / "runs" / ".cache"
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "shared"))
+    assert cache_dir(run) == tmp_path / "shared"

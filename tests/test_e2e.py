@@ -147,6 +147,14 @@ def test_reports_and_second_run_reuses_stages(run):
     assert json.loads(second.stdout)["verdict"] == "PASS"
 
 
+def test_the_teacher_cache_went_to_edgedistill_cache_dir(run, shared_cache):
+    """conftest points EDGEDISTILL_CACHE_DIR at one folder for the session: the teacher's logits
+    are there, and nothing under the run's out_dir/.cache."""
+    work, _, _ = run
+    assert list((shared_cache / "teacher").glob("teacher-logits-*.safetensors"))
+    assert not (work / "runs" / ".cache").exists()
+
+
 def test_gate_against_a_tighter_target_fails_with_exit_1(run):
     work, _, _ = run
     tight = work / "tight.toml"
