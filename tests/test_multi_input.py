@@ -201,3 +201,140 @@ def test_every_probe_mode_feeds_every_input(built, tmp_path, kind, runtime):
         assert w.status == "ok", w.detail
         assert w.result["first_output_shape"] == [3, 3] and w.result["batch_size"] == 3
         assert len(w.result["warm"]["samples_ms"]) >= 20 and w.result["warm"]["same_input_samples_ms"]
+
+
+def test_openvino_reshapes_to_the_requested_shapes_before_compiling(built, tmp_path):
+    """Request "shapes" (benchmark_app's -shape): the dynamic dims of the .onnx become static in
+    the compiled model, every mode runs at those shapes, and the now fixed batch refuses a sweep."""
+    b = built("text")
+    shapes = {"input_ids": [1, SEQ], "attention_mask": [1, SEQ]}
+    out = tmp_path / "out.npy"
+    for model in (b.files["onnx"], b.files["xml"]):
+        d = _probe(_request("openvino", model, None, "describe", out, shapes=shapes))
+        assert d.status == "ok", d.detail
+        assert [i["shape"] for i in d.result["inputs"]] == [[1, SEQ], [1, SEQ]]
+        o = _probe(_request("openvino", model, b.npz, "outputs", out, shapes=shapes))
+        assert o.status == "ok", o.detail
+        assert np.abs(np.load(out) - b.reference).max() < MAX_ABS
+    w = _probe(_request("openvino", b.files["onnx"], b.npz, "warm", out, shapes=shapes, batch_size=2))
+    assert w.status == "error" and w.result["error_type"] == "UnsupportedBatch"
+    bad = _probe(_request("openvino", b.files["onnx"], None, "describe", out, shapes={"input_idz": [1, SEQ]}))
+    assert bad.status == "error" and "input_idz" in bad.detail and "input_ids" in bad.detail
+
+
+def test_inputs_file_names_that_do_not_fit_the_model_are_named(built, tmp_path):
+    """The probe's own check (the harness checks with a table before): a missing and an
+    unexpected name, and inputs with different sample counts."""
+    b = built("mixed")
+    out = tmp_path / "out.npy"
+    wrong = tmp_path / "wrong.npz"
+    np.savez(wrong, features=b.inputs["features"], idz=b.inputs["ids"])
+    r = _probe(_request("onnxruntime", b.files["onnx"], wrong, "outputs", out))
+    assert r.status == "error" and "missing ['ids'], unexpected ['idz']" in r.detail
+    uneven = tmp_path / "uneven.npz"
+    np.savez(uneven, features=b.inputs["features"], ids=b.inputs["ids"][:5])
+    r = _probe(_request("onnxruntime", b.files["onnx"], uneven, "outputs", out))
+    assert r.status == "error" and "same number of samples" in r.detail and not out.exists()
+
+
+def _target(**measurement):
+    from edgedistill.config import TargetConfig
+
+    # Small and lenient about the shared test machine: these tests check the harness's plumbing
+    # of several inputs, not how busy the machine is.
+    m = {"warmup_iterations": 2, "min_iterations": 100, "min_duration_s": 0.05, "max_duration_s": 10,
+         "cold_runs": 2, "timeout_s": 300, "max_others_cpu_share": 1.0, "max_load_per_core": 100.0,
+         "allow_unstable_clocks": True, **measurement}
+    return TargetConfig(name="t", measurement=m)
+
+
+def test_describe_model_returns_names_shapes_and_dtypes(built):
+    from edgedistill.artifacts import Artifact
+    from edgedistill.bench.harness import describe_model
+
+    b = built("text")
+    art = Artifact("onnx", b.files["onnx"], "fp32", "student", "onnxruntime")
+    d = describe_model(art, _target())
+    assert d["inputs"] == [{"name": "input_ids", "shape": [None, None], "dtype": "int64"},
+                           {"name": "attention_mask", "shape": [None, None], "dtype": "int64"}]
+    assert d["outputs"][0]["shape"] == [None, 3] and d["runtime_version"]
+    assert d["session"]["device"] == "CPU" and d["cold"]["import_ms"] > 0
+    ov_art = Artifact("onnx", b.files["onnx"], "fp32", "student", "openvino")
+    d = describe_model(ov_art, _target(), shapes={"input_ids": [2, 8], "attention_mask": [2, 8]})
+    assert [i["shape"] for i in d["inputs"]] == [[2, 8], [2, 8]]
+
+
+def test_describe_model_that_the_runtime_cannot_load_is_a_usage_error(tmp_path):
+    from edgedistill.artifacts import Artifact
+    from edgedistill.bench.harness import describe_model
+    from edgedistill.errors import EXIT_USAGE, UsageError
+
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"not a model")
+    with pytest.raises(UsageError, match="onnxruntime could not load .*junk.onnx") as e:
+        describe_model(Artifact("onnx", junk, "fp32", "student", "onnxruntime"), _target())
+    assert e.value.exit_code == EXIT_USAGE
+
+
+def test_bench_artifact_on_a_two_input_model_without_labels(built, tmp_path, monkeypatch):
+    """The whole harness on the text model with no labels: every run measured, the caching check
+    present, accuracy said not measured, the outputs file still written."""
+    from edgedistill.artifacts import Artifact
+    from edgedistill.bench import harness
+
+    monkeypatch.setattr(harness, "governor", lambda: None)
+    b = built("text")
+    art = Artifact("onnx", b.files["onnx"], "fp32", "student", "onnxruntime")
+    r = harness.bench_artifact(art, _target(measure_cache=False), harness.EvalSet(b.npz), tmp_path / "work")
+    assert r["status"] == "ok", r["status_detail"]
+    assert len(r["warm"]["runs"]) == 2 and r["warm"]["summary"]["n"] >= 200
+    assert len(r["integrity"]["caching_run_ratios"]) == 2 and r["integrity"]["caching_ratio"] > 0
+    assert r["integrity"]["sampled_outputs"]["argmax_mismatches"] == 0
+    assert r["accuracy"]["measured"] is False and "no labels" in r["accuracy"]["reason"]
+    assert "top1" not in r["accuracy"] and "teacher_agreement" not in r["accuracy"]
+    outputs = np.load(tmp_path / "work" / f"{art.name}.outputs.npy")
+    assert np.abs(outputs - b.reference).max() < MAX_ABS
+
+
+def test_bench_artifact_with_labels_and_no_teacher_measures_top1_only(built, tmp_path, monkeypatch):
+    from edgedistill.artifacts import Artifact
+    from edgedistill.bench import harness
+
+    monkeypatch.setattr(harness, "governor", lambda: None)
+    b = built("mixed")
+    labels = b.reference.argmax(1)
+    labels[:3] = (labels[:3] + 1) % 3  # three of twelve wrong
+    art = Artifact("onnx", b.files["onnx"], "fp32", "teacher", "onnxruntime")
+    r = harness.bench_artifact(art, _target(cold_runs=1), harness.EvalSet(b.npz, labels), tmp_path / "work")
+    assert r["accuracy"]["measured"] is True and r["accuracy"]["top1"] == pytest.approx(9 / 12)
+    assert "teacher_agreement" not in r["accuracy"]
+
+
+class _Recorder:
+    """A stand-in session that records what every call was fed."""
+
+    def __init__(self):
+        self.calls = []
+
+    def run(self, feeds):
+        self.calls.append({k: v.copy() for k, v in feeds.items()})
+
+
+def test_the_caching_check_repeats_sample_0_of_every_input():
+    """RELIABILITY 19 for several inputs: the repeated call feeds sample 0 of EVERY input (a
+    runtime caching on any input would answer it), the varied ones other samples of all inputs."""
+    from edgedistill.probe import probe
+
+    inputs = _text_inputs(6, seed=3)
+    samples = probe._batches(inputs, 1)
+    session = _Recorder()
+    probe._same_input(session, samples, {"min_iterations": 20, "max_duration_s": 10})
+    repeated = [c for i, c in enumerate(session.calls) if (i // probe.SAME_INPUT_BLOCK) % 2 == 0]
+    varied = [c for i, c in enumerate(session.calls) if (i // probe.SAME_INPUT_BLOCK) % 2 == 1]
+    assert len(repeated) >= 50 and varied
+    for call in repeated:
+        assert list(call) == ["input_ids", "attention_mask"]
+        assert all(np.array_equal(call[n], inputs[n][:1]) for n in inputs)
+    for call in varied:
+        assert not np.array_equal(call["input_ids"], inputs["input_ids"][:1])
+        assert {n: call[n].shape for n in call} == {n: (1, SEQ) for n in inputs}
