@@ -232,8 +232,14 @@ class NativeCommand:
         self.native = native
 
     def prepare(self, request: dict, folder: Path) -> dict:
+        from edgedistill.bench.runners.local import ProbeSetupError
+
         if request.get("inputs"):
-            request = {**request, "native_inputs_spec": str(write_inputs(Path(request["inputs"]), folder))}
+            try:
+                spec = write_inputs(Path(request["inputs"]), folder)
+            except (OSError, ValueError, EOFError) as e:  # what np.load raises on a missing or bad file
+                raise ProbeSetupError(type(e).__name__, f"inputs {request['inputs']}: {e}") from e
+            request = {**request, "native_inputs_spec": str(spec)}
         return request
 
     def argv(self, request: dict, request_path: Path) -> list[str]:

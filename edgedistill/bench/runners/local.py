@@ -36,6 +36,15 @@ class ProbeOutcome:
     detail: str = ""  # stderr tail, signal name, or the probe's error message
 
 
+class ProbeSetupError(Exception):
+    """What a command's prepare() could not do with the request (an inputs file missing or
+    unreadable): reported as the probe's own error, as the Python probe reports it."""
+
+    def __init__(self, error_type: str, message: str):
+        super().__init__(message)
+        self.error_type = error_type
+
+
 class ProbeCommand(Protocol):
     """The program a probe runs: the Python probe, or a native runner speaking its protocol."""
 
@@ -93,7 +102,11 @@ def run_probe(request: dict, *, threads: int, timeout_s: float, command: ProbeCo
     with tempfile.TemporaryDirectory(prefix="edgedistill-probe-") as tmp:
         req_path = Path(tmp) / "request.json"
         result_path = Path(tmp) / "result.json"
-        request = command.prepare({**request, "result_path": str(result_path)}, Path(tmp))
+        try:
+            request = command.prepare({**request, "result_path": str(result_path)}, Path(tmp))
+        except ProbeSetupError as e:
+            result = {"ok": False, "error_type": e.error_type, "error": str(e)}
+            return ProbeOutcome("error", result, f"{e.error_type}: {e}")
         request["parent_start_wall_ns"] = time.time_ns()  # after prepare: its file writing is not the child's start
         req_path.write_text(json.dumps(request))
         proc = subprocess.Popen(
