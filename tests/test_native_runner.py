@@ -167,12 +167,32 @@ def test_source_change_rebuilds_and_a_damaged_binary_is_replaced(built, tmp_path
     # Nothing half-built is left beside the builds: each is a folder renamed whole into place.
     root = changed.binary.parent.parent
     assert not [p for p in root.iterdir() if p.name.startswith(".")]
-    # A cached binary that is not what was built is rebuilt, not run.
+    # A cached binary that is not what was built is rebuilt, not run; what a build killed before
+    # its rename left behind is removed.
     with open(changed.binary, "r+b") as f:
         f.seek(200)
         f.write(b"\0" * 16)
+    stale = root / f".{changed.binary.parent.name}-killed"
+    stale.mkdir()
+    (stale / native.BINARY_NAME).write_bytes(b"half a binary")
     rebuilt = native.build()
     assert not rebuilt.reused and native._sha256(rebuilt.binary) == rebuilt.record["binary_sha256"]
+    assert not stale.exists()
+
+
+def test_concurrent_builds_make_one_binary(built, tmp_path):
+    """Two builds at once (two CI jobs, two benches): one compiles under the lock, the other waits
+    and reuses it; neither sees a half-written binary."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    results: list[native.NativeBuild] = []
+    threads = [threading.Thread(target=lambda: results.append(native.build(env))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert len(results) == 2 and sorted(r.reused for r in results) == [False, True]
+    assert results[0].binary == results[1].binary and results[0].record == results[1].record
+    assert [p.name for p in results[0].binary.parent.parent.iterdir() if p.is_dir()] == [results[0].binary.parent.name]
 
 
 def test_cmake_file_builds_the_runner_for_the_host(tmp_path, student_pte):

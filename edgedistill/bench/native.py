@@ -159,34 +159,48 @@ def build(env: dict[str, str] | None = None) -> NativeBuild:
     key_text = json.dumps([source_sha, version, str(et), cxx, compiler, flags])
     key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
     root = cache_root(env)
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / key
-    with open(root / f"{key}.lock", "w") as lock:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        lock = open(root / f"{key}.lock", "w")  # noqa: SIM115 -- held for the whole build below
+    except OSError as e:
+        raise BuildFailed(f"cannot write the runner's cache {root}: {e}") from e
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent build of the same key waits, then reuses
-        if (done := _cached(final)) is not None:
-            return done
+        return _build_locked(root, key, cxx, compiler, et, version, source_sha, env)
+
+
+def _build_locked(root: Path, key: str, cxx: str, compiler: str, et: Path, version: str, source_sha: str,
+                  env: dict[str, str]) -> NativeBuild:
+    final = root / key
+    if (done := _cached(final)) is not None:
+        return done
+    for stale in root.glob(f".{key}-*"):  # a build killed before its rename (the lock is ours now)
+        shutil.rmtree(stale, ignore_errors=True)
+    try:
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=root))
+    except OSError as e:
+        raise BuildFailed(f"cannot write the runner's cache {root}: {e}") from e
+    try:
+        binary = tmp / BINARY_NAME
+        began = time.monotonic()
         try:
-            binary = tmp / BINARY_NAME
-            began = time.monotonic()
-            try:
-                out = subprocess.run(compile_command(cxx, et, version, binary), capture_output=True, text=True,
-                                     timeout=BUILD_TIMEOUT_S, env=env, check=False)
-            except (OSError, subprocess.TimeoutExpired) as e:
-                raise BuildFailed(f"compiling the native runner with {cxx} failed: {e}") from e
-            if out.returncode != 0 or not binary.exists():
-                errors = [line for line in out.stderr.splitlines() if "error" in line] or out.stderr.splitlines()
-                raise BuildFailed(f"compiling the native runner with {cxx} failed (exit {out.returncode}): "
-                                  f"{(errors or ['no output'])[0].strip()}")
-            record = {"kind": "native", "binary_sha256": _sha256(binary), "executorch_version": version,
-                      "source_sha256": source_sha, "compiler": f"{cxx} ({compiler})",
-                      "build_s": round(time.monotonic() - began, 2)}
-            (tmp / "manifest.json").write_text(json.dumps(record, indent=1))
-            if final.exists():  # a damaged earlier build (its sha256 did not match): replaced whole
-                shutil.rmtree(final)
-            os.rename(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            out = subprocess.run(compile_command(cxx, et, version, binary), capture_output=True, text=True,
+                                 timeout=BUILD_TIMEOUT_S, env=env, check=False)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise BuildFailed(f"compiling the native runner with {cxx} failed: {e}") from e
+        if out.returncode != 0 or not binary.exists():
+            errors = [line for line in out.stderr.splitlines() if "error" in line] or out.stderr.splitlines()
+            raise BuildFailed(f"compiling the native runner with {cxx} failed (exit {out.returncode}): "
+                              f"{(errors or ['no output'])[0].strip()}")
+        record = {"kind": "native", "binary_sha256": _sha256(binary), "executorch_version": version,
+                  "source_sha256": source_sha, "compiler": f"{cxx} ({compiler})",
+                  "build_s": round(time.monotonic() - began, 2)}
+        (tmp / "manifest.json").write_text(json.dumps(record, indent=1))
+        if final.exists():  # a damaged earlier build (its sha256 did not match): replaced whole
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return NativeBuild(final / BINARY_NAME, record, reused=False)
 
 
@@ -270,7 +284,7 @@ def probe_command(backend: str, executorch_runtime: str,
         return None, {"kind": "python"}
     try:
         native = build()
-    except BuildFailed as e:
+    except (BuildFailed, OSError) as e:  # OSError: the cache could not be written (disk full, read-only)
         reason = str(e)
         note(f"native ExecuTorch runner unavailable ({reason}); measuring with the Python runtime, "
              "whose cold start includes importing torch")
