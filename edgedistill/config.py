@@ -261,6 +261,9 @@ class TargetConfig(Strict):
     device: str = "CPU"
     backends: list[BackendName] = ["onnxruntime", "openvino", "executorch"]
     threads: int = Field(1, ge=1, le=MAX_THREADS)
+    # Which program measures ExecuTorch: the native C++ runner (a device's real cold start, no
+    # Python; built on first use, bench/native.py) or the Python runtime (which imports torch).
+    executorch_runtime: Literal["native", "python"] = "native"
     # A runtime that ran on another device or provider than `device` (ONNX Runtime falling back
     # to CPU, OpenVINO AUTO choosing CPU) makes the result INVALID unless this allows it.
     allow_fallback: bool = False

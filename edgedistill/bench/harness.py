@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from edgedistill.artifacts import Artifact, sha256_file
-from edgedistill.bench import stats
+from edgedistill.bench import native, stats
 from edgedistill.bench.environment import governor, load_average, usable_cores
 from edgedistill.bench.page_cache import evict
 from edgedistill.bench.runners.local import ProbeOutcome, run_probe
@@ -275,10 +275,12 @@ class _Runner:
     """Runs probes for one artifact, evicting its files first when asked (--cold-disk)."""
 
     def __init__(self, artifact: Artifact, target: TargetConfig, evalset: EvalSet, cold_disk: bool,
-                 shapes: dict | None = None):
+                 shapes: dict | None = None, on_step: Callable[[str], None] = lambda s: None):
         self.artifact, self.target, self.evalset = artifact, target, evalset
         self.cold_disk = cold_disk
         self.shapes = shapes
+        # Which program measures: the native ExecuTorch runner, or the Python probe (which says why).
+        self.command, self.runner_record = native.probe_command(artifact.backend, target.executorch_runtime, on_step)
         self.evictions: list[str] = []  # why a run could not be disk-cold, if any
         self.others_share: float | None = None  # share of the machine other processes used in the last probe
 
@@ -294,7 +296,10 @@ class _Runner:
         # What OTHER processes used while this probe ran: competing work measured during the run,
         # not guessed from a load average that lags by a minute.
         busy, own, began = _machine_busy_cpu_s(), _own_cpu_s(), time.monotonic()
-        outcome = run_probe(req, threads=req["threads"], timeout_s=self.target.measurement.timeout_s)
+        outcome = run_probe(req, threads=req["threads"], timeout_s=self.target.measurement.timeout_s,
+                            command=self.command)
+        if outcome.result is not None:
+            outcome.result["runner"] = self.runner_record
         wall = time.monotonic() - began
         if busy is None or wall <= 0:
             self.others_share = None
@@ -405,7 +410,8 @@ def bench_artifact(
     }
     work_dir.mkdir(parents=True, exist_ok=True)
     outputs = work_dir / f"{artifact.name}.outputs.npy"
-    runner = _Runner(artifact, target, evalset, cold_disk, shapes)
+    runner = _Runner(artifact, target, evalset, cold_disk, shapes, on_step)
+    record["runner"] = runner.runner_record  # which program measured: native or python (and why)
     student = artifact.role == "student"
 
     on_step(f"{artifact.name}: cold start, warm loop, accuracy")

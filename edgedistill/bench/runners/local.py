@@ -1,5 +1,8 @@
 """Runs the probe in a fresh local process, with a timeout that kills its whole process group.
 
+The program is the Python probe, or any `ProbeCommand` that speaks its protocol (the native
+ExecuTorch runner, bench/native.py): same request, same result file, same handling here.
+
 Each probe leads its own session (a new process group), so a timeout kills the probe and
 anything it started, a grandchild that keeps stdout open included. The same isolation means
 the terminal's SIGINT never reaches it: whatever ends this process early (a signal turned into
@@ -20,6 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 PROBE_DIR = Path(__file__).resolve().parents[2] / "probe"
 LIVE_GROUPS: set[int] = set()  # process group ids of probes started and not yet reaped
@@ -30,6 +34,35 @@ class ProbeOutcome:
     status: str  # "ok" | "error" (the probe reported one) | "crashed" | "timeout"
     result: dict | None  # on a timeout: what the probe had measured by then (its partial file), or None
     detail: str = ""  # stderr tail, signal name, or the probe's error message
+
+
+class ProbeSetupError(Exception):
+    """What a command's prepare() could not do with the request (an inputs file missing or
+    unreadable): reported as the probe's own error, as the Python probe reports it."""
+
+    def __init__(self, error_type: str, message: str):
+        super().__init__(message)
+        self.error_type = error_type
+
+
+class ProbeCommand(Protocol):
+    """The program a probe runs: the Python probe, or a native runner speaking its protocol."""
+
+    def prepare(self, request: dict, folder: Path) -> dict:
+        """Write what the program reads besides the request into `folder` (untimed); the request to send."""
+
+    def argv(self, request: dict, request_path: Path) -> list[str]:
+        """The command line; `request_path` holds the request as JSON."""
+
+
+class PythonProbe:
+    """probe.py in a fresh interpreter (this one's), reading the request file."""
+
+    def prepare(self, request: dict, folder: Path) -> dict:
+        return request
+
+    def argv(self, request: dict, request_path: Path) -> list[str]:
+        return [sys.executable, str(PROBE_DIR / "probe.py"), str(request_path)]
 
 
 def thread_env(threads: int) -> dict[str, str]:
@@ -64,15 +97,20 @@ def _read_partial(path: Path) -> dict | None:
     return partial
 
 
-def run_probe(request: dict, *, threads: int, timeout_s: float) -> ProbeOutcome:
+def run_probe(request: dict, *, threads: int, timeout_s: float, command: ProbeCommand | None = None) -> ProbeOutcome:
+    command = command or PythonProbe()
     with tempfile.TemporaryDirectory(prefix="edgedistill-probe-") as tmp:
         req_path = Path(tmp) / "request.json"
         result_path = Path(tmp) / "result.json"
-        request = {**request, "result_path": str(result_path)}
-        request["parent_start_wall_ns"] = time.time_ns()
+        try:
+            request = command.prepare({**request, "result_path": str(result_path)}, Path(tmp))
+        except ProbeSetupError as e:
+            result = {"ok": False, "error_type": e.error_type, "error": str(e)}
+            return ProbeOutcome("error", result, f"{e.error_type}: {e}")
+        request["parent_start_wall_ns"] = time.time_ns()  # after prepare: its file writing is not the child's start
         req_path.write_text(json.dumps(request))
         proc = subprocess.Popen(
-            [sys.executable, str(PROBE_DIR / "probe.py"), str(req_path)],
+            command.argv(request, req_path),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=thread_env(threads),
