@@ -94,7 +94,7 @@ def build_files(folder: Path) -> tuple[Path, Path]:
     # Re-saved so the weights are external data whatever size the exporter's threshold is.
     model = onnx.load(str(folder / "tmp.onnx"))
     onnx.save_model(model, str(onnx_path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="resnet18.onnx.data", size_threshold=0)
+                    location="resnet18.onnx.data", size_threshold=1024)
     for f in folder.glob("tmp.onnx*"):
         f.unlink()
     xml = folder / "resnet18.xml"

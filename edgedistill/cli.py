@@ -122,6 +122,9 @@ def _handle_errors(f):
             if _DEBUG["on"]:
                 raise
             click.echo(f"error: {_one_line(e.message)}", err=True)
+            # A table (expected vs found inputs) goes under the line, each row escaped the same way.
+            for row in getattr(e, "table", None) or []:
+                click.echo(f"  {_one_line(row)}", err=True)
             if e.hint:
                 click.echo(f"  hint: {_one_line(e.hint)}", err=True)
             sys.exit(e.exit_code)
