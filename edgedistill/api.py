@@ -659,9 +659,11 @@ class FilesPlan:
     budgets_from: list[str]  # per target: "target", or why its budgets do not apply
     inputs: dict[str, dict]  # artifact name -> describe_model's answer
     arrays: dict[str, dict[str, np.ndarray]]  # artifact name -> its inputs keyed by its input names
+    shapes: dict[str, dict[str, list[int]]]  # artifact name -> the --shape values for its inputs
     labels: np.ndarray | None
     data_note: str  # what the inputs are (a file, or what was drawn and that accuracy is not measured)
     output: Path
+    work: Path | None = None  # a temporary folder the plan made (TensorRT engines built here), or None
 
 
 def files_target(path: Path | None, threads: int | None) -> tuple[TargetConfig, str]:
@@ -745,7 +747,10 @@ def plan_files(paths: list[Path], *, backends: list[str] = (), targets: list[Pat
                data: Path | None = None, reference: Path | None = None, output: Path | None = None,
                on_step=lambda s: None) -> FilesPlan:
     """Check every input of `bench PATH ...` (exit 2 or 6, nothing written) and describe each model."""
-    from edgedistill.model_files import artifacts_for, inspect
+    import shutil
+    import tempfile
+
+    from edgedistill.model_files import artifacts_for, build_engine, inspect
 
     shapes = dict(shapes or {})
     output = Path(output) if output is not None else DEFAULT_FILES_OUTPUT
@@ -765,54 +770,84 @@ def plan_files(paths: list[Path], *, backends: list[str] = (), targets: list[Pat
         raise UsageError(f"{used_by}: {name} cannot run here: {reason}",
                          "install it, or choose another --backend (see `edgedistill doctor`)")
     chosen = [files_target(p, threads) for p in (targets or [None])]
-    tgt = chosen[0][0]  # the first target's device describes the models
+    if data is not None:
+        from edgedistill.bench.model_inputs import read_arrays
+
+        found = read_arrays(Path(data))  # a bad file is refused before any model is loaded
+    else:
+        found = None
+    # A temporary folder for what the plan builds (TensorRT engines: built here, never taken from
+    # a user); bench_files removes it, and so does a refusal below.
+    work = Path(tempfile.mkdtemp(prefix="edgedistill-bench-files-"))
+    try:
+        artifacts = [build_engine(a, work) if a.backend == "tensorrt" else a for a in artifacts]
+        ref = build_engine(ref, work) if ref is not None and ref.backend == "tensorrt" else ref
+        plan = FilesPlan(artifacts, ref, [t for t, _ in chosen], [how for _, how in chosen], {}, {}, {},
+                         None, "", output, work)
+        _describe_and_feed(plan, shapes, data, found, on_step)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return plan
+
+
+def _describe_and_feed(plan: FilesPlan, shapes: dict[str, list[int]], data: Path | None,
+                       found: dict[str, np.ndarray] | None, on_step) -> None:
+    """Each model's inputs as its runtime loads them (a describe probe), checked against --shape
+    and the data (or drawn), before any timing."""
     from edgedistill.bench import model_inputs
     from edgedistill.bench.harness import describe_model
 
-    described = {}
+    every = ([plan.reference] if plan.reference else []) + plan.artifacts
+    tgt = plan.targets[0]  # the first target's device describes the models
+    described = plan.inputs
     for art in every:
         on_step(f"{art.name}: reading the model's inputs")
-        described[art.name] = describe_model(art, tgt, shapes={k: v for k, v in shapes.items()} or None)
+        described[art.name] = describe_model(art, tgt)
     _check_shape_names(shapes, described)
+    for art in every:
+        plan.shapes[art.name] = {i["name"]: shapes[i["name"]] for i in described[art.name]["inputs"]
+                                 if i["name"] in shapes}
+        if plan.shapes[art.name] and art.backend == "openvino":  # reshaped before compiling: check it takes
+            described[art.name] = describe_model(art, tgt, shapes=plan.shapes[art.name])
     for art in every:
         if dynamic := _dynamic_dims(described[art.name]["inputs"], shapes):
             first = described[art.name]["inputs"][0]
-            example = "x".join("N" if d is None else str(d) for d in first["shape"])
+            example = "x".join("1" if d is None else str(d) for d in first["shape"])
             raise UsageError(f"{art.path}: {', '.join(dynamic)} is dynamic and no --shape fixes it",
-                             f"give the shape to measure, e.g. --shape {first['name']}={example.replace('N', '1')}"
-                             " (like benchmark_app -shape)")
-    labels = None
+                             f"give the shape to measure, e.g. --shape {first['name']}={example} "
+                             "(like benchmark_app -shape)")
     first_inputs = _with_shapes(described[every[0].name]["inputs"], shapes)
-    if data is not None:
-        found = model_inputs.read_arrays(Path(data))
-        labels = found.pop("y", None) if not any(i["name"] == "y" for i in first_inputs) else None
-        canonical = found
-        note = f"inputs from {data}" + (f", labels y ({len(labels)} samples)" if labels is not None
-                                         else "; no labels y in it: accuracy not measured")
+    if found is not None:
+        canonical = dict(found)
+        # y is the labels unless the model itself has an input named y.
+        plan.labels = canonical.pop("y", None) if not any(i["name"] == "y" for i in first_inputs) else None
+        plan.data_note = f"inputs from {data}" + (f", labels y ({len(plan.labels)} samples)"
+                                                  if plan.labels is not None
+                                                  else "; no labels y in it: accuracy not measured")
     else:
         canonical, drawn = model_inputs.synthesize(first_inputs, shapes, SYNTHETIC_SAMPLES, SYNTHETIC_SEED,
                                                    int_range=SYNTHETIC_INT_RANGE)
-        note = (f"no --data: {SYNTHETIC_SAMPLES} inputs drawn with seed {SYNTHETIC_SEED} ({drawn}); "
-                "accuracy not measured (pass --data FILE.npz with y to measure it)")
-    arrays = {}
+        plan.data_note = (f"no --data: {SYNTHETIC_SAMPLES} inputs drawn with seed {SYNTHETIC_SEED} ({drawn}); "
+                          "accuracy not measured (pass --data FILE.npz with y to measure it)")
     for art in every:
         inputs = _with_shapes(described[art.name]["inputs"], shapes)
         mine = _keyed_like(canonical, first_inputs, inputs)
-        if problems := model_inputs.match(inputs, mine, shapes or None):
+        if problems := model_inputs.match(inputs, mine, plan.shapes[art.name] or None):
             source = f"--data {data}" if data is not None else "the drawn inputs"
-            raise UsageError(f"{art.path}: {source} does not fit the model's inputs:\n"
-                             f"{model_inputs.mismatch_table(problems)}",
-                             "give one array per input name (or x for a one-input model), samples on axis 0; "
-                             "--shape fixes a dynamic dimension")
-        arrays[art.name] = mine
-    if labels is not None:
+            error = UsageError(f"{art.path}: {source} does not fit the model's inputs (expected vs found below)",
+                               "give one array per input name (or x for a one-input model), samples on axis 0; "
+                               "--shape fixes a dynamic dimension")
+            error.table = model_inputs.mismatch_table(problems).splitlines()  # printed under the line
+            raise error
+        plan.arrays[art.name] = mine
+    if plan.labels is not None:
         n = len(next(iter(canonical.values())))
+        labels = plan.labels
         if labels.ndim != 1 or len(labels) != n or labels.dtype.kind not in "iu":
             raise UsageError(f"--data {data}: y must hold one integer class per sample ({n}), "
                              f"found shape {list(labels.shape)} dtype {labels.dtype}",
                              "store the labels as an integer vector y, one per sample of the inputs")
-    return FilesPlan(artifacts, ref, [t for t, _ in chosen], [how for _, how in chosen], described, arrays,
-                     labels, note, output)
 
 
 def _compare_outputs(got: np.ndarray, ref: np.ndarray) -> dict:
@@ -855,7 +890,7 @@ def bench_files(plan: FilesPlan, ui: UI, cold_disk: bool = False) -> dict:
                            "reference_model": ref.source() if ref else None})
     for stale in ("report.md", "report.html", "junit.xml"):
         (results_path.parent / stale).unlink(missing_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="edgedistill-bench-files-"))
+    work = plan.work or Path(tempfile.mkdtemp(prefix="edgedistill-bench-files-"))  # plan_files made it
     try:
         write_results(results_path, results)
         order = ([ref] if ref else []) + plan.artifacts
@@ -880,7 +915,7 @@ def bench_files(plan: FilesPlan, ui: UI, cold_disk: bool = False) -> dict:
                     teacher_pred = ref_outputs.argmax(1)
                 evalset = EvalSet(inputs_path, plan.labels, teacher_pred)
                 result = bench_artifact(art, target, evalset, work / target.name, on_step=ui.step,
-                                        cold_disk=cold_disk)
+                                        cold_disk=cold_disk, shapes=plan.shapes[art.name] or None)
                 result["source"] = art.source()
                 outputs_file = work / target.name / f"{art.name}.outputs.npy"
                 if art is ref:

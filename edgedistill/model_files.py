@@ -45,6 +45,7 @@ class FileArtifact(Artifact):
 
     label: str = ""
     companions: list[Path] = field(default_factory=list)
+    given: Path | None = None  # the user's file when what runs was built from it (a TensorRT engine)
 
     @property
     def name(self) -> str:
@@ -55,7 +56,22 @@ class FileArtifact(Artifact):
 
     def source(self) -> dict:
         """Where the model came from, as the results record it."""
-        return {"path": str(self.path), "sha256": sha256_file(Path(self.path)), "given_by": "user"}
+        given = Path(self.given or self.path)
+        out = {"path": str(given), "sha256": sha256_file(given), "given_by": "user"}
+        if self.given is not None:
+            out["built"] = {"path": str(self.path), "by": f"{self.backend}, on this machine, from the given file"}
+        return out
+
+
+def build_engine(art: FileArtifact, folder: Path) -> FileArtifact:
+    """A TensorRT engine built here from the user's ONNX (engines are never taken from a user):
+    the artifact that runs is the engine, its source stays the ONNX file."""
+    from edgedistill.backends.base import get_backend
+
+    built = get_backend("tensorrt").export(Artifact(kind="onnx", path=Path(art.path), role="student"),
+                                           Path(folder) / art.name, precision="fp32", calibration=None)
+    return FileArtifact(kind="tensorrt_plan", path=Path(built.path), precision=art.precision, role=art.role,
+                        backend="tensorrt", label=art.label, meta=built.meta, given=Path(art.path))
 
 
 @dataclass(frozen=True)
