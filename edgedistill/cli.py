@@ -426,14 +426,22 @@ def _render_file_results(results: dict, ui, as_json: bool, results_path: Path) -
     from edgedistill.gate import measurement_exit_code
     from edgedistill.report.markdown import file_facts
 
+    from edgedistill.report.markdown import problem_lines
+
     code = _render_results(results, ui, as_json, results_path)
-    if not as_json:
-        for line in file_facts(results):
-            ui.out.print(line, markup=False, highlight=False)
     if results.get("not_gated"):
         code = measurement_exit_code(results)
-        # On stderr too, so it shows beside --json's document and in a quiet CI log.
-        click.echo(results["not_gated"] + f" (exit {code})", err=True)
+    if not as_json:
+        for line in file_facts(results):
+            if line != results.get("not_gated"):
+                ui.out.print(line, markup=False, highlight=False)
+        for target in results["targets"]:
+            for r in target["results"]:
+                for line in problem_lines(r):
+                    ui.out.print(f"{r['artifact']} {r['status'].upper()}: {line}", markup=False, highlight=False)
+    if results.get("not_gated"):
+        # On stderr, so it shows beside --json's document too.
+        click.echo(f"{results['not_gated']} (exit {code})", err=True)
     return code
 
 

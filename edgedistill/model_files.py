@@ -57,7 +57,7 @@ class FileArtifact(Artifact):
     def source(self) -> dict:
         """Where the model came from, as the results record it."""
         given = Path(self.given or self.path)
-        out = {"path": str(given), "sha256": sha256_file(given), "given_by": "user"}
+        out = {"path": str(given.absolute()), "sha256": sha256_file(given), "given_by": "user"}
         if self.given is not None:
             out["built"] = {"path": str(self.path), "by": f"{self.backend}, on this machine, from the given file"}
         return out

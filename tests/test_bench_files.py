@@ -154,7 +154,8 @@ def test_openvino_ir_with_its_bin(files, cli_env, tmp_path):
     [r] = _only(_results(out))
     assert (r["artifact"], r["backend"], r["status"]) == ("model-openvino", "openvino", "ok")
     assert {Path(f["path"]).name for f in r["files"]} == {"model.xml", "model.bin"}
-    assert r["session"]["inference_precision"].lower().endswith("f32")
+    precision = r["session"]["inference_precision"].lower()  # "<Type: 'float32'>" or "f32"
+    assert "float32" in precision or precision.endswith("f32")
 
 
 def test_onnx_runtime_ort_format(files, cli_env, tmp_path):
@@ -251,7 +252,8 @@ def test_gate_compare_and_every_report_read_a_results_file_made_from_files(files
     for fmt in ("md", "csv", "html", "junit"):
         rendered = run_cli(["report", out, "--format", fmt], env=cli_env)
         assert rendered.returncode == 0, (fmt, rendered.stderr)
-        assert "model-onnxruntime" in rendered.stdout
+        # JUnit has one test per budget check, and none were made: its one test is the verdict.
+        assert ("model-onnxruntime" if fmt != "junit" else "nothing was gated") in rendered.stdout
     md = run_cli(["report", out], env=cli_env).stdout
     assert str(files["onnx"]) in md and "given by user" in md and "not gated" in md
     junit = run_cli(["report", out, "--format", "junit"], env=cli_env).stdout
