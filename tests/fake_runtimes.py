@@ -26,24 +26,27 @@ def runtime_version(backend):
 
 
 class Session:
-    input_name, input_dtype = "input", "float32"
+    """One input named "input" (N, 4) float32; the first output is x[:, :3]."""
 
     def __init__(self, options, cache):
         self.options = options
-        self.input_shape = [options.get("fixed_batch"), 4]
+        self.inputs = [{"name": "input", "shape": [options.get("fixed_batch"), 4], "dtype": "float32"}]
+        self.outputs = [{"name": "output", "shape": [options.get("fixed_batch"), 3], "dtype": "float32"}]
         self.load_parts = {"read_ms": 0.5}
         self.calls = 0
         self.last = None
         self.cache = cache
 
-    def _check_input(self, x):
-        if x.shape[1:] != (4,):
-            raise ValueError(f"input 'input': expected shape [?, 4], got {list(x.shape)}")
+    def _check_input(self, feeds):
+        if list(feeds) != ["input"] or feeds["input"].shape[1:] != (4,):
+            shapes = {k: list(v.shape) for k, v in feeds.items()}
+            raise ValueError(f"expected input 'input' of shape [?, 4], got {shapes}")
 
-    def run(self, x):
+    def run(self, feeds):
         import numpy as np
 
-        self._check_input(x)
+        self._check_input(feeds)
+        x = feeds["input"]
         self.calls += 1
         if self.options.get("hang_after") and self.calls > self.options["hang_after"]:
             time.sleep(3600)  # a runtime that stops answering in the middle of the warm loop
@@ -60,7 +63,7 @@ class Session:
         return {"device": self.options.get("device_used", "CPU"), "threads": 1, "cache": self.cache}
 
 
-def load(backend, path, *, threads, device="CPU", options=None, cache=None, precision=None):
+def load(backend, path, *, threads, device="CPU", options=None, cache=None, precision=None, shapes=None):
     options = options or json.loads(os.environ.get("EDGEDISTILL_FAKE_OPTIONS") or "{}")
     fault = options.get("fault")
     if fault == "hang":

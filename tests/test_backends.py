@@ -79,9 +79,10 @@ def export_case(sources, tmp_path_factory):
 
 
 def _run_all(session: runtimes.Session, x: np.ndarray) -> np.ndarray:
-    if session.input_shape[0] is None:
-        return session.run(x)
-    return np.concatenate([session.run(x[i : i + 1]) for i in range(len(x))])
+    (spec,) = session.inputs
+    if spec["shape"][0] is None:
+        return session.run({spec["name"]: x})
+    return np.concatenate([session.run({spec["name"]: x[i : i + 1]}) for i in range(len(x))])
 
 
 @pytest.mark.parametrize(("backend", "precision"), CASES)
@@ -121,10 +122,13 @@ def test_describe_reports_cpu_and_threads(backend, export_case):
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino", "executorch"])
 def test_wrong_input_shape_names_both_shapes(backend, export_case):
     session = runtimes.load(backend, str(export_case(backend, "fp32").path), threads=1)
+    name = session.inputs[0]["name"]
     with pytest.raises(ValueError, match=r"expected shape \[.*1, 32, 32\].*got shape \[1, 1, 28, 28\]"):
-        session.run(np.zeros((1, 1, 28, 28), np.float32))
+        session.run({name: np.zeros((1, 1, 28, 28), np.float32)})
     with pytest.raises(ValueError, match="dtype float32.*dtype float64"):
-        session.run(np.zeros((1, 1, 32, 32), np.float64))
+        session.run({name: np.zeros((1, 1, 32, 32), np.float64)})
+    with pytest.raises(ValueError, match=r"missing \[.*\], unexpected \['other'\]"):
+        session.run({"other": np.zeros((1, 1, 32, 32), np.float32)})
 
 
 def test_unsupported_precision_names_the_supported_ones(sources, tmp_path):
@@ -235,4 +239,4 @@ def test_tensorrt_engine_builds_and_matches_torch(sources, tmp_path, model):
     x = _images(8, seed=4)
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
-    assert np.abs(session.run(x) - expected).max() < 1e-3
+    assert np.abs(session.run({session.inputs[0]["name"]: x}) - expected).max() < 1e-3

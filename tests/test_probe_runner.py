@@ -104,3 +104,20 @@ def test_reliability_16_timeout_kills_the_whole_process_group(fake_probe, fault)
     time.sleep(0.2)
     left = subprocess.run(["pgrep", "-f", "sleep 3600"], capture_output=True, text=True, check=False).stdout.split()
     assert not [p for p in left if _alive(int(p))], "a grandchild outlived the timeout"
+
+
+def test_one_input_model_takes_an_npz_whatever_its_key_and_a_describe_runs_nothing(fake_probe):
+    """Contract 1: one array for a one-input model is that input, whatever its key (the pipeline
+    writes "x"); describe loads the model and reports its inputs and outputs, running nothing."""
+    tmp, inputs = fake_probe
+    npz = tmp / "inputs.npz"
+    np.savez(npz, x=np.load(inputs))
+    out = local.run_probe(request(tmp, npz, mode="outputs"), threads=1, timeout_s=60)
+    assert out.status == "ok", out.detail
+    assert np.load(tmp / "out.npy")[1, 0] == 4.0
+    (tmp / "out.npy").unlink()
+    d = local.run_probe({**request(tmp, None, mode="describe"), "inputs": None}, threads=1, timeout_s=60)
+    assert d.status == "ok", d.detail
+    assert d.result["inputs"] == [{"name": "input", "shape": [None, 4], "dtype": "float32"}]
+    assert d.result["outputs"][0]["name"] == "output"
+    assert "first_inference_ms" not in d.result["cold"] and not (tmp / "out.npy").exists()

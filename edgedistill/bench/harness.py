@@ -32,6 +32,7 @@ from edgedistill.bench.environment import governor, load_average, usable_cores
 from edgedistill.bench.page_cache import evict
 from edgedistill.bench.runners.local import ProbeOutcome, run_probe
 from edgedistill.config import TargetConfig
+from edgedistill.errors import InconclusiveError, UsageError
 from edgedistill.probe.runtimes import CACHE_MECHANISMS
 from edgedistill.report.results import COLD_PARTS
 from edgedistill.stages import file_record
@@ -58,16 +59,22 @@ def _own_cpu_s() -> float:
 
 @dataclass
 class EvalSet:
-    """The held-out inputs every artifact is measured on, with labels and the teacher's answers."""
+    """The inputs every artifact is measured on, with labels and the teacher's answers where known.
+
+    `inputs_path`: an .npz with one array per model input, keyed by input name, samples along
+    axis 0 (or a .npy: a one-input model's only input). Without `labels` accuracy is not
+    measured (a model file brought by the user, fed synthetic inputs); without
+    `teacher_predictions` there is no agreement to report.
+    """
 
     inputs_path: Path
-    labels: np.ndarray
-    teacher_predictions: np.ndarray
+    labels: np.ndarray | None = None
+    teacher_predictions: np.ndarray | None = None
 
 
-def probe_request(artifact: Artifact, target: TargetConfig, inputs: Path, mode: str, outputs: Path | None,
+def probe_request(artifact: Artifact, target: TargetConfig, inputs: Path | None, mode: str, outputs: Path | None,
                   *, threads: int | None = None, batch_size: int = 1, cache: dict | None = None,
-                  same_input: bool = False) -> dict:
+                  same_input: bool = False, shapes: dict | None = None) -> dict:
     m = target.measurement
     return {
         "backend": artifact.backend,
@@ -75,8 +82,11 @@ def probe_request(artifact: Artifact, target: TargetConfig, inputs: Path, mode: 
         "precision": artifact.precision,
         "threads": threads or target.threads,
         "device": target.device,
-        "inputs": str(inputs),
+        "inputs": str(inputs) if inputs is not None else None,
         "mode": mode,
+        # Static shapes for dynamic dimensions ({input name: [int, ...]}, like benchmark_app's
+        # -shape): OpenVINO reshapes to them before compiling; the others take the data's shape.
+        "shapes": {name: [int(d) for d in dims] for name, dims in (shapes or {}).items()} or None,
         "outputs_path": str(outputs) if outputs else None,
         "batch_size": batch_size,
         "cache": cache,
@@ -141,12 +151,37 @@ def warm_record(parts: list[dict]) -> dict:
 
 
 def _accuracy(outputs_path: Path, evalset: EvalSet) -> dict:
+    """Top-1 against the labels, and agreement with the teacher's answers where there are any.
+    The outputs file stays written either way (the probe writes every first output)."""
+    if evalset.labels is None:
+        return {"measured": False,
+                "reason": "no labels were given with the inputs, so accuracy was not measured"}
     preds = np.load(outputs_path).argmax(axis=1)
-    return {
-        "n": int(preds.size),
-        "top1": float((preds == evalset.labels).mean()),
-        "teacher_agreement": float((preds == evalset.teacher_predictions).mean()),
-    }
+    accuracy = {"measured": True, "n": int(preds.size), "top1": float((preds == evalset.labels).mean())}
+    if evalset.teacher_predictions is not None:
+        accuracy["teacher_agreement"] = float((preds == evalset.teacher_predictions).mean())
+    return accuracy
+
+
+def describe_model(artifact: Artifact, target: TargetConfig, shapes: dict | None = None) -> dict:
+    """The model's inputs and outputs as the runtime loads it, from a probe in "describe" mode
+    (a fresh process, like every measurement; nothing is run): `inputs` and `outputs` (each
+    {"name", "shape": [int | None], "dtype"}), `session`, `runtime_version`, and `cold` (import,
+    read, compile). With `shapes`, OpenVINO's shapes are those it was reshaped to.
+
+    A runtime that cannot load the file is a usage error naming it; a crash or a hang is
+    inconclusive (it says nothing certain about the file)."""
+    req = probe_request(artifact, target, None, "describe", None, shapes=shapes)
+    outcome = run_probe(req, threads=req["threads"], timeout_s=target.measurement.timeout_s)
+    if outcome.status == "ok":
+        return outcome.result
+    if outcome.status in ("timeout", "crashed"):
+        raise InconclusiveError(f"{artifact.name}: {artifact.backend} {outcome.status} loading {artifact.path} "
+                                f"({outcome.detail})", "run again; if it happens every time, the runtime "
+                                "cannot load this model here")
+    raise UsageError(f"{artifact.backend} could not load {artifact.path}: {outcome.detail}",
+                     "check that the file is a model this backend reads (and, for dynamic dimensions, "
+                     "the --shape given)")
 
 
 # ---------------------------------------------------------------- validity
@@ -239,9 +274,11 @@ def skipped_result(backend: str, target: TargetConfig, reason: str) -> dict:
 class _Runner:
     """Runs probes for one artifact, evicting its files first when asked (--cold-disk)."""
 
-    def __init__(self, artifact: Artifact, target: TargetConfig, evalset: EvalSet, cold_disk: bool):
+    def __init__(self, artifact: Artifact, target: TargetConfig, evalset: EvalSet, cold_disk: bool,
+                 shapes: dict | None = None):
         self.artifact, self.target, self.evalset = artifact, target, evalset
         self.cold_disk = cold_disk
+        self.shapes = shapes
         self.evictions: list[str] = []  # why a run could not be disk-cold, if any
         self.others_share: float | None = None  # share of the machine other processes used in the last probe
 
@@ -252,7 +289,8 @@ class _Runner:
             eviction = evict([*self.artifact.files(), *evict_also])
             if not eviction.ok:
                 self.evictions.append(eviction.detail)
-        req = probe_request(self.artifact, self.target, self.evalset.inputs_path, mode, outputs, **kwargs)
+        req = probe_request(self.artifact, self.target, self.evalset.inputs_path, mode, outputs,
+                            shapes=self.shapes, **kwargs)
         # What OTHER processes used while this probe ran: competing work measured during the run,
         # not guessed from a load average that lags by a minute.
         busy, own, began = _machine_busy_cpu_s(), _own_cpu_s(), time.monotonic()
@@ -345,7 +383,10 @@ def _sweep_point(runner: _Runner, threads: int, batch: int) -> dict:
 def bench_artifact(
     artifact: Artifact, target: TargetConfig, evalset: EvalSet, work_dir: Path,
     on_step: Callable[[str], None] = lambda s: None, *, cold_disk: bool = False,
+    shapes: dict | None = None,
 ) -> dict:
+    """Every measurement of one artifact on `target` (see the module's docstring). `shapes`
+    ({input name: [int, ...]}) fixes dynamic dimensions, as for describe_model."""
     record = {
         "artifact": artifact.name,
         "role": artifact.role,
@@ -364,7 +405,7 @@ def bench_artifact(
     }
     work_dir.mkdir(parents=True, exist_ok=True)
     outputs = work_dir / f"{artifact.name}.outputs.npy"
-    runner = _Runner(artifact, target, evalset, cold_disk)
+    runner = _Runner(artifact, target, evalset, cold_disk, shapes)
     student = artifact.role == "student"
 
     on_step(f"{artifact.name}: cold start, warm loop, accuracy")

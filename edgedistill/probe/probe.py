@@ -6,9 +6,16 @@ Only the standard library at the top: numpy and the runtime are imported inside 
 section, because they are part of a real cold start. This file and runtimes.py beside it are all
 a remote device needs (they are copied there as they are); they never import edgedistill.
 
-Modes: "cold" (cold start only), "outputs" (cold start + every held-out output, for verification),
-"full" (cold start, outputs, warm loop, integrity checks), "warm" (load, then the warm loop at
+Modes: "describe" (import and load only: the model's inputs and outputs, nothing run), "cold"
+(cold start only), "outputs" (cold start + every held-out output, for verification), "full"
+(cold start, outputs, warm loop, integrity checks), "warm" (load, then the warm loop at
 `batch_size`: a sweep point).
+
+Inputs: `inputs` is an .npz with one array per model input, keyed by the input's name, samples
+along axis 0 (batch b of sample k is arr[k:k+b] for every input alike); a .npy is a one-input
+model's only input. A .pte keeps no names: its inputs are input_0, input_1, ... The probe
+runs every call with a dict {input name: array}; outputs are the model's FIRST output.
+`shapes` ({input name: [int, ...]}) fixes dynamic dimensions (OpenVINO reshapes to them).
 """
 
 import time
@@ -193,20 +200,70 @@ def _compare_sampled(kept, outputs):
     for k, out in kept:
         ref = outputs[k : k + 1]
         out = np.asarray(out)
-        diffs.append(float(np.abs(out.astype(np.float64) - ref).max()))
-        mismatches += int(out.argmax(axis=-1)[0] != ref.argmax(axis=-1)[0])
+        diffs.append(float(np.abs(out.astype(np.float64) - ref).max()) if out.size else 0.0)
+        # Every position's top answer (one for a classifier's logits, one per token for a text
+        # model's), so an output of any rank is compared alike.
+        mismatches += int(not np.array_equal(out.argmax(axis=-1), ref.argmax(axis=-1))) if out.ndim else 0
     return {"checked": len(kept), "argmax_mismatches": mismatches, "max_abs_diff": max(diffs)}
+
+
+def _read_inputs(path, model_inputs):
+    """{model input name: array (N, ...)} from the inputs file, checked for names and counts.
+
+    One array for a one-input model is that input whatever its key (a .npy has none; the
+    pipeline's files say "x"). The harness checks shapes and dtypes with a table before any
+    probe runs; this is the probe's own last line, for a request made some other way.
+    """
+    import numpy as np
+
+    names = [spec["name"] for spec in model_inputs]
+    loaded = np.load(path, allow_pickle=False)
+    if isinstance(loaded, np.ndarray):  # a .npy: one unnamed array
+        arrays = {"x": loaded}
+    else:
+        with loaded:
+            arrays = {key: loaded[key] for key in loaded.files}
+    if len(arrays) == 1 and len(names) == 1:
+        arrays = {names[0]: next(iter(arrays.values()))}
+    missing = [n for n in names if n not in arrays]
+    unexpected = [k for k in arrays if k not in names]
+    if missing or unexpected:
+        raise ValueError(f"inputs file {path}: the model's inputs are {names}; "
+                         f"missing {missing}, unexpected {unexpected}")
+    counts = {n: (len(a) if a.ndim else None) for n, a in arrays.items()}
+    if len(set(counts.values())) != 1 or None in counts.values():
+        raise ValueError(f"inputs file {path}: every input needs the same number of samples "
+                         f"along axis 0; found {counts}")
+    return {n: arrays[n] for n in names}  # in the model's order
+
+
+def _count(inputs):
+    return len(next(iter(inputs.values())))
+
+
+def _slice(inputs, k, batch):
+    """Batch `batch` of sample k, every input sliced alike."""
+    return {name: arr[k : k + batch] for name, arr in inputs.items()}
 
 
 def _all_outputs(session, inputs):
     import numpy as np
 
-    outs = [np.asarray(session.run(inputs[k : k + 1])) for k in range(len(inputs))]
+    outs = [np.asarray(session.run(_slice(inputs, k, 1))) for k in range(_count(inputs))]
     return np.concatenate(outs, axis=0)
 
 
 def _batches(inputs, batch):
-    return [inputs[k : k + batch] for k in range(0, len(inputs) - batch + 1, batch)]
+    return [_slice(inputs, k, batch) for k in range(0, _count(inputs) - batch + 1, batch)]
+
+
+def _check_batch(session, batch):
+    """Every input's first dimension must be dynamic or equal to the batch asked for."""
+    for spec in session.inputs:
+        declared = spec["shape"][0] if spec["shape"] else None
+        if declared is not None and declared != batch:
+            raise UnsupportedBatch(f"the model's batch dimension is fixed at {declared} "
+                                   f"(input {spec['name']!r}); batch {batch} needs a dynamic batch axis")
 
 
 def run(req: dict) -> dict:
@@ -222,17 +279,8 @@ def run(req: dict) -> dict:
     t1 = time.perf_counter()
     session = runtimes.load(req["backend"], req["model"], threads=req["threads"], device=req["device"],
                             options=req.get("options") or {}, cache=req.get("cache"),
-                            precision=req.get("precision"))
+                            precision=req.get("precision"), shapes=req.get("shapes"))
     t2 = time.perf_counter()
-    inputs = np.load(req["inputs"])
-    batch = int(req.get("batch_size") or 1)
-    declared = session.input_shape[0] if session.input_shape else None
-    if declared is not None and declared != batch:
-        raise UnsupportedBatch(f"the model's batch dimension is fixed at {declared}; "
-                               f"batch {batch} needs a dynamic batch axis")
-    t3 = time.perf_counter()
-    first = session.run(inputs[:batch])
-    t4 = time.perf_counter()
     # The session times reading the model file itself; the rest of loading is compiling or
     # creating the session, so the parts add up exactly to the load.
     read_ms = min(session.load_parts.get("read_ms", 0.0), _ms(t1, t2))
@@ -241,10 +289,22 @@ def run(req: dict) -> dict:
         "import_ms": _ms(t0, t1),
         "read_ms": read_ms,
         "compile_ms": round(_ms(t1, t2) - read_ms, 4),
-        "first_inference_ms": _ms(t3, t4),
-        "rss_after_load_mb": round(_status_mb("VmRSS"), 2),
     }
     result["runtime_version"] = runtimes.runtime_version(req["backend"])
+    result["inputs"] = session.inputs
+    result["outputs"] = session.outputs
+    if req["mode"] == "describe":  # what the model takes and gives; nothing is run
+        result["session"] = session.describe()
+        result["peak_rss_mb"] = round(_status_mb("VmHWM"), 2)
+        return result
+    inputs = _read_inputs(req["inputs"], session.inputs)
+    batch = int(req.get("batch_size") or 1)
+    _check_batch(session, batch)
+    t3 = time.perf_counter()
+    first = session.run(_slice(inputs, 0, batch))
+    t4 = time.perf_counter()
+    result["cold"]["first_inference_ms"] = _ms(t3, t4)
+    result["cold"]["rss_after_load_mb"] = round(_status_mb("VmRSS"), 2)
     result["session"] = session.describe()
     result["first_output_shape"] = list(np.asarray(first).shape)
     partial = _Partial(req.get("result_path"), result)

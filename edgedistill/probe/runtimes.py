@@ -78,8 +78,15 @@ CACHE_MECHANISMS: dict[str, str] = {
 
 
 def load(backend: str, path: str, *, threads: int, device: str = "CPU",
-         options: dict | None = None, cache: dict | None = None, precision: str | None = None) -> Session:
-    """Open the model at `path` with `threads` applied explicitly, ready for run()."""
+         options: dict | None = None, cache: dict | None = None, precision: str | None = None,
+         shapes: dict | None = None) -> Session:
+    """Open the model at `path` with `threads` applied explicitly, ready for run().
+
+    `shapes` ({input name: [int, ...]}) gives static shapes for dynamic dimensions, as
+    benchmark_app's -shape does: OpenVINO reshapes the model to them before compiling (its CPU
+    plugin compiles for the shapes it is given); ONNX Runtime and ExecuTorch take the shape from
+    the data, so for them it only has to fit what the model declares.
+    """
     _check_backend(backend)
     if cache and backend not in CACHE_MECHANISMS:
         raise ValueError(f"{backend} has no model cache the probe can measure")
@@ -96,7 +103,8 @@ def load(backend: str, path: str, *, threads: int, device: str = "CPU",
         # non-quantized layers of an int8 one) must run in fp32 to be what was verified. Only an
         # fp16 artifact leaves the choice to the device.
         options.setdefault("INFERENCE_PRECISION_HINT", "f32")
-    return session_class(str(path), threads=threads, device=device, options=options, cache=cache)
+    return session_class(str(path), threads=threads, device=device, options=options, cache=cache,
+                         shapes=dict(shapes or {}))
 
 
 def _ms(start: float) -> float:
@@ -109,40 +117,57 @@ def _no_options(backend: str, options: dict) -> None:
 
 
 class Session(abc.ABC):
-    """One loaded model. Subclasses set the input description and implement _run()."""
+    """One loaded model. Subclasses set `inputs`, `outputs` and `load_parts`, and implement _run().
 
-    input_name: str
-    input_shape: list[int | None]  # None for a dynamic dim
-    input_dtype: str  # numpy dtype name
+    `inputs` and `outputs` describe the model's tensors in its own order, each as
+    {"name", "shape": [int | None] (None for a dynamic dimension), "dtype": numpy dtype name}.
+    """
+
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
     load_parts: dict[str, float]  # read_ms at least; more where the runtime splits its load
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """ONE inference on `x`; returns the first output as a numpy array the caller owns."""
-        self._check_input(x)
-        return self._run(x)
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """ONE inference on `feeds` (one array per input name); returns the FIRST output as a
+        numpy array the caller owns (what accuracy, agreement and the integrity checks read)."""
+        self._check_input(feeds)
+        return self._run(feeds)
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:
         """What the runtime really used: device, providers, threads, load parts."""
 
     @abc.abstractmethod
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        """The runtime's own call, on an input already checked."""
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        """The runtime's own call, on feeds already checked."""
 
-    def _check_input(self, x: np.ndarray) -> None:
-        if not isinstance(x, np.ndarray):
-            raise TypeError(f"input {self.input_name!r}: expected a numpy array, "
-                            f"got {type(x).__name__}")
-        expected = self.input_shape
-        shape_ok = len(x.shape) == len(expected) and all(
-            e is None or e == a for e, a in zip(expected, x.shape)
-        )
-        if not shape_ok or x.dtype != np.dtype(self.input_dtype):
-            shown = ["?" if d is None else d for d in expected]
-            raise ValueError(
-                f"input {self.input_name!r}: expected shape {shown} dtype {self.input_dtype}, "
-                f"got shape {list(x.shape)} dtype {x.dtype}"
+    def _check_input(self, feeds: dict[str, np.ndarray]) -> None:
+        """Every input present, none unknown, each with the declared rank, static dims and dtype."""
+        if not isinstance(feeds, dict):
+            raise TypeError(f"expected a dict of input name -> numpy array, got {type(feeds).__name__}")
+        names = [i["name"] for i in self.inputs]
+        if len(feeds) != len(names) or any(n not in feeds for n in names):
+            missing = [n for n in names if n not in feeds]
+            unexpected = [n for n in feeds if n not in names]
+            raise ValueError(f"the model's inputs are {names}; missing {missing}, unexpected {unexpected}")
+        for spec in self.inputs:
+            x = feeds[spec["name"]]
+            if not isinstance(x, np.ndarray):
+                raise TypeError(f"input {spec['name']!r}: expected a numpy array, got {type(x).__name__}")
+            expected = spec["shape"]
+            shape_ok = len(x.shape) == len(expected) and all(
+                e is None or e == a for e, a in zip(expected, x.shape)
             )
+            if not shape_ok or x.dtype != np.dtype(spec["dtype"]):
+                shown = ["?" if d is None else d for d in expected]
+                raise ValueError(
+                    f"input {spec['name']!r}: expected shape {shown} dtype {spec['dtype']}, "
+                    f"got shape {list(x.shape)} dtype {x.dtype}"
+                )
+
+
+def _tensor(name: str, shape: Any, dtype: str) -> dict[str, Any]:
+    return {"name": name, "shape": list(shape), "dtype": dtype}
 
 
 # ---------------------------------------------------------------- ONNX Runtime
@@ -159,8 +184,19 @@ _ORT_TYPES = {
 }
 
 
+def _ort_tensor(t: Any) -> dict[str, Any]:
+    # A symbolic dimension ("batch", "s0") or an unknown one (None, -1) is dynamic.
+    shape = [d if isinstance(d, int) and d >= 0 else None for d in t.shape]
+    return _tensor(t.name, shape, _ORT_TYPES.get(t.type, t.type))
+
+
+def _strip_suffix(text: str, suffix: str) -> str:  # str.removesuffix is Python >= 3.9
+    return text[: -len(suffix)] if suffix and text.endswith(suffix) else text
+
+
 class OnnxRuntimeSession(Session):
-    def __init__(self, path: str, *, threads: int, device: str, options: dict, cache: dict | None):
+    def __init__(self, path: str, *, threads: int, device: str, options: dict, cache: dict | None,
+                 shapes: dict):
         import onnxruntime as ort
 
         if device.upper() not in _ORT_PROVIDERS:
@@ -189,19 +225,17 @@ class OnnxRuntimeSession(Session):
         model: str | bytes = path if Path(path + ".data").exists() else Path(path).read_bytes()
         self.load_parts = {"read_ms": _ms(start) if isinstance(model, bytes) else 0.0}
         self._session = ort.InferenceSession(model, so, providers=_ORT_PROVIDERS[self._requested])
-        first = self._session.get_inputs()[0]
-        self.input_name = first.name
-        self.input_shape = [d if isinstance(d, int) and d >= 0 else None for d in first.shape]
-        self.input_dtype = _ORT_TYPES.get(first.type, first.type)
-        self._outputs = [self._session.get_outputs()[0].name]
+        self.inputs = [_ort_tensor(t) for t in self._session.get_inputs()]
+        self.outputs = [_ort_tensor(t) for t in self._session.get_outputs()]
+        self._first_output = [self.outputs[0]["name"]]
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        return self._session.run(self._outputs, {self.input_name: x})[0]
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        return self._session.run(self._first_output, feeds)[0]
 
     def describe(self) -> dict[str, Any]:
         providers = self._session.get_providers()
         return {
-            "device": providers[0].removesuffix("ExecutionProvider").upper(),
+            "device": _strip_suffix(providers[0], "ExecutionProvider").upper(),
             "requested_device": self._requested,
             "providers": providers,
             "threads": self._threads,
@@ -214,8 +248,28 @@ class OnnxRuntimeSession(Session):
 # ---------------------------------------------------------------- OpenVINO
 
 
+def _ov_tensor(port: Any, fallback_name: str) -> dict[str, Any]:
+    try:
+        name = port.get_any_name()
+    except RuntimeError:  # a port with no tensor name (some outputs of converted models)
+        name = fallback_name
+    shape = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
+    return _tensor(name, shape, np.dtype(port.get_element_type().to_dtype()).name)
+
+
+def _ov_shapes(ov: Any, model: Any, shapes: dict) -> dict:
+    """{input name: PartialShape} for model.reshape, naming the model's inputs on a wrong name."""
+    names = {n for port in model.inputs for n in port.get_names()}
+    unknown = sorted(set(shapes) - names)
+    if unknown:
+        raise ValueError(f"shapes given for {unknown}, which the model does not have; "
+                         f"its inputs are {sorted(names)}")
+    return {name: ov.PartialShape([int(d) for d in dims]) for name, dims in shapes.items()}
+
+
 class OpenVinoSession(Session):
-    def __init__(self, path: str, *, threads: int, device: str, options: dict, cache: dict | None):
+    def __init__(self, path: str, *, threads: int, device: str, options: dict, cache: dict | None,
+                 shapes: dict):
         import openvino as ov
 
         core = ov.Core()
@@ -226,40 +280,45 @@ class OpenVinoSession(Session):
         config.update(options)
         self._cache = None
         if cache:
-            # compile_model(path) lets a cache hit skip reading the IR as well as compiling it,
-            # which is how an application with a cache loads; the read is then inside compile.
             config["CACHE_DIR"] = cache["dir"]
             self._cache = {"mode": cache["mode"], "dir": cache["dir"]}
+        if cache and not shapes:
+            # compile_model(path) lets a cache hit skip reading the IR as well as compiling it,
+            # which is how an application with a cache loads; the read is then inside compile.
             start = time.perf_counter()
             self._compiled = core.compile_model(path, device, config)
             self.load_parts = {"read_ms": 0.0, "compile_ms": _ms(start)}
         else:
             start = time.perf_counter()
-            model = core.read_model(path)
+            model = core.read_model(path)  # an IR (.xml + .bin) or an .onnx file alike
             read_ms = _ms(start)
             start = time.perf_counter()
+            if shapes:  # like benchmark_app -shape: reshaping is part of compiling (timed with it)
+                model.reshape(_ov_shapes(ov, model, shapes))
             self._compiled = core.compile_model(model, device, config)
             self.load_parts = {"read_ms": read_ms, "compile_ms": _ms(start)}
         self._device = device
         # One request made here and reused: creating it per call would be timed as inference.
         self._request = self._compiled.create_infer_request()
         self._ov = ov
-        self._input: np.ndarray | None = None  # the memory of the request's input tensor
-        port = self._compiled.inputs[0]
-        self.input_name = port.get_any_name()
-        self.input_shape = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
-        self.input_dtype = np.dtype(port.get_element_type().to_dtype()).name
+        self.inputs = [_ov_tensor(port, f"input_{i}") for i, port in enumerate(self._compiled.inputs)]
+        self.outputs = [_ov_tensor(port, f"output_{i}") for i, port in enumerate(self._compiled.outputs)]
+        # The memory of each of the request's input tensors, by input index (see _run).
+        self._buffers: list[np.ndarray | None] = [None] * len(self.inputs)
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        # Copy x into an input tensor the request keeps, and the output out of the request's own
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        # Copy each input into a tensor the request keeps, and the output out of the request's own
         # tensor: infer({0: x}, share_inputs=True, share_outputs=True) cost ~20 us more per call
         # in Python (a Tensor made around x, the input dict, an OVDict of results), 6 % of the
         # 0.34 ms student and none of it in benchmark_app's latency. The copy is cheaper than
         # that (4 KB: 1 us; a 3x224x224 image: 14 us, next to ~40 ms of inference).
-        if self._input is None or self._input.shape != x.shape:  # first call, or a new batch size
-            self._input = np.empty(x.shape, x.dtype)
-            self._request.set_input_tensor(0, self._ov.Tensor(self._input, shared_memory=True))
-        np.copyto(self._input, x)
+        for i, spec in enumerate(self.inputs):
+            x = feeds[spec["name"]]
+            buffer = self._buffers[i]
+            if buffer is None or buffer.shape != x.shape:  # first call, or a new batch size
+                buffer = self._buffers[i] = np.empty(x.shape, x.dtype)
+                self._request.set_input_tensor(i, self._ov.Tensor(buffer, shared_memory=True))
+            np.copyto(buffer, x)
         self._request.infer()
         return self._request.get_output_tensor(0).data.copy()
 
@@ -290,8 +349,13 @@ _ET_DTYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "flo
               6: "float32", 7: "float64", 11: "bool"}
 
 
+def _et_tensor(meta: Any, name: str) -> dict[str, Any]:
+    return _tensor(name, list(meta.sizes()), _ET_DTYPES.get(meta.dtype(), f"scalar type {meta.dtype()}"))
+
+
 class ExecuTorchSession(Session):
-    def __init__(self, path: str, *, threads: int, device: str, options: dict, cache: dict | None):
+    def __init__(self, path: str, *, threads: int, device: str, options: dict, cache: dict | None,
+                 shapes: dict):
         import torch
         from executorch.extension.pybindings import portable_lib
         from executorch.runtime import Runtime
@@ -309,13 +373,15 @@ class ExecuTorchSession(Session):
         self._method = program.load_method("forward")
         self.load_parts = {"read_ms": read_ms, "compile_ms": _ms(start)}  # delegate init
         self._program = program  # keeps the program alive as long as its method
-        meta = self._method.metadata.input_tensor_meta(0)
-        self.input_name = "input 0"  # a .pte keeps no input names
-        self.input_shape = list(meta.sizes())
-        self.input_dtype = _ET_DTYPES.get(meta.dtype(), f"scalar type {meta.dtype()}")
+        meta = self._method.metadata
+        # A .pte keeps no input names: they are input_0, input_1, ... in the program's order.
+        self.inputs = [_et_tensor(meta.input_tensor_meta(i), f"input_{i}") for i in range(meta.num_inputs())]
+        self.outputs = [_et_tensor(meta.output_tensor_meta(i), f"output_{i}")
+                        for i in range(meta.num_outputs())]
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        outputs = self._method.execute([self._torch.from_numpy(np.ascontiguousarray(x))])
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        args = [self._torch.from_numpy(np.ascontiguousarray(feeds[spec["name"]])) for spec in self.inputs]
+        outputs = self._method.execute(args)
         return outputs[0].numpy().copy()
 
     def describe(self) -> dict[str, Any]:
@@ -345,7 +411,8 @@ def _executorch_threads(portable_lib: Any, threads: int) -> tuple[int | None, st
 
 
 class TensorRTSession(Session):
-    def __init__(self, path: str, *, threads: int, device: str, options: dict, cache: dict | None):
+    def __init__(self, path: str, *, threads: int, device: str, options: dict, cache: dict | None,
+                 shapes: dict):
         import tensorrt as trt
 
         _no_options("tensorrt", options)
@@ -370,36 +437,44 @@ class TensorRTSession(Session):
         self.load_parts = {"read_ms": read_ms, "deserialize_ms": deserialize_ms,
                            "context_ms": _ms(start)}
         self._engine = engine
+        # I/O tensors by name, in the engine's order (TensorRT 10's name-based API).
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        is_input = {n: engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
         self._io = names
-        self._output = next(n for n in names if n not in inputs)
-        self.input_name = inputs[0]
-        self.input_shape = [d if d >= 0 else None for d in engine.get_tensor_shape(self.input_name)]
-        self.input_dtype = self._dtype(self.input_name).name
-        self._bound_shape: tuple[int, ...] | None = None
+        self.inputs = [self._describe_tensor(n) for n in names if is_input[n]]
+        self.outputs = [self._describe_tensor(n) for n in names if not is_input[n]]
+        self._output = self.outputs[0]["name"]
+        self._bound_shapes: dict[str, tuple[int, ...]] | None = None
         self._buffers: dict[str, Any] = {}
 
     def _dtype(self, name: str) -> np.dtype:
         return np.dtype(self._trt.nptype(self._engine.get_tensor_dtype(name)))
 
-    def _bind(self, shape: tuple[int, ...]) -> None:
-        """Set the input shape and (re)allocate every I/O buffer; only when the shape changes."""
-        if not self._context.set_input_shape(self.input_name, shape):
-            raise ValueError(f"input {self.input_name!r}: shape {list(shape)} is outside the "
-                             "engine's optimization profile")
+    def _describe_tensor(self, name: str) -> dict[str, Any]:
+        shape = [d if d >= 0 else None for d in self._engine.get_tensor_shape(name)]
+        return _tensor(name, shape, self._dtype(name).name)
+
+    def _bind(self, shapes: dict[str, tuple[int, ...]]) -> None:
+        """Set every input's shape, then (re)allocate every I/O buffer at the shapes TensorRT
+        derives from them; only when a shape changes."""
+        for name, shape in shapes.items():
+            if not self._context.set_input_shape(name, shape):
+                raise ValueError(f"input {name!r}: shape {list(shape)} is outside the "
+                                 "engine's optimization profile")
         for name in self._io:
             count = int(np.prod(tuple(self._context.get_tensor_shape(name))))
             handle, pointer = self._cuda.alloc(count * self._dtype(name).itemsize)
             self._buffers[name] = handle  # replaces (and frees) the previous buffer
             self._context.set_tensor_address(name, pointer)
-        self._bound_shape = shape
+        self._bound_shapes = shapes
 
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        x = np.ascontiguousarray(x)
-        if x.shape != self._bound_shape:
-            self._bind(x.shape)
-        self._cuda.upload(self._buffers[self.input_name], x)
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        arrays = {spec["name"]: np.ascontiguousarray(feeds[spec["name"]]) for spec in self.inputs}
+        shapes = {name: x.shape for name, x in arrays.items()}
+        if shapes != self._bound_shapes:
+            self._bind(shapes)
+        for name, x in arrays.items():
+            self._cuda.upload(self._buffers[name], x)
         if not self._context.execute_async_v3(self._cuda.stream):
             raise RuntimeError("TensorRT execute_async_v3 failed (see TensorRT's log)")
         self._cuda.synchronize()
