@@ -664,6 +664,7 @@ class FilesPlan:
     data_note: str  # what the inputs are (a file, or what was drawn and that accuracy is not measured)
     output: Path
     work: Path | None = None  # a temporary folder the plan made (TensorRT engines built here), or None
+    data_description: dict | None = None  # the inputs, for the results file (synthesize's description)
 
 
 def files_target(path: Path | None, threads: int | None) -> tuple[TargetConfig, str]:
@@ -824,20 +825,25 @@ def _describe_and_feed(plan: FilesPlan, shapes: dict[str, list[int]], data: Path
         plan.data_note = f"inputs from {data}" + (f", labels y ({len(plan.labels)} samples)"
                                                   if plan.labels is not None
                                                   else "; no labels y in it: accuracy not measured")
+        plan.data_description = {"kind": "file", "path": str(Path(data).absolute()),
+                                 "sha256": sha256_file(Path(data)), "labels": plan.labels is not None}
     else:
         canonical, drawn = model_inputs.synthesize(first_inputs, shapes, SYNTHETIC_SAMPLES, SYNTHETIC_SEED,
                                                    int_range=SYNTHETIC_INT_RANGE)
-        plan.data_note = (f"no --data: {SYNTHETIC_SAMPLES} inputs drawn with seed {SYNTHETIC_SEED} ({drawn}); "
-                          "accuracy not measured (pass --data FILE.npz with y to measure it)")
+        plan.data_description = drawn
+        plan.data_note = (f"no --data: {drawn['summary']}; accuracy not measured "
+                          "(pass --data FILE.npz with y to measure it)")
     for art in every:
         inputs = _with_shapes(described[art.name]["inputs"], shapes)
         mine = _keyed_like(canonical, first_inputs, inputs)
         if problems := model_inputs.match(inputs, mine, plan.shapes[art.name] or None):
             source = f"--data {data}" if data is not None else "the drawn inputs"
+            table = model_inputs.mismatch_table(problems).splitlines()
+            hint = table.pop()[len("hint: "):] if table and table[-1].startswith("hint: ") else (
+                "give one array per input name (or x for a one-input model), samples on axis 0")
             error = UsageError(f"{art.path}: {source} does not fit the model's inputs (expected vs found below)",
-                               "give one array per input name (or x for a one-input model), samples on axis 0; "
-                               "--shape fixes a dynamic dimension")
-            error.table = model_inputs.mismatch_table(problems).splitlines()  # printed under the line
+                               hint)
+            error.table = table  # printed under the line (cli._handle_errors)
             raise error
         plan.arrays[art.name] = mine
     if plan.labels is not None:
@@ -885,7 +891,7 @@ def bench_files(plan: FilesPlan, ui: UI, cold_disk: bool = False) -> dict:
     ref = plan.reference
     results = new_results(results_path.parent.name or "bench", environment(seed=SYNTHETIC_SEED),
                           {"teacher_top1": None, "test_samples": None, "models_from": "files",
-                           "inputs": plan.data_note,
+                           "inputs": plan.data_note, "inputs_detail": plan.data_description,
                            "reference_model": ref.source() if ref else None})
     for stale in ("report.md", "report.html", "junit.xml"):
         (results_path.parent / stale).unlink(missing_ok=True)
