@@ -137,7 +137,7 @@ def run_edgedistill(model: Path, target: Path, data: Path, out: Path, timeout_s:
     cold = r["cold"]
     return {"median_ms": statistics.median(runs), "run_medians_ms": runs, "status": r["status"],
             "read_ms": cold["read_ms"]["median"], "compile_ms": cold["compile_ms"]["median"],
-            "first_inference_ms": cold["first_inference_ms"]["median"], "command": " ".join(cmd[1:])}
+            "first_inference_ms": cold["first_inference_ms"]["median"], "command": " ".join(cmd[3:])}
 
 
 # ---------------------------------------------------------------- a minimal ONNX Runtime loop
@@ -207,15 +207,15 @@ def compare(name: str, rounds: int, tool, ours) -> dict:
 
 def print_table(results: list[dict]) -> None:
     print(f"\nmedian latency, ms (median of per-round medians); pass = ratio within +-{TOLERANCE:.0%}")
-    print(f"{'comparison':34} {'tool':>9} {'edgedistill':>12} {'ratio':>7}  verdict")
+    print(f"{'comparison':46} {'tool':>9} {'edgedistill':>12} {'ratio':>7}  verdict")
     for s in results:
-        print(f"{s['name']:34} {s['tool']['median_ms']:>9.3f} {s['edgedistill']['median_ms']:>12.3f} "
+        print(f"{s['name']:46} {s['tool']['median_ms']:>9.3f} {s['edgedistill']['median_ms']:>12.3f} "
               f"{s['ratio']:>7.3f}  {'pass' if s['agrees'] else 'FAIL'}")
     print("\nread / compile (session creation) / first inference, ms: tool | edgedistill")
     for s in results:
         cells = [f"{s['tool'][k]:.1f} | {s['edgedistill'][k]:.1f}" for k in ("read_ms", "compile_ms",
                                                                               "first_inference_ms")]
-        print(f"{s['name']:34} read {cells[0]:>15}   compile {cells[1]:>15}   first {cells[2]:>15}")
+        print(f"{s['name']:46} read {cells[0]:>15}   compile {cells[1]:>15}   first {cells[2]:>15}")
     print("\nedgedistill commands:")
     for s in results:
         print(f"  edgedistill {s['edgedistill_command']}")
@@ -244,10 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         timeout = args.duration * 40 + 300
         ba_cmd = benchmark_app_command(xml, args.threads, max(1, round(args.duration * 3)), None)
         results = [
-            compare(f"openvino: benchmark_app vs bench .xml", args.rounds,
+            compare("openvino: benchmark_app vs bench .xml", args.rounds,
                     lambda: run_benchmark_app(ba_cmd, args.threads, timeout),
                     lambda: run_edgedistill(xml, target, data, folder / "ov" / "results.json", timeout)),
-            compare(f"onnxruntime: Session.run loop vs bench .onnx", args.rounds,
+            compare("onnxruntime: Session.run loop vs bench .onnx", args.rounds,
                     lambda: run_ort_loop(onnx_path, data, args.threads, args.duration, 3, timeout),
                     lambda: run_edgedistill(onnx_path, target, data, folder / "ort" / "results.json", timeout)),
         ]
