@@ -254,10 +254,31 @@ def test_gate_compare_and_every_report_read_a_results_file_made_from_files(files
         assert rendered.returncode == 0, (fmt, rendered.stderr)
         # JUnit has one test per budget check, and none were made: its one test is the verdict.
         assert ("model-onnxruntime" if fmt != "junit" else "nothing was gated") in rendered.stdout
+    # The same file read as a pipeline run (compress, bench without PATH) is INCONCLUSIVE, exit 5;
+    # only bench PATH calls a target without budgets a measurement.
+    from edgedistill import api, cli
+    from edgedistill.ui import UI
+
+    results = _results(out)
+    assert cli._render_file_results(results, UI(quiet=True), True, out) == 0
+    pipeline_like = {k: v for k, v in results.items() if k != "not_gated"}
+    api.apply_gate(pipeline_like)
+    assert pipeline_like["verdict"] == "INCONCLUSIVE"
+    assert cli._render_results(pipeline_like, UI(quiet=True), True, out) == 5
     md = run_cli(["report", out], env=cli_env).stdout
     assert str(files["onnx"]) in md and "given by user" in md and "not gated" in md
     junit = run_cli(["report", out, "--format", "junit"], env=cli_env).stdout
     assert "<skipped" in junit and "<error" not in junit
+
+
+def test_an_accuracy_budget_without_a_reference_is_inconclusive_and_says_why(files, cli_env, tmp_path):
+    target = _target(tmp_path, "acc", "[budgets]\naccuracy_drop_pt = 1.0\n")
+    out = tmp_path / "results.json"
+    done = _bench([files["onnx"], "--data", files["data"], "--target", target, "-o", out, "--json"],
+                  cli_env, tmp_path)
+    assert done.returncode == 5, done.stderr
+    [check] = json.loads(done.stdout)["checks"]
+    assert check["outcome"] == "INCONCLUSIVE" and "--reference" in check["detail"]
 
 
 def test_a_model_file_flag_without_a_path_is_refused(cli_env, tmp_path):
