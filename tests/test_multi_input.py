@@ -338,3 +338,16 @@ def test_the_caching_check_repeats_sample_0_of_every_input():
     for call in varied:
         assert not np.array_equal(call["input_ids"], inputs["input_ids"][:1])
         assert {n: call[n].shape for n in call} == {n: (1, SEQ) for n in inputs}
+
+
+def test_a_fixed_batch_on_any_input_refuses_another_batch_size():
+    """A sweep point at batch 2 on a model whose SECOND input has a fixed batch of 1."""
+    from types import SimpleNamespace
+
+    from edgedistill.probe import probe
+
+    session = SimpleNamespace(inputs=[{"name": "features", "shape": [None, 4], "dtype": "float32"},
+                                      {"name": "ids", "shape": [1, 2], "dtype": "int64"}])
+    probe._check_batch(session, 1)
+    with pytest.raises(probe.UnsupportedBatch, match=r"fixed at 1 \(input 'ids'\); batch 2"):
+        probe._check_batch(session, 2)
