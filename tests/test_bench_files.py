@@ -365,3 +365,43 @@ def test_data_that_does_not_fit_is_a_table_before_any_timing(files, cli_env, tmp
     assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
     assert "expected" in done.stderr and "found" in done.stderr and "10" in done.stderr and "12" in done.stderr
     assert not out.parent.exists()
+
+
+class _TextNet(torch.nn.Module):
+    """Two int64 inputs, like a text model's input_ids and attention_mask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(100, 8)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.unsqueeze(-1).to(torch.float32)
+        pooled = (self.embed(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.head(pooled)
+
+
+def test_a_two_input_text_model_with_a_dynamic_length(cli_env, tmp_path):
+    torch.manual_seed(0)
+    ids = torch.randint(0, 100, (1, 8))
+    seq = torch.export.Dim("seq", min=2, max=512)
+    path = tmp_path / "text.onnx"
+    with torch.no_grad():
+        torch.onnx.export(_TextNet().eval(), (ids, torch.ones_like(ids)), str(path), dynamo=True,
+                          input_names=["input_ids", "attention_mask"],
+                          dynamic_shapes={"input_ids": {1: seq}, "attention_mask": {1: seq}})
+    target = _target(tmp_path, "measure")
+    out = tmp_path / "out" / "results.json"
+    refused = _bench([path, "--target", target, "-o", out], cli_env, tmp_path)
+    _refused(refused, 2, "'input_ids' dimension 1", "--shape input_ids=")
+    assert not out.parent.exists()
+    done = _bench([path, "--backend", "onnxruntime", "--backend", "openvino", "--shape", "input_ids=1x16",
+                   "--shape", "attention_mask[1,16]", "--target", target, "-o", out], cli_env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    results = _results(out)
+    detail = results["reference"]["inputs_detail"]
+    assert detail["kind"] == "synthetic" and detail["int_range"] == [0, 100]
+    assert "uniform integers in [0, 100)" in detail["inputs"]["input_ids"]
+    for r in _only(results):
+        assert r["status"] == "ok", r["status_detail"]
+        assert r["accuracy"]["measured"] is False
