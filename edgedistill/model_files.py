@@ -184,6 +184,9 @@ def unique_labels(entries: list[tuple[ModelFile, str]]) -> list[str]:
             parts.append(m.kind)
         if level >= 2:
             parts.insert(0, _slug(m.path.resolve().parent.name))
+        # A stem that already names its runtime (student-fp32-onnxruntime) is not named twice.
+        if level == 0 and m.path.stem.lower().endswith((f"-{b}", f"_{b}")):
+            return parts[0]
         return "-".join([*parts, b])
 
     levels = [0] * len(entries)

@@ -405,3 +405,23 @@ def test_a_two_input_text_model_with_a_dynamic_length(cli_env, tmp_path):
     for r in _only(results):
         assert r["status"] == "ok", r["status_detail"]
         assert r["accuracy"]["measured"] is False
+
+
+def test_names_stay_unique_and_readable():
+    from edgedistill.model_files import ModelFile, unique_labels
+
+    def m(path, kind="onnx"):
+        return ModelFile(Path(path), kind, (), "fp32")
+
+    assert unique_labels([(m("/a/model.onnx"), "onnxruntime"), (m("/a/model.onnx"), "openvino")]) == [
+        "model-onnxruntime", "model-openvino"]
+    assert unique_labels([(m("/a/model.onnx"), "onnxruntime"), (m("/a/model.ort", "ort"), "onnxruntime")]) == [
+        "model-onnx-onnxruntime", "model-ort-onnxruntime"]
+    assert unique_labels([(m("/a/model.onnx"), "onnxruntime"), (m("/b/model.onnx"), "onnxruntime")]) == [
+        "a-model-onnx-onnxruntime", "b-model-onnx-onnxruntime"]
+    assert unique_labels([(m("/a/model.onnx"), "onnxruntime"), (m("/a/model.onnx"), "onnxruntime")]) == [
+        "a-model-onnx-onnxruntime-1", "a-model-onnx-onnxruntime-2"]
+    # A file the pipeline exported already names its runtime; odd characters become "_".
+    assert unique_labels([(m("/r/student-int8-onnxruntime.onnx"), "onnxruntime"),
+                          (m("/r/my model;$(x).onnx"), "onnxruntime")]) == [
+        "student-int8-onnxruntime", "my_model_x-onnxruntime"]

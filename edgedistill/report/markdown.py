@@ -116,8 +116,11 @@ def file_facts(results: dict) -> list[str]:
                 seen.add(r["artifact"])
                 lines.append(f"{r['artifact']}: {src.get('path')} sha256 {src.get('sha256')} (given by {src.get('given_by')})")
             if comp := r.get("reference_comparison"):
+                drawn = (ref.get("inputs_detail") or {}).get("kind") == "synthetic"
                 lines.append(f"{target['name']}: {r['artifact']} vs reference {comp.get('reference')}: "
-                             + reference_text(comp))
+                             + reference_text(comp)
+                             + (" (on drawn inputs, which a quantized model may not be calibrated for: "
+                                "--data gives real ones)" if drawn and comp.get("comparable") else ""))
     if results.get("not_gated"):
         lines.append(results["not_gated"])
     return lines
