@@ -897,7 +897,11 @@ def bench_files(plan: FilesPlan, ui: UI, cold_disk: bool = False) -> dict:
         (results_path.parent / stale).unlink(missing_ok=True)
     work = plan.work or Path(tempfile.mkdtemp(prefix="edgedistill-bench-files-"))  # plan_files made it
     try:
-        write_results(results_path, results)
+        try:
+            write_results(results_path, results)
+        except OSError as e:
+            raise UsageError(f"cannot write --output {results_path}: {e.strerror or e}",
+                             "give a results file path in a folder you can write") from None
         order = ([ref] if ref else []) + plan.artifacts
         for target, budgets_from in zip(plan.targets, plan.budgets_from):
             record = {"name": target.name, "runner": target.runner, "device": target.device,
@@ -927,7 +931,7 @@ def bench_files(plan: FilesPlan, ui: UI, cold_disk: bool = False) -> dict:
                     if outputs_file.is_file():
                         ref_outputs = np.load(outputs_file)
                         if plan.labels is not None:
-                            results["reference"]["teacher_top1"] = result["accuracy"].get("top1")
+                            results["reference"]["teacher_top1"] = (result.get("accuracy") or {}).get("top1")
                             results["reference"]["test_samples"] = int(len(plan.labels))
                 elif ref is not None:
                     result["reference_comparison"] = (
