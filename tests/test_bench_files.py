@@ -425,3 +425,21 @@ def test_names_stay_unique_and_readable():
     assert unique_labels([(m("/r/student-int8-onnxruntime.onnx"), "onnxruntime"),
                           (m("/r/my model;$(x).onnx"), "onnxruntime")]) == [
         "student-int8-onnxruntime", "my_model_x-onnxruntime"]
+
+
+def test_bench_help_groups_the_options_by_the_form_they_apply_to():
+    from click.testing import CliRunner
+
+    from edgedistill.cli import cli
+
+    text = CliRunner().invoke(cli, ["bench", "--help"]).output
+    files, both, pipeline = (text.index(h) for h in (
+        "Model files (edgedistill bench PATH ...):", "Both forms:", "The pipeline's artifacts"))
+    # Each option's own line ("  --flag"), searched after the examples above the sections.
+    for flag in ("--threads", "--shape NAME=1x3x224x224", "--reference", "-o, --output"):
+        assert files < text.index(f"  {flag}", files) < both, flag
+    for flag in ("--data", "--backend", "--target", "--cold-disk", "--json"):
+        assert both < text.index(f"  {flag}", files) < pipeline, flag
+    for flag in ("--teacher ", "--epochs", "--run-name"):
+        assert pipeline < text.index(f"  {flag}", files), flag
+    assert "edgedistill bench model_int8.onnx --reference model_fp32.onnx --data val.npz" in text
