@@ -160,10 +160,14 @@ def test_openvino_ir_with_its_bin(files, cli_env, tmp_path):
 
 def test_onnx_runtime_ort_format(files, cli_env, tmp_path):
     out = tmp_path / "results.json"
-    done = _bench([files["ort"], "--target", files["measure"], "-o", out], cli_env, tmp_path)
+    done = _bench([files["ort"], "--target", files["measure"], "-o", out, "--cold-disk"], cli_env, tmp_path)
     assert done.returncode == 0, done.stderr
-    [r] = _only(_results(out))
+    results = _results(out)
+    [r] = _only(results)
     assert (r["artifact"], r["backend"], r["status"]) == ("model-onnxruntime", "onnxruntime", "ok")
+    # --cold-disk reaches the harness: every cold run evicts the file first, or says why not.
+    assert results["targets"][0]["cold_disk"] is True
+    assert r["cold"]["kind"] == "cold-disk" or "eviction failed" in r["cold"]["kind_detail"]
 
 
 def test_executorch_pte(files, pte, cli_env, tmp_path):
