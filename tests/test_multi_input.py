@@ -351,3 +351,15 @@ def test_a_fixed_batch_on_any_input_refuses_another_batch_size():
     probe._check_batch(session, 1)
     with pytest.raises(probe.UnsupportedBatch, match=r"fixed at 1 \(input 'ids'\); batch 2"):
         probe._check_batch(session, 2)
+
+
+def test_shapes_that_do_not_fit_are_refused_on_runtimes_that_take_the_data_shape(built, tmp_path):
+    """ONNX Runtime takes the shape from the data, so a --shape typo would pass unseen: refused."""
+    b = built("text")
+    out = tmp_path / "out.npy"
+    r = _probe(_request("onnxruntime", b.files["onnx"], None, "describe", out, shapes={"input_idz": [1, SEQ]}))
+    assert r.status == "error" and "'input_idz'" in r.detail and "input_ids" in r.detail
+    r = _probe(_request("onnxruntime", b.files["onnx"], None, "describe", out, shapes={"input_ids": [1, 2, 3]}))
+    assert r.status == "error" and "shape [1, 2, 3] does not fit the model's ['?', '?']" in r.detail
+    ok = _probe(_request("onnxruntime", b.files["onnx"], b.npz, "outputs", out, shapes={"input_ids": [1, SEQ]}))
+    assert ok.status == "ok", ok.detail

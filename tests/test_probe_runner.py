@@ -121,3 +121,22 @@ def test_one_input_model_takes_an_npz_whatever_its_key_and_a_describe_runs_nothi
     assert d.result["inputs"] == [{"name": "input", "shape": [None, 4], "dtype": "float32"}]
     assert d.result["outputs"][0]["name"] == "output"
     assert "first_inference_ms" not in d.result["cold"] and not (tmp / "out.npy").exists()
+
+
+def test_probe_files_are_python_3_8():
+    """The probe is copied to devices with Python 3.8 (JetPack 5): both files parse as 3.8, and an
+    annotation that is evaluated at run time (no `from __future__ import annotations`) uses no
+    `X | Y`, which 3.8 cannot evaluate."""
+    import ast
+
+    for path in (local.PROBE_DIR / "probe.py", local.PROBE_DIR / "runtimes.py"):
+        tree = ast.parse(path.read_text(), str(path), feature_version=(3, 8))
+        postponed = any(isinstance(n, ast.ImportFrom) and n.module == "__future__"
+                        and any(a.name == "annotations" for a in n.names) for n in tree.body)
+        if postponed:
+            continue
+        annotations = [n.annotation for n in ast.walk(tree) if isinstance(n, (ast.arg, ast.AnnAssign)) and n.annotation]
+        annotations += [n.returns for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.returns]
+        unions = [ast.unparse(a) for a in annotations
+                  if any(isinstance(x, ast.BinOp) and isinstance(x.op, ast.BitOr) for x in ast.walk(a))]
+        assert not unions, f"{path.name}: annotations 3.8 cannot evaluate: {unions}"

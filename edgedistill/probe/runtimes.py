@@ -103,8 +103,24 @@ def load(backend: str, path: str, *, threads: int, device: str = "CPU",
         # non-quantized layers of an int8 one) must run in fp32 to be what was verified. Only an
         # fp16 artifact leaves the choice to the device.
         options.setdefault("INFERENCE_PRECISION_HINT", "f32")
-    return session_class(str(path), threads=threads, device=device, options=options, cache=cache,
-                         shapes=dict(shapes or {}))
+    session = session_class(str(path), threads=threads, device=device, options=options, cache=cache,
+                            shapes=dict(shapes or {}))
+    _check_shapes(session, shapes or {})
+    return session
+
+
+def _check_shapes(session: Session, shapes: dict) -> None:
+    """Every shape given names an input of the model and fits what it declares (a runtime that
+    takes the shape from the data ignores it otherwise, so a typo would pass unseen)."""
+    declared = {spec["name"]: spec["shape"] for spec in session.inputs}
+    for name, dims in shapes.items():
+        if name not in declared:
+            raise ValueError(f"shapes given for {name!r}, which the model does not have; "
+                             f"its inputs are {sorted(declared)}")
+        model = declared[name]
+        if len(dims) != len(model) or any(m is not None and m != int(d) for m, d in zip(model, dims)):
+            shown = ["?" if m is None else m for m in model]
+            raise ValueError(f"input {name!r}: shape {list(dims)} does not fit the model's {shown}")
 
 
 def _ms(start: float) -> float:
