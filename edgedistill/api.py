@@ -547,10 +547,13 @@ def speedups(results: dict) -> list[str]:
             if r["role"] != "student" or t is None:
                 continue
             s50, t50 = r["warm"]["summary"]["p50_ms"], t["warm"]["summary"]["p50_ms"]
-            lines.append(
-                f"{target['name']}: {r['artifact']} p50 {s50:.3f} ms vs teacher {t50:.3f} ms "
-                f"({t50 / s50:.1f}x faster), top-1 {r['accuracy']['top1']:.2%} vs {t['accuracy']['top1']:.2%}"
-            )
+            # Model files name theirs "reference"; without labels no top-1 was measured.
+            what = "reference" if results["reference"].get("models_from") == "files" else "teacher"
+            s1, t1 = r["accuracy"].get("top1"), t["accuracy"].get("top1")
+            top1 = "" if s1 is None or t1 is None else f", top-1 {s1:.2%} vs {t1:.2%}"
+            against = f"reference {t['artifact']}" if what == "reference" else "teacher"
+            lines.append(f"{target['name']}: {r['artifact']} p50 {s50:.3f} ms vs {against} {t50:.3f} ms "
+                         f"({t50 / s50:.1f}x faster){top1}")
     return lines
 
 
@@ -636,3 +639,325 @@ def doctor() -> list[dict]:
         rows.append({"backend": name, "usable": avail.ok, "version": avail.version,
                      "reason": avail.reason, "extra": extra})
     return rows
+
+
+# ---------------------------------------------------------------- bench model files
+
+DEFAULT_FILES_OUTPUT = Path("runs") / "bench" / "results.json"
+SYNTHETIC_SAMPLES = 32  # drawn inputs per model: varied enough for the caching check, cheap to run
+SYNTHETIC_SEED = 0
+SYNTHETIC_INT_RANGE = (0, 100)  # integer inputs (token ids, indices) are drawn in [0, 100)
+
+
+@dataclass
+class FilesPlan:
+    """Everything `bench PATH ...` checked before it writes or times anything."""
+
+    artifacts: list  # FileArtifact, role student: measured and gated
+    reference: object | None  # FileArtifact, role teacher: measured once, outputs compared with
+    targets: list[TargetConfig]
+    budgets_from: list[str]  # per target: "target", or why its budgets do not apply
+    inputs: dict[str, dict]  # artifact name -> describe_model's answer
+    arrays: dict[str, dict[str, np.ndarray]]  # artifact name -> its inputs keyed by its input names
+    shapes: dict[str, dict[str, list[int]]]  # artifact name -> the --shape values for its inputs
+    labels: np.ndarray | None
+    data_note: str  # what the inputs are (a file, or what was drawn and that accuracy is not measured)
+    output: Path
+    work: Path | None = None  # a temporary folder the plan made (TensorRT engines built here), or None
+    data_description: dict | None = None  # the inputs, for the results file (synthesize's description)
+
+
+def files_target(path: Path | None, threads: int | None) -> tuple[TargetConfig, str]:
+    """The target a model file is measured on, and where its budgets come from.
+
+    With no --target: the local CPU (targets/local-cpu.toml) for its device and measurement
+    settings, without its budgets, which are the built-in student's (p90 <= 2 ms means nothing
+    for a user's model): a measurement, not a gate. --target FILE gates against FILE's budgets.
+    """
+    from edgedistill.config import BudgetTable
+
+    target = load_target(path or Path("local-cpu"))
+    how = "target"
+    if path is None:
+        target = target.model_copy(update={"budgets": BudgetTable()})
+        how = ("no --target given: measured on the local CPU profile (local-cpu) without its budgets, "
+               "which are the built-in student's")
+    if threads is not None:
+        target = target.model_copy(update={"threads": threads})
+    return target, how
+
+
+def _has_budgets(target: TargetConfig) -> bool:
+    b = target.budgets
+    return bool(b.model_dump(exclude={"overrides"}, exclude_none=True)) or any(
+        o.model_dump(exclude_none=True) for o in b.overrides.values())
+
+
+def _dynamic_dims(inputs: list[dict], shapes: dict[str, list[int]]) -> list[str]:
+    """'name dimension k' of every dynamic dimension --shape does not fix (the batch axis,
+    dimension 0, is measured at 1 and swept by the target's batch sizes)."""
+    out = []
+    for spec in inputs:
+        if spec["name"] in shapes:
+            continue
+        out += [f"{spec['name']!r} dimension {k}" for k, d in enumerate(spec["shape"]) if d is None and k > 0]
+    return out
+
+
+def _with_shapes(inputs: list[dict], shapes: dict[str, list[int]]) -> list[dict]:
+    out = []
+    for spec in inputs:
+        shape = shapes.get(spec["name"]) or [1 if (d is None and k == 0) else d for k, d in enumerate(spec["shape"])]
+        out.append({**spec, "shape": list(shape)})
+    return out
+
+
+def _check_shape_names(shapes: dict[str, list[int]], described: dict[str, dict]) -> None:
+    import difflib
+
+    names = list(dict.fromkeys(i["name"] for d in described.values() for i in d["inputs"]))
+    for name, shape in shapes.items():
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            raise UsageError(f"--shape {name}={'x'.join(map(str, shape))}: the model has no input {name!r}; "
+                             f"its inputs are {', '.join(names)}",
+                             f"did you mean {close[0]!r}?" if close else "name one of the model's inputs")
+    for art_name, d in described.items():
+        for spec in d["inputs"]:
+            if spec["name"] in shapes and len(shapes[spec["name"]]) != len(spec["shape"]):
+                shown = "x".join("?" if x is None else str(x) for x in spec["shape"])
+                raise UsageError(f"--shape {spec['name']}={'x'.join(map(str, shapes[spec['name']]))}: "
+                                 f"{art_name} declares {len(spec['shape'])} dimensions ({shown}), found "
+                                 f"{len(shapes[spec['name']])}", f"give all {len(spec['shape'])} dimensions")
+
+
+def _keyed_like(arrays: dict[str, np.ndarray], first: list[dict], inputs: list[dict]) -> dict[str, np.ndarray]:
+    """The same arrays for another model's inputs: by name where they share names, else by position
+    (an ExecuTorch .pte keeps no names: input_0, input_1 ...), so every model and the reference
+    are measured on the same samples."""
+    names = [i["name"] for i in inputs]
+    if all(n in arrays for n in names):
+        return {n: arrays[n] for n in names}
+    if len(first) == len(inputs):
+        return {n: arrays[f["name"]] for n, f in zip(names, first) if f["name"] in arrays}
+    return arrays
+
+
+def plan_files(paths: list[Path], *, backends: list[str] = (), targets: list[Path] = (),
+               threads: int | None = None, shapes: dict[str, list[int]] | None = None,
+               data: Path | None = None, reference: Path | None = None, output: Path | None = None,
+               on_step=lambda s: None) -> FilesPlan:
+    """Check every input of `bench PATH ...` (exit 2 or 6, nothing written) and describe each model."""
+    import shutil
+    import tempfile
+
+    from edgedistill.model_files import artifacts_for, build_engine, inspect
+
+    shapes = dict(shapes or {})
+    output = Path(output) if output is not None else DEFAULT_FILES_OUTPUT
+    if output.is_dir():
+        raise UsageError(f"--output {output} is a directory, expected a results file path",
+                         f"name a file inside it, e.g. -o {output / 'results.json'}")
+    for name in dict.fromkeys(backends):
+        get_backend(name)
+    models = [inspect(p) for p in paths]
+    ref_model = inspect(reference) if reference is not None else None
+    artifacts, ref = artifacts_for(models, list(backends), ref_model)
+    every = artifacts + ([ref] if ref else [])
+    missing = unavailable_backends([a.backend for a in every])
+    if missing:
+        name, reason = next(iter(missing.items()))
+        used_by = next(a.path for a in every if a.backend == name)
+        raise UsageError(f"{used_by}: {name} cannot run here: {reason}",
+                         "install it, or choose another --backend (see `edgedistill doctor`)")
+    chosen = [files_target(p, threads) for p in (targets or [None])]
+    if data is not None:
+        from edgedistill.bench.model_inputs import read_arrays
+
+        found = read_arrays(Path(data))  # a bad file is refused before any model is loaded
+    else:
+        found = None
+    # A temporary folder for what the plan builds (TensorRT engines: built here, never taken from
+    # a user); bench_files removes it, and so does a refusal below.
+    work = Path(tempfile.mkdtemp(prefix="edgedistill-bench-files-"))
+    try:
+        artifacts = [build_engine(a, work) if a.backend == "tensorrt" else a for a in artifacts]
+        ref = build_engine(ref, work) if ref is not None and ref.backend == "tensorrt" else ref
+        plan = FilesPlan(artifacts, ref, [t for t, _ in chosen], [how for _, how in chosen], {}, {}, {},
+                         None, "", output, work)
+        _describe_and_feed(plan, shapes, data, found, on_step)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return plan
+
+
+def _describe_and_feed(plan: FilesPlan, shapes: dict[str, list[int]], data: Path | None,
+                       found: dict[str, np.ndarray] | None, on_step) -> None:
+    """Each model's inputs as its runtime loads them (a describe probe), checked against --shape
+    and the data (or drawn), before any timing."""
+    from edgedistill.bench import model_inputs
+    from edgedistill.bench.harness import describe_model
+
+    every = ([plan.reference] if plan.reference else []) + plan.artifacts
+    tgt = plan.targets[0]  # the first target's device describes the models
+    described = plan.inputs
+    for art in every:  # quietly: a refusal below is then the only thing printed
+        described[art.name] = describe_model(art, tgt)
+    _check_shape_names(shapes, described)
+    for art in every:
+        plan.shapes[art.name] = {i["name"]: shapes[i["name"]] for i in described[art.name]["inputs"]
+                                 if i["name"] in shapes}
+        if plan.shapes[art.name] and art.backend == "openvino":  # reshaped before compiling: check it takes
+            described[art.name] = describe_model(art, tgt, shapes=plan.shapes[art.name])
+    for art in every:
+        if dynamic := _dynamic_dims(described[art.name]["inputs"], shapes):
+            first = described[art.name]["inputs"][0]
+            example = "x".join("1" if d is None else str(d) for d in first["shape"])
+            raise UsageError(f"{art.path}: {', '.join(dynamic)} is dynamic and no --shape fixes it",
+                             f"give the shape to measure, e.g. --shape {first['name']}={example} "
+                             "(like benchmark_app -shape)")
+    first_inputs = _with_shapes(described[every[0].name]["inputs"], shapes)
+    if found is not None:
+        canonical = dict(found)
+        # y is the labels unless the model itself has an input named y.
+        plan.labels = canonical.pop("y", None) if not any(i["name"] == "y" for i in first_inputs) else None
+        plan.data_note = f"inputs from {data}" + (f", labels y ({len(plan.labels)} samples)"
+                                                  if plan.labels is not None
+                                                  else "; no labels y in it: accuracy not measured")
+        plan.data_description = {"kind": "file", "path": str(Path(data).absolute()),
+                                 "sha256": sha256_file(Path(data)), "labels": plan.labels is not None}
+    else:
+        canonical, drawn = model_inputs.synthesize(first_inputs, shapes, SYNTHETIC_SAMPLES, SYNTHETIC_SEED,
+                                                   int_range=SYNTHETIC_INT_RANGE)
+        plan.data_description = drawn
+        plan.data_note = (f"no --data: {drawn['summary']}; accuracy not measured "
+                          "(pass --data FILE.npz with y to measure it)")
+    for art in every:
+        inputs = _with_shapes(described[art.name]["inputs"], shapes)
+        mine = _keyed_like(canonical, first_inputs, inputs)
+        if problems := model_inputs.match(inputs, mine, plan.shapes[art.name] or None):
+            source = f"--data {data}" if data is not None else "the drawn inputs"
+            table = model_inputs.mismatch_table(problems).splitlines()
+            hint = table.pop()[len("hint: "):] if table and table[-1].startswith("hint: ") else (
+                "give one array per input name (or x for a one-input model), samples on axis 0")
+            error = UsageError(f"{art.path}: {source} does not fit the model's inputs (expected vs found below)",
+                               hint)
+            error.table = table  # printed under the line (cli._handle_errors)
+            raise error
+        plan.arrays[art.name] = mine
+    if plan.labels is not None:
+        n = len(next(iter(canonical.values())))
+        labels = plan.labels
+        if labels.ndim != 1 or len(labels) != n or labels.dtype.kind not in "iu":
+            raise UsageError(f"--data {data}: y must hold one integer class per sample ({n}), "
+                             f"found shape {list(labels.shape)} dtype {labels.dtype}",
+                             "store the labels as an integer vector y, one per sample of the inputs")
+
+
+def _compare_outputs(got: np.ndarray, ref: np.ndarray) -> dict:
+    """How a model's outputs differ from the reference's on the same inputs (first output)."""
+    if got.shape != ref.shape:
+        return {"comparable": False, "reason": f"output shape {list(got.shape)} vs reference {list(ref.shape)}"}
+    a = got.reshape(len(got), -1).astype(np.float64)
+    b = ref.reshape(len(ref), -1).astype(np.float64)
+    cosine = _cosine_per_vector(a, b)
+    out = {"comparable": True, "samples": int(len(a)), "max_abs_diff": float(np.abs(a - b).max()),
+           "mean_abs_diff": float(np.abs(a - b).mean()), "mean_cosine": float(cosine.mean()),
+           "min_cosine": float(cosine.min())}
+    if got.ndim == 2:
+        out["top1_agreement"] = float((got.argmax(1) == ref.argmax(1)).mean())
+    return out
+
+
+def bench_files(plan: FilesPlan, ui: UI, cold_disk: bool = False) -> dict:
+    """Measure user-given model files with the pipeline's harness; write plan.output and the reports.
+
+    Same schema, same rules as `bench`: the file is replaced before anything is measured and
+    rewritten after each artifact (`complete: false` until the last), so an interrupted run never
+    passes `gate`. The reference, when given, is measured first (role teacher: never gated) and
+    every model's outputs are compared with its outputs on the same inputs."""
+    import io
+    import shutil
+    import tempfile
+
+    from edgedistill.artifacts import atomic_write_bytes
+    from edgedistill.bench.environment import environment
+    from edgedistill.bench.harness import EvalSet, bench_artifact
+    from edgedistill.interrupts import Interrupted
+    from edgedistill.report.results import new_results, write_results
+
+    results_path = plan.output
+    ref = plan.reference
+    results = new_results(results_path.parent.name or "bench", environment(seed=SYNTHETIC_SEED),
+                          {"teacher_top1": None, "test_samples": None, "models_from": "files",
+                           "inputs": plan.data_note, "inputs_detail": plan.data_description,
+                           "reference_model": ref.source() if ref else None})
+    for stale in ("report.md", "report.html", "junit.xml"):
+        (results_path.parent / stale).unlink(missing_ok=True)
+    work = plan.work or Path(tempfile.mkdtemp(prefix="edgedistill-bench-files-"))  # plan_files made it
+    try:
+        try:
+            write_results(results_path, results)
+        except OSError as e:
+            raise UsageError(f"cannot write --output {results_path}: {e.strerror or e}",
+                             "give a results file path in a folder you can write") from None
+        order = ([ref] if ref else []) + plan.artifacts
+        for target, budgets_from in zip(plan.targets, plan.budgets_from):
+            record = {"name": target.name, "runner": target.runner, "device": target.device,
+                      "threads": target.threads, "budgets": target.budgets.model_dump(),
+                      "budgets_from": budgets_from,
+                      "measurement": target.measurement.model_dump(), "sweep": target.sweep.model_dump(),
+                      "allow_fallback": target.allow_fallback, "cold_disk": cold_disk, "results": []}
+            results["targets"].append(record)
+            results["missing"] += [{"target": target.name, "artifact": a.name} for a in order]
+        write_results(results_path, results)
+        for target, record in zip(plan.targets, results["targets"]):
+            ref_outputs = None
+            for art in order:
+                buf = io.BytesIO()
+                np.savez(buf, **plan.arrays[art.name])
+                inputs_path = work / f"{art.name}.inputs.npz"
+                atomic_write_bytes(inputs_path, buf.getvalue())
+                teacher_pred = None
+                if ref_outputs is not None and ref_outputs.ndim == 2:
+                    teacher_pred = ref_outputs.argmax(1)
+                evalset = EvalSet(inputs_path, plan.labels, teacher_pred)
+                result = bench_artifact(art, target, evalset, work / target.name, on_step=ui.step,
+                                        cold_disk=cold_disk, shapes=plan.shapes[art.name] or None)
+                result["source"] = art.source()
+                outputs_file = work / target.name / f"{art.name}.outputs.npy"
+                if art is ref:
+                    if outputs_file.is_file():
+                        ref_outputs = np.load(outputs_file)
+                        if plan.labels is not None:
+                            results["reference"]["teacher_top1"] = (result.get("accuracy") or {}).get("top1")
+                            results["reference"]["test_samples"] = int(len(plan.labels))
+                elif ref is not None:
+                    result["reference_comparison"] = (
+                        {"reference": ref.name, **_compare_outputs(np.load(outputs_file), ref_outputs)}
+                        if ref_outputs is not None and outputs_file.is_file()
+                        else {"reference": ref.name, "comparable": False,
+                              "reason": "the reference or this model was not measured"})
+                record["results"].append(result)
+                results["missing"].remove({"target": target.name, "artifact": art.name})
+                write_results(results_path, results)
+    except Interrupted as e:
+        results["interrupted"] = e.name
+        write_results(results_path, results)
+        e.notes.append(f"results file marked incomplete ({results_path})")
+        write_reports(results, results_path.parent, ui, html_page=False)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results["summary"] = {"speedups": speedups(results)}
+    results["complete"] = True
+    apply_gate(results)
+    from edgedistill.gate import ungated_reason
+
+    # No budgets: a measurement, not a failed gate. The recorded verdict stays what `gate` would
+    # say of this file (INCONCLUSIVE), so gating it later without budgets still cannot pass.
+    results["not_gated"] = ungated_reason(results)
+    write_results(results_path, results)
+    write_reports(results, results_path.parent, ui)
+    return results

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -121,6 +122,9 @@ def _handle_errors(f):
             if _DEBUG["on"]:
                 raise
             click.echo(f"error: {_one_line(e.message)}", err=True)
+            # A table (expected vs found inputs) goes under the line, each row escaped the same way.
+            for row in getattr(e, "table", None) or []:
+                click.echo(f"  {_one_line(row)}", err=True)
             if e.hint:
                 click.echo(f"  hint: {_one_line(e.hint)}", err=True)
             sys.exit(e.exit_code)
@@ -284,23 +288,161 @@ def export(**opts):
             click.echo(f"{a.name:32s} {a.path}  {api.verification_summary(a.meta['verification'])}")
 
 
-@cli.command()
+_SHAPE_FORMS = re.compile(r"^(?P<name>[^=\[\]]+)(?:=(?P<x>\d+(?:x\d+)*)|\[(?P<list>\d+(?:,\d+)*)\])$")
+
+
+def _parse_shapes(values: tuple[str, ...]) -> dict[str, list[int]]:
+    """--shape NAME=1x3x224x224 or NAME[1,3,224,224] (benchmark_app's -shape), repeatable."""
+    from edgedistill.errors import UsageError
+
+    shapes: dict[str, list[int]] = {}
+    for value in values:
+        m = _SHAPE_FORMS.match(value.replace(" ", ""))
+        if not m:
+            raise UsageError(f"--shape: expected NAME=1x3x224x224 or NAME[1,3,224,224], found {value!r}",
+                             "name the input, then its dimensions separated by x")
+        dims = [int(d) for d in (m["x"] or m["list"]).replace(",", "x").split("x")]
+        if any(d < 1 for d in dims):
+            raise UsageError(f"--shape {value}: expected every dimension to be at least 1, found "
+                             f"{min(dims)}")
+        if m["name"] in shapes:
+            raise UsageError(f"--shape: expected each input once, found {m['name']!r} twice")
+        shapes[m["name"]] = dims
+    return shapes
+
+
+# Which of bench's options apply to which form; --help lists them under these headings.
+_BENCH_SECTIONS = {
+    "Model files (edgedistill bench PATH ...)": ("threads", "shapes", "reference", "output"),
+    "Both forms": ("data", "backends", "targets", "cold_disk", "as_json", "quiet", "help"),
+    "The pipeline's artifacts (edgedistill bench, no PATH)": (
+        "config_path", "teacher", "teacher_weights", "student", "trust_sha256", "epochs", "resume",
+        "run_name", "out_dir"),
+}
+
+
+class _BenchCommand(click.Command):
+    """bench's --help in sections: what applies to model files, to both forms, to the pipeline."""
+
+    def format_options(self, ctx, formatter):
+        records = {p.name: p.get_help_record(ctx) for p in self.get_params(ctx)}
+        for title, names in _BENCH_SECTIONS.items():
+            rows = [records[n] for n in names if records.get(n)]
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+def _bench_file_options(f):
+    options = [
+        click.option("--threads", type=click.IntRange(1, 4096), help="Threads (overrides the target's)."),
+        click.option("--shape", "shapes", multiple=True, metavar="NAME=1x3x224x224",
+                     help="Static shape for an input with dynamic dimensions, like benchmark_app -shape "
+                          "(repeatable; NAME[1,3,224,224] works too)."),
+        click.option("--reference", type=click.Path(path_type=Path), metavar="PATH",
+                     help="Another model file to compare outputs with (top-1 agreement, max abs diff, "
+                          "cosine), e.g. the FP32 model of an INT8 one; measured too, never gated."),
+        click.option("--output", "-o", type=click.Path(path_type=Path),
+                     help="Results file to write (default runs/bench/results.json; reports beside it)."),
+    ]
+    return _with_options(f, options)
+
+
+_PIPELINE_ONLY = {"config_path": "--config", "teacher": "--teacher", "teacher_weights": "--teacher-weights",
+                  "student": "--student", "trust_sha256": "--trust-sha256", "epochs": "--epochs",
+                  "resume": "--resume/--restart", "run_name": "--run-name", "out_dir": "--out-dir"}
+_FILES_ONLY = {"threads": "--threads", "shapes": "--shape", "reference": "--reference", "output": "--output"}
+
+
+def _unused(opts: dict, names: dict[str, str]) -> str | None:
+    return next((flag for key, flag in names.items() if opts.get(key) not in (None, (), {}, False)), None)
+
+
+@cli.command(cls=_BenchCommand)
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path), metavar="[PATH]...")
+@_bench_file_options
 @_config_options
 @_bench_options
 @_handle_errors
-def bench(**opts):
-    """Benchmark every artifact on every target: cold start (fresh process), warm latency
-    percentiles, peak memory, size and accuracy. Writes results.json and report.md.
+def bench(paths: tuple[Path, ...], **opts):
+    """Benchmark model files, or every artifact the pipeline made, on every target: cold start
+    (fresh processes, in parts), warm latency percentiles, peak memory, size, accuracy, integrity
+    checks. Writes results.json and the reports; the exit code carries the verdict.
+
+    PATH: an .onnx (with its external data), an OpenVINO .xml (with its .bin), an ExecuTorch
+    .pte or an ONNX Runtime .ort. Its runtime follows from the file; an .onnx runs on ONNX Runtime
+    unless --backend names others. Without --data, inputs are drawn at each input's declared
+    shape and dtype and accuracy is not measured. A target without budgets (the default: the
+    local CPU, measured without budgets) is a measurement: exit 0, nothing gated.
 
     \b
-    Example:
-      edgedistill bench --target targets/local-cpu.toml
+    Examples:
+      edgedistill bench model.onnx
+      edgedistill bench model.onnx --backend onnxruntime --backend openvino --threads 2
+      edgedistill bench model.xml --shape input=1x3x224x224 --target targets/local-cpu.toml
+      edgedistill bench model_int8.onnx --reference model_fp32.onnx --data val.npz -o out/results.json
+      edgedistill bench model.pte model.ort --json > results.json
+      edgedistill bench --target targets/local-cpu.toml        # the pipeline's artifacts
     """
     from edgedistill import api
+    from edgedistill.errors import UsageError
 
-    ws, ui = _workspace(opts), _ui(opts)
-    results = api.bench(ws, ui)
-    sys.exit(_render_results(results, ui, opts["as_json"], ws.run_dir / "results.json"))
+    if not paths:
+        if flag := _unused(opts, _FILES_ONLY):
+            raise UsageError(f"{flag} applies to model files (edgedistill bench PATH ...); no PATH was given",
+                             "name the model files to measure, or drop the flag")
+        ws, ui = _workspace(opts), _ui(opts)
+        results = api.bench(ws, ui)
+        sys.exit(_render_results(results, ui, opts["as_json"], ws.run_dir / "results.json"))
+    if flag := _unused(opts, _PIPELINE_ONLY):
+        raise UsageError(f"{flag} applies to the pipeline's artifacts (edgedistill bench with no PATH), "
+                         "not to model files", "drop it, or run bench without PATH")
+    shapes = _parse_shapes(opts["shapes"])
+    ui = _ui(opts)
+    data = Path(opts["data"]) if opts["data"] is not None else None
+    plan = api.plan_files(list(paths), backends=list(opts["backends"]), targets=list(opts["targets"]),
+                          threads=opts["threads"], shapes=shapes, data=data,
+                          reference=opts["reference"], output=opts["output"], on_step=ui.step)
+    ui.note(plan.data_note)
+    results = api.bench_files(plan, ui, cold_disk=bool(opts["cold_disk"]))
+    sys.exit(_render_file_results(results, ui, opts["as_json"], plan.output))
+
+
+# The options bench shares with the pipeline verbs mean something for model files too: say both.
+_BENCH_HELP = {
+    "data": "Model files: a .npz with one array per input name (or x), samples on axis 0; with y, top-1 "
+            "is measured. Pipeline: builtin:digits, a .npz with x and y, or pkg.mod:factory.",
+    "backends": "Model files: the runtimes to run an .onnx on (repeatable): onnxruntime (default), openvino, "
+                "tensorrt. Pipeline: export to this backend (repeatable).",
+    "targets": "Target profile .toml or a shipped name (repeatable). Default: targets/local-cpu.toml; for "
+               "model files without its budgets (a measurement; --target local-cpu gates against them).",
+}
+for _param in bench.params:
+    if _param.name in _BENCH_HELP:
+        _param.help = _BENCH_HELP[_param.name]
+
+
+def _render_file_results(results: dict, ui, as_json: bool, results_path: Path) -> int:
+    from edgedistill.gate import measurement_exit_code
+    from edgedistill.report.markdown import file_facts
+
+    from edgedistill.report.markdown import problem_lines
+
+    code = _render_results(results, ui, as_json, results_path)
+    if results.get("not_gated"):
+        code = measurement_exit_code(results)
+    if not as_json:
+        for line in file_facts(results):
+            if line != results.get("not_gated"):
+                ui.out.print(line, markup=False, highlight=False)
+        for target in results["targets"]:
+            for r in target["results"]:
+                for line in problem_lines(r):
+                    ui.out.print(f"{r['artifact']} {r['status'].upper()}: {line}", markup=False, highlight=False)
+    if results.get("not_gated"):
+        # On stderr, so it shows beside --json's document too.
+        click.echo(f"{results['not_gated']} (exit {code})", err=True)
+    return code
 
 
 _REGRESSION_OPTIONS = [

@@ -73,6 +73,15 @@ METRICS: dict[str, Callable[[dict, dict], float | None]] = {
 }
 
 
+def _not_measured(budget: str, result: dict, reference: dict) -> str:
+    if budget == "accuracy_drop_pt":
+        if dig(result, "accuracy", "measured") is False:
+            return f"not measured: {dig(result, 'accuracy', 'reason') or 'no labels'}"
+        if reference.get("teacher_top1") is None:
+            return "not measured: no reference top-1 to compare with (a model file needs --reference and --data with y)"
+    return "not measured"
+
+
 def check_result(target: str, result: dict, budgets: BudgetTable, reference: dict) -> list[Check]:
     limits = budgets.for_backend(result["backend"]).model_dump(exclude_none=True)
     checks = []
@@ -83,7 +92,7 @@ def check_result(target: str, result: dict, budgets: BudgetTable, reference: dic
         elif result["status"] == "invalid" and budget in ("p90_ms", "cold_start_ms"):
             outcome, detail = INVALID, result["status_detail"]
         elif value is None or value != value:  # NaN: unreadable (e.g. no /proc), not a number to compare
-            outcome, detail = INCONCLUSIVE, "not measured"
+            outcome, detail = INCONCLUSIVE, _not_measured(budget, result, reference)
         else:
             outcome, detail = (PASS, "") if value <= limit else (FAIL, f"{value:.4g} > {limit:g}")
         checks.append(Check(target, result["artifact"], budget, limit, value, outcome, detail))
@@ -119,3 +128,38 @@ def final_verdict(checks: list[Check], *documents: dict) -> str:
 def gate_results(results: dict) -> tuple[str, list[Check]]:
     checks = [c for t in results["targets"] for c in gate_target(t, results["reference"])]
     return final_verdict(checks, results), checks
+
+
+def has_budgets(target: dict) -> bool:
+    """Whether a results file's target record sets any budget (its own or a backend's)."""
+    budgets = target.get("budgets") or {}
+    return any(v is not None for k, v in budgets.items() if k != "overrides") or any(
+        v is not None for o in (budgets.get("overrides") or {}).values() for v in o.values())
+
+
+NOT_GATED = "nothing was gated: {targets} set no budgets, so this is a measurement, not a verdict"
+
+
+def ungated_reason(results: dict) -> str | None:
+    """Why nothing was gated when no target of a complete file sets a budget, else None.
+
+    Only `bench PATH` reads this as a measurement (exit 0, see measurement_exit_code): `compress`
+    and `gate` keep "no budgets" INCONCLUSIVE (exit 5), so a CI job that forgets its budgets
+    cannot pass by it."""
+    targets = results.get("targets") or []
+    if not targets or incomplete_reason(results) or any(has_budgets(t) for t in targets):
+        return None
+    names = ", ".join(repr(t["name"]) for t in targets)
+    return NOT_GATED.format(targets=f"target{'s' if len(targets) > 1 else ''} {names}")
+
+
+def measurement_exit_code(results: dict) -> int:
+    """`bench PATH`'s exit code for a file nothing was gated in: 0 when every model was measured
+    and the measurement can be trusted, 4 when one is INVALID (busy machine, too few samples,
+    integrity check), 5 when one could not be measured (crash, timeout, error, runtime missing)."""
+    statuses = {r["status"] for t in results["targets"] for r in t["results"]}
+    if statuses & {"inconclusive", "error", "skipped"}:
+        return EXIT_INCONCLUSIVE
+    if "invalid" in statuses:
+        return EXIT_INVALID
+    return EXIT_PASS

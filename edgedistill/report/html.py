@@ -16,6 +16,7 @@ from edgedistill.report.markdown import (
     SWEEP_HEADERS,
     check_value,
     detail_rows,
+    file_facts,
     problem_lines,
     sweep_rows,
     teacher_facts,
@@ -86,10 +87,11 @@ def _header(results: dict) -> str:
     env = results.get("environment") or {}
     verdict = shown_verdict(results) or "—"
     reason = incomplete_reason(results)
+    shown = verdict + (" (not gated: no budgets; a measurement)" if results.get("not_gated") and not reason else "")
     counts = Counter(c.get("outcome") for c in results.get("checks") or [])
     tally = ", ".join(f"{counts[o]} {o}" for o in OUTCOMES if counts[o]) or "no budget checked"
     return (f"<header><h1>edgedistill report: {_e(results.get('run'))}</h1>"
-            f'<p><span class="verdict {_e(verdict)}">Verdict: {_e(verdict)}</span> '
+            f'<p><span class="verdict {_e(verdict)}">Verdict: {_e(shown)}</span> '
             f'<a href="#budgets">{_e(tally)}</a></p>'
             + (f'<p class="incomplete"><strong>Incomplete results, not a verdict:</strong> {_e(reason)}.</p>'
                if reason else "") +
@@ -113,8 +115,11 @@ def _environment(results: dict) -> str:
         pairs.append(("thermal", env["thermal"]))
     pairs += [(f"version: {dist}", version or "not installed")
               for dist, version in (env.get("versions") or {}).items()]
-    pairs += [("teacher top-1 (PyTorch)", None if teacher is None else f"{teacher * 100:.2f} %"),
-              ("held-out samples", ref.get("test_samples")), *teacher_facts(ref)]
+    if ref.get("models_from") == "files":  # `bench PATH`: no teacher; the models' sources instead
+        pairs += [("model files", line) for line in file_facts(results)]
+    else:
+        pairs += [("teacher top-1 (PyTorch)", None if teacher is None else f"{teacher * 100:.2f} %"),
+                  ("held-out samples", ref.get("test_samples")), *teacher_facts(ref)]
     return f"<section><h2>Environment</h2>{_kv_table(pairs)}</section>"
 
 

@@ -79,7 +79,10 @@ NO_WEIGHTS_FILE = "none (factory's own initialisation)"  # a teacher entrypoint 
 
 def teacher_facts(ref: dict) -> list[tuple[str, str]]:
     """The teacher's validation score and weights, so a reader can tell a damaged teacher that
-    still scores above chance (and so passed the weak-teacher check) from the one meant."""
+    still scores above chance (and so passed the weak-teacher check) from the one meant.
+    Results of `bench PATH` have no teacher: their models' sources are in file_facts."""
+    if ref.get("models_from") == "files":
+        return []
     score, samples = ref.get("teacher_val_top1"), ref.get("teacher_val_samples")
     if "teacher_val_top1" not in ref:
         score_text = "not recorded"
@@ -94,6 +97,42 @@ def teacher_facts(ref: dict) -> list[tuple[str, str]]:
         weights = "; ".join(f"{f.get('path')} sha256 {f.get('sha256')}" for f in files) or NO_WEIGHTS_FILE
     return [("teacher top-1 on its validation split (checked before distillation)", score_text),
             ("teacher weights", weights)]
+
+
+def file_facts(results: dict) -> list[str]:
+    """For results of `bench PATH`: what the inputs were, where each model came from, how each
+    model's outputs compare with the reference's, and whether anything was gated."""
+    ref = results.get("reference") or {}
+    if ref.get("models_from") != "files":
+        return []
+    lines = [f"inputs: {ref.get('inputs') or 'not recorded'}"]
+    if ref.get("reference_model"):
+        lines.append(f"reference: {ref['reference_model'].get('path')} sha256 {ref['reference_model'].get('sha256')}")
+    seen = set()
+    for target in results.get("targets") or []:
+        for r in target.get("results") or []:
+            src = r.get("source") or {}
+            if r["artifact"] not in seen and src:
+                seen.add(r["artifact"])
+                lines.append(f"{r['artifact']}: {src.get('path')} sha256 {src.get('sha256')} (given by {src.get('given_by')})")
+            if comp := r.get("reference_comparison"):
+                drawn = (ref.get("inputs_detail") or {}).get("kind") == "synthetic"
+                lines.append(f"{target['name']}: {r['artifact']} vs reference {comp.get('reference')}: "
+                             + reference_text(comp)
+                             + (" (on drawn inputs, which a quantized model may not be calibrated for: "
+                                "--data gives real ones)" if drawn and comp.get("comparable") else ""))
+    if results.get("not_gated"):
+        lines.append(results["not_gated"])
+    return lines
+
+
+def reference_text(comp: dict) -> str:
+    if not comp.get("comparable"):
+        return f"not compared ({comp.get('reason')})"
+    agree = comp.get("top1_agreement")
+    return ((f"top-1 agreement {agree * 100:.2f} %, " if agree is not None else "")
+            + f"max abs diff {comp['max_abs_diff']:.3g}, mean abs diff {comp['mean_abs_diff']:.3g}, "
+            f"cosine mean {comp['mean_cosine']:.6f} (min {comp['min_cosine']:.6f}) on {comp['samples']} samples")
 
 
 def check_value(c: dict) -> str:
@@ -168,6 +207,13 @@ def _budget_section(checks: list[dict]) -> list[str]:
     return lines
 
 
+def _verdict_text(results: dict) -> str:
+    verdict = shown_verdict(results)
+    if results.get("not_gated") and not incomplete_reason(results):
+        return f"{verdict} (not gated: no budgets; a measurement)"
+    return str(verdict)
+
+
 def render(results: dict) -> str:
     env = results.get("environment") or {}
     ref = results.get("reference") or {}
@@ -175,15 +221,20 @@ def render(results: dict) -> str:
     out = [
         f"# edgedistill report: {results.get('run', '?')}",
         "",
-        (f"**Verdict: {shown_verdict(results)}** · {results.get('created', '?')} · "
+        (f"**Verdict: {_verdict_text(results)}** · {results.get('created', '?')} · "
          f"edgedistill {env.get('tool_version', '?')}"),
         "",
         _environment_line(env),
-        (f"Teacher top-1 (PyTorch, held-out split of {ref.get('test_samples')}): "
-         f"{'—' if teacher is None else f'{teacher * 100:.2f}%'}."),
-        *(f"{label[0].upper()}{label[1:]}: {_cell(value)}." for label, value in teacher_facts(ref)),
-        "",
     ]
+    if ref.get("models_from") == "files":  # `bench PATH`: no teacher; the models' sources instead
+        out += [f"- {_cell(line)}" for line in file_facts(results)] + [""]
+    else:
+        out += [
+            (f"Teacher top-1 (PyTorch, held-out split of {ref.get('test_samples')}): "
+             f"{'—' if teacher is None else f'{teacher * 100:.2f}%'}."),
+            *(f"{label[0].upper()}{label[1:]}: {_cell(value)}." for label, value in teacher_facts(ref)),
+            "",
+        ]
     if reason := incomplete_reason(results):
         out += [f"> **Incomplete results, not a verdict:** {_cell(reason)}.", ""]
     for target in results.get("targets") or []:

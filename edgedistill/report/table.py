@@ -58,6 +58,9 @@ def print_checks(results: dict, console: Console) -> None:
                 console.print(f"  [{_STYLE[c['outcome']]}]{c['outcome']}[/] "
                               + escape(f"{c['artifact']} {c['budget']}: {c['detail']}"))
     v = results["verdict"]
+    if results.get("not_gated"):  # `bench PATH` on a target without budgets: a measurement
+        console.print(f"verdict: none, not gated ([bold {_STYLE[v]}]{v}[/] to `gate`): no budgets")
+        return
     console.print(f"verdict: [bold {_STYLE[v]}]{v}[/]")
 
 
