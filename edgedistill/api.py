@@ -427,19 +427,31 @@ def bench(ws: Workspace, ui: UI, artifacts: list[Artifact] | None = None,
     try:
         _measure(ws, ui, results, results_path, artifacts, d)
     except Interrupted as e:
-        results["interrupted"] = e.name
-        write_results(results_path, results)
-        e.notes.append(f"results file marked incomplete ({results_path})")
-        # The Markdown, JUnit and job summary say so too (milliseconds); the HTML page's plots
-        # take seconds, too long for a signal's grace period: `edgedistill report` renders it.
-        write_reports(results, results_path.parent, ui, html_page=False)
+        _mark_interrupted(results, results_path, ui, e)
         raise
-    results["summary"] = {"speedups": speedups(results)}
-    results["complete"] = True
-    apply_gate(results)
+    _complete(results)
     write_results(results_path, results)
     write_reports(results, results_path.parent, ui)
     return results
+
+
+def _mark_interrupted(results: dict, results_path: Path, ui: UI, e) -> None:
+    """An interrupted bench's file says so, and so do its Markdown, JUnit and job summary
+    (milliseconds); the HTML page's plots take seconds, too long for a signal's grace period:
+    `edgedistill report` renders it later."""
+    from edgedistill.report.results import write_results
+
+    results["interrupted"] = e.name
+    write_results(results_path, results)
+    e.notes.append(f"results file marked incomplete ({results_path})")
+    write_reports(results, results_path.parent, ui, html_page=False)
+
+
+def _complete(results: dict) -> None:
+    """Every planned artifact was measured: the summary, `complete`, and the verdict."""
+    results["summary"] = {"speedups": speedups(results)}
+    results["complete"] = True
+    apply_gate(results)
 
 
 def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts: list[Artifact] | None,
@@ -943,16 +955,11 @@ def bench_files(plan: FilesPlan, ui: UI, cold_disk: bool = False) -> dict:
                 results["missing"].remove({"target": target.name, "artifact": art.name})
                 write_results(results_path, results)
     except Interrupted as e:
-        results["interrupted"] = e.name
-        write_results(results_path, results)
-        e.notes.append(f"results file marked incomplete ({results_path})")
-        write_reports(results, results_path.parent, ui, html_page=False)
+        _mark_interrupted(results, results_path, ui, e)
         raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    results["summary"] = {"speedups": speedups(results)}
-    results["complete"] = True
-    apply_gate(results)
+    _complete(results)
     from edgedistill.gate import ungated_reason
 
     # No budgets: a measurement, not a failed gate. The recorded verdict stays what `gate` would

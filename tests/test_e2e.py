@@ -108,7 +108,8 @@ def test_every_backend_measured_with_cold_parts_warm_percentiles_and_accuracy(ru
         assert r["integrity"]["sampled_outputs"]["argmax_mismatches"] == 0
         assert len(r["warm"]["samples_ms"]) == s["n"]
         assert r["accuracy"]["top1"] > 0.8 and r["accuracy"]["n"] == results["reference"]["test_samples"]
-        assert r["memory"]["peak_rss_mb"] > 10 and r["size_bytes"] > 0
+        # a Python process holds tens of MB before any model; the native runner about 9 MB in all
+        assert r["memory"]["peak_rss_mb"] > (1 if native else 10) and r["size_bytes"] > 0
         # RELIABILITY 27: what was measured, byte for byte
         assert r["sha256"] == sha256_file(work / r["path"])
         assert sum(f["size"] for f in r["files"]) == r["size_bytes"]
