@@ -13,6 +13,7 @@ numpy only: no runtime is imported here (the parent never imports one).
 from __future__ import annotations
 
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -22,6 +23,11 @@ import numpy as np
 from edgedistill.errors import UsageError
 
 SAMPLES_AXIS = "N"  # how the samples axis (axis 0) is shown in tables
+# What numpy raises reading a damaged .npz: zipfile, zlib and numpy's header parser each fail in
+# their own way; MemoryError: a header that declares an array far larger than the file. Every
+# reader of user .npz files catches all of them, so a damaged file is a usage error, not exit 3.
+NPZ_READ_ERRORS = (ValueError, OSError, EOFError, RuntimeError, NotImplementedError, MemoryError,
+                   zipfile.BadZipFile, zlib.error)
 
 
 # ---------------------------------------------------------------- reading
@@ -42,7 +48,7 @@ def read_arrays(path: Path | str) -> dict[str, np.ndarray]:
     try:
         # allow_pickle=False: an object array is a pickle, code that runs when loaded.
         loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+    except NPZ_READ_ERRORS as e:
         raise UsageError(f"input data {path}: not a readable {suffix} file ({_first_line(e)})",
                          "save it with numpy.savez (or numpy.save for one array)") from None
     if isinstance(loaded, np.ndarray):
@@ -62,7 +68,7 @@ def read_arrays(path: Path | str) -> dict[str, np.ndarray]:
                 raise UsageError(f"input data {path}: array {key!r} holds Python objects (a pickle), "
                                  f"which edgedistill does not load ({_first_line(e)})",
                                  "save numeric arrays only (int64 token ids, float32 features, ...)") from None
-            except (OSError, EOFError, zipfile.BadZipFile) as e:
+            except NPZ_READ_ERRORS as e:
                 raise UsageError(f"input data {path}: array {key!r} cannot be read ({_first_line(e)})") from None
     if not arrays:
         raise UsageError(f"input data {path}: expected one array per model input, found an empty archive")

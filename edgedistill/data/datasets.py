@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from sklearn.model_selection import train_test_split
 
 from edgedistill.config import DataConfig
+from edgedistill.bench.model_inputs import NPZ_READ_ERRORS
 from edgedistill.errors import UsageError
 from edgedistill.specs import call_entrypoint, is_entrypoint
 
@@ -117,10 +117,7 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
             y = archive["y"] if "y" in archive.files else np.full(x.shape[:1], UNLABELLED, dtype=np.int64)
     except UsageError:
         raise
-    # A damaged archive fails in zipfile, zlib or numpy's header parser, each in its own way;
-    # MemoryError: a header that declares an array far larger than the file.
-    except (ValueError, OSError, EOFError, RuntimeError, NotImplementedError, MemoryError, zipfile.BadZipFile,
-            zlib.error) as e:
+    except NPZ_READ_ERRORS as e:
         reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__  # one line, one error
         raise UsageError(f"{path.name}: expected a readable .npz of numeric arrays, found {reason}", NPZ_HINT) from e
     return x, y
