@@ -254,10 +254,44 @@ class Sweep(Strict):
     batch_sizes: list[Annotated[int, Field(ge=1)]] = []
 
 
+class SshTarget(Strict):
+    """How the SSH runner reaches a device: the system OpenSSH client, so the user's ssh config,
+    keys, agent, aliases and ProxyJump apply (bench/runners/ssh.py)."""
+
+    host: Annotated[str, Field(min_length=1)]  # an alias from ~/.ssh/config, or [user@]host
+    config: Path | None = None  # passed as `ssh -F` (CI keeps its keys and known_hosts there)
+    port: int | None = Field(None, ge=1, le=65535)  # else the ssh config's (22)
+    python: str = "python3"  # the interpreter on the device (Python >= 3.8, numpy, the runtime)
+    workdir: str = "/tmp"  # where per-run folders are made, and the device lock lives
+    connect_timeout_s: int = Field(10, ge=1)
+    # A link that stops answering is declared lost after interval x count seconds (ssh's
+    # ServerAliveInterval / ServerAliveCountMax): the bound on noticing a dropped device.
+    alive_interval_s: int = Field(5, ge=1)
+    alive_count_max: int = Field(3, ge=1)
+    lock_wait_s: float = Field(600.0, ge=0)  # queue behind another job on the device this long
+
+
+class AdbTarget(Strict):
+    """How the adb runner reaches a phone (bench/runners/adb.py)."""
+
+    serial: str | None = None  # `adb -s SERIAL`; else the only device attached
+    adb: str = "adb"  # the client binary
+    workdir: str = "/data/local/tmp/edgedistill"
+    # The native ExecuTorch runner cross-built for the device (README: Android arm64 with the NDK).
+    executorch_runner: Path | None = None
+    big_cores_only: bool = True  # taskset to the cores with the highest maximum frequency
+    max_cool_down_s: float = Field(120.0, ge=0)  # wait this long at most for the thermal status to drop
+    max_thermal_status: int = Field(1, ge=0, le=6)  # Android's PowerManager THERMAL_STATUS_*: 1 = light
+    lock_wait_s: float = Field(600.0, ge=0)
+
+
 class TargetConfig(Strict):
     name: FolderName  # the file's stem unless given
     description: str = ""
-    runner: Literal["local"] = "local"
+    # Where the measurements run: this machine, a device over SSH, a phone over adb.
+    runner: Literal["local", "ssh", "adb"] = "local"
+    ssh: SshTarget | None = None
+    adb: AdbTarget | None = None
     device: str = "CPU"
     backends: list[BackendName] = ["onnxruntime", "openvino", "executorch"]
     threads: int = Field(1, ge=1, le=MAX_THREADS)
@@ -270,6 +304,17 @@ class TargetConfig(Strict):
     measurement: Measurement = Measurement()
     sweep: Sweep = Sweep()
     budgets: BudgetTable = BudgetTable()
+
+    @model_validator(mode="after")
+    def _runner_has_its_table(self) -> TargetConfig:
+        if self.runner in ("ssh", "adb") and getattr(self, self.runner) is None:
+            example = 'host = "jetson"' if self.runner == "ssh" else 'serial = "R58M123ABC"'
+            raise ValueError(f'runner = "{self.runner}" needs a [{self.runner}] table ({example}); found none')
+        for other in ("ssh", "adb"):
+            if other != self.runner and getattr(self, other) is not None:
+                raise ValueError(f'a [{other}] table is only read with runner = "{other}"; '
+                                 f'found it with runner = "{self.runner}"')
+        return self
 
 
 # ---------------------------------------------------------------- loading

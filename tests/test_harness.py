@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edgedistill.artifacts import Artifact
-from edgedistill.bench import harness
+from edgedistill.bench import environment, harness
 from edgedistill.bench.harness import EvalSet, bench_artifact
 from edgedistill.config import TargetConfig
 
@@ -22,8 +22,8 @@ def setup(fake_probe, tmp_path, monkeypatch):
     # the fake's output row k is x[k, :3]; argmax is column 2 for every row here
     evalset = EvalSet(inputs, np.full(10, 2), np.full(10, 2))
     monkeypatch.setattr(harness, "CACHE_MECHANISMS", {**harness.CACHE_MECHANISMS, "fake": "marker file"})
-    monkeypatch.setattr(harness, "governor", lambda: None)
-    monkeypatch.setattr(harness, "load_average", lambda: [0.1, 0.1, 0.1])
+    monkeypatch.setattr(environment, "governor", lambda: None)
+    monkeypatch.setattr(environment, "load_average", lambda: [0.1, 0.1, 0.1])
 
     def run(role="student", options=None, cold_disk=False, **target):
         art = Artifact("onnx", model, "fp32", role, "fake")
@@ -164,8 +164,8 @@ def test_reliability_18_device_rules(requested, used, fallback):
 
 
 def test_busy_machine_and_slow_clocks_are_invalid(setup, monkeypatch):
-    monkeypatch.setattr(harness, "load_average", lambda: [9.0, 9.0, 9.0])
-    monkeypatch.setattr(harness, "governor", lambda: "powersave")
+    monkeypatch.setattr(environment, "load_average", lambda: [9.0, 9.0, 9.0])
+    monkeypatch.setattr(environment, "governor", lambda: "powersave")
     r = setup()
     assert {p["kind"] for p in r["problems"]} == {"busy_machine", "unstable_clocks"}
     allowed = setup(measurement={"max_load_per_core": 100, "allow_unstable_clocks": True})

@@ -282,9 +282,9 @@ def test_bench_artifact_on_a_two_input_model_without_labels(built, tmp_path, mon
     """The whole harness on the text model with no labels: every run measured, the caching check
     present, accuracy said not measured, the outputs file still written."""
     from edgedistill.artifacts import Artifact
-    from edgedistill.bench import harness
+    from edgedistill.bench import environment, harness
 
-    monkeypatch.setattr(harness, "governor", lambda: None)
+    monkeypatch.setattr(environment, "governor", lambda: None)
     b = built("text")
     art = Artifact("onnx", b.files["onnx"], "fp32", "student", "onnxruntime")
     r = harness.bench_artifact(art, _target(measure_cache=False), harness.EvalSet(b.npz), tmp_path / "work")
@@ -300,9 +300,9 @@ def test_bench_artifact_on_a_two_input_model_without_labels(built, tmp_path, mon
 
 def test_bench_artifact_with_labels_and_no_teacher_measures_top1_only(built, tmp_path, monkeypatch):
     from edgedistill.artifacts import Artifact
-    from edgedistill.bench import harness
+    from edgedistill.bench import environment, harness
 
-    monkeypatch.setattr(harness, "governor", lambda: None)
+    monkeypatch.setattr(environment, "governor", lambda: None)
     b = built("mixed")
     labels = b.reference.argmax(1)
     labels[:3] = (labels[:3] + 1) % 3  # three of twelve wrong

@@ -24,7 +24,7 @@ import torch
 
 from edgedistill.artifacts import Artifact
 from edgedistill.bench import native
-from edgedistill.bench.harness import EvalSet, _Runner, bench_artifact, probe_request
+from edgedistill.bench.harness import EvalSet, _ArtifactProbes, bench_artifact, probe_request
 from edgedistill.bench.runners import local
 from edgedistill.bench.runners.local import run_probe
 from edgedistill.config import TargetConfig
@@ -340,7 +340,7 @@ def test_harness_measures_executorch_natively_and_records_it(built, student_pte,
 def test_python_runtime_when_the_target_asks(student_pte, student_inputs):
     target = TargetConfig(name="t", measurement=FAST, executorch_runtime="python")
     evalset = EvalSet(student_inputs, np.zeros(40, dtype=np.int64), np.zeros(40, dtype=np.int64))
-    runner = _Runner(_artifact(student_pte), target, evalset, cold_disk=False)
+    runner = _ArtifactProbes(_artifact(student_pte), target, evalset, cold_disk=False)
     assert runner.command is None and runner.runner_record == {"kind": "python"}
     outcome = runner.probe("cold")
     assert outcome.status == "ok", outcome.detail

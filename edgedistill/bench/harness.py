@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from edgedistill.artifacts import Artifact, sha256_file
-from edgedistill.bench import native, stats
-from edgedistill.bench.environment import governor, load_average, usable_cores
+from edgedistill.bench import stats
 from edgedistill.bench.page_cache import evict
-from edgedistill.bench.runners.local import ProbeOutcome, run_probe
+from edgedistill.bench.runners import Runner
+from edgedistill.bench.runners.local import LocalRunner, ProbeOutcome, run_probe
 from edgedistill.config import TargetConfig
 from edgedistill.errors import InconclusiveError, UsageError
 from edgedistill.probe.runtimes import CACHE_MECHANISMS
@@ -79,6 +79,8 @@ def probe_request(artifact: Artifact, target: TargetConfig, inputs: Path | None,
     return {
         "backend": artifact.backend,
         "model": str(Path(artifact.path).resolve()),
+        # Every file the model reads (an IR's .bin, ONNX external data): what a remote runner copies.
+        "model_files": [str(Path(f).resolve()) for f in artifact.files()],
         "precision": artifact.precision,
         "threads": threads or target.threads,
         "device": target.device,
@@ -271,22 +273,39 @@ def skipped_result(backend: str, target: TargetConfig, reason: str) -> dict:
             "status": "skipped", "status_detail": reason, "problems": []}
 
 
-class _Runner:
-    """Runs probes for one artifact, evicting its files first when asked (--cold-disk)."""
+def unreachable_result(artifact: Artifact, target: TargetConfig, reason: str) -> dict:
+    """The record of an artifact whose target's device could not be reached or stayed busy:
+    inconclusive, for that target alone."""
+    return {"artifact": artifact.name, "role": artifact.role, "precision": artifact.precision,
+            "backend": artifact.backend, "path": str(artifact.path), "size_bytes": artifact.size_bytes(),
+            "threads": target.threads, "batch_size": 1, "status": "inconclusive",
+            "status_detail": f"not measured: {reason}", "problems": []}
+
+
+class _ArtifactProbes:
+    """Runs probes for one artifact on the target's runner, evicting its files first when asked
+    (--cold-disk, on this machine only)."""
 
     def __init__(self, artifact: Artifact, target: TargetConfig, evalset: EvalSet, cold_disk: bool,
-                 shapes: dict | None = None, on_step: Callable[[str], None] = lambda s: None):
+                 shapes: dict | None = None, on_step: Callable[[str], None] = lambda s: None,
+                 runner: Runner | None = None):
         self.artifact, self.target, self.evalset = artifact, target, evalset
+        self.runner = runner or LocalRunner()
         self.cold_disk = cold_disk
         self.shapes = shapes
         # Which program measures: the native ExecuTorch runner, or the Python probe (which says why).
-        self.command, self.runner_record = native.probe_command(artifact.backend, target.executorch_runtime, on_step)
+        self.command, self.runner_record = self.runner.probe_command(artifact.backend, target.executorch_runtime,
+                                                                     on_step)
         self.evictions: list[str] = []  # why a run could not be disk-cold, if any
         self.others_share: float | None = None  # share of the machine other processes used in the last probe
 
     def probe(self, mode: str, outputs: Path | None = None, *, evict_also: list[Path] = (),
               cold: bool | None = None, **kwargs) -> ProbeOutcome:
         """One probe process; `cold` (default: every mode but "warm") says its cold start counts."""
+        if self.cold_disk and (mode != "warm" if cold is None else cold):
+            if self.runner.remote:  # the page cache to empty is the device's
+                self.evictions.append(f"page-cache eviction runs on this machine only, not on a {self.runner.kind} device")
+                cold = False
         if self.cold_disk and (mode != "warm" if cold is None else cold):
             eviction = evict([*self.artifact.files(), *evict_also])
             if not eviction.ok:
@@ -296,12 +315,12 @@ class _Runner:
         # What OTHER processes used while this probe ran: competing work measured during the run,
         # not guessed from a load average that lags by a minute.
         busy, own, began = _machine_busy_cpu_s(), _own_cpu_s(), time.monotonic()
-        outcome = run_probe(req, threads=req["threads"], timeout_s=self.target.measurement.timeout_s,
-                            command=self.command)
+        outcome = self.runner.run_probe(req, threads=req["threads"], timeout_s=self.target.measurement.timeout_s,
+                                        command=self.command)
         if outcome.result is not None:
             outcome.result["runner"] = self.runner_record
         wall = time.monotonic() - began
-        if busy is None or wall <= 0:
+        if busy is None or wall <= 0 or self.runner.remote:  # this machine's CPU says nothing of the device's
             self.others_share = None
         else:
             others = max(0.0, (_machine_busy_cpu_s() - busy) - (_own_cpu_s() - own))
@@ -317,7 +336,7 @@ class _Runner:
 
 
 def _failure(outcome: ProbeOutcome) -> tuple[str, str]:
-    return ("inconclusive" if outcome.status in ("timeout", "crashed") else "error"), outcome.detail
+    return ("inconclusive" if outcome.status in ("timeout", "crashed", "lost") else "error"), outcome.detail
 
 
 def _partial(outcome: ProbeOutcome) -> dict | None:
@@ -333,7 +352,7 @@ def _partial(outcome: ProbeOutcome) -> dict | None:
             "warm_samples_ms": samples}
 
 
-def _cache_record(runner: _Runner, work_dir: Path) -> dict:
+def _cache_record(runner: _ArtifactProbes, work_dir: Path) -> dict:
     """Cold start with the runtime's model cache empty (miss) and filled (hit)."""
     art, n = runner.artifact, runner.target.measurement.cold_runs
     root = work_dir / "model-cache" / art.name
@@ -368,7 +387,7 @@ def _sweep_points(target: TargetConfig) -> list[tuple[int, int]]:
     return [(t, b) for t in threads for b in batches if (t, b) != (target.threads, 1)]
 
 
-def _sweep_point(runner: _Runner, threads: int, batch: int) -> dict:
+def _sweep_point(runner: _ArtifactProbes, threads: int, batch: int) -> dict:
     point = {"threads": threads, "batch_size": batch, "status": "ok", "detail": "", "summary": None,
              "samples_per_s": None}
     outcome = runner.probe("warm", threads=threads, batch_size=batch)
@@ -388,10 +407,11 @@ def _sweep_point(runner: _Runner, threads: int, batch: int) -> dict:
 def bench_artifact(
     artifact: Artifact, target: TargetConfig, evalset: EvalSet, work_dir: Path,
     on_step: Callable[[str], None] = lambda s: None, *, cold_disk: bool = False,
-    shapes: dict | None = None,
+    shapes: dict | None = None, runner: Runner | None = None,
 ) -> dict:
-    """Every measurement of one artifact on `target` (see the module's docstring). `shapes`
-    ({input name: [int, ...]}) fixes dynamic dimensions, as for describe_model."""
+    """Every measurement of one artifact on `target` (see the module's docstring), through
+    `runner` (runners.open_runner; default this machine). `shapes` ({input name: [int, ...]})
+    fixes dynamic dimensions, as for describe_model."""
     record = {
         "artifact": artifact.name,
         "role": artifact.role,
@@ -410,13 +430,12 @@ def bench_artifact(
     }
     work_dir.mkdir(parents=True, exist_ok=True)
     outputs = work_dir / f"{artifact.name}.outputs.npy"
-    runner = _Runner(artifact, target, evalset, cold_disk, shapes, on_step)
+    runner = _ArtifactProbes(artifact, target, evalset, cold_disk, shapes, on_step, runner)
     record["runner"] = runner.runner_record  # which program measured: native or python (and why)
     student = artifact.role == "student"
 
     on_step(f"{artifact.name}: cold start, warm loop, accuracy")
-    conditions = {"load_average_before": load_average(), "usable_cores": usable_cores(),
-                  "governor": governor()}
+    conditions = runner.runner.conditions()
     outcome = runner.probe("full", outputs)
     if outcome.status != "ok":
         record["status"], record["status_detail"] = _failure(outcome)

@@ -233,7 +233,7 @@ def write_inputs(inputs: Path, folder: Path) -> Path:
         array.tofile(raw)
         code = SCALAR_TYPES.get(array.dtype.name, -1)
         lines.append("\t".join([name.replace("\t", " "), str(code), str(array.itemsize),
-                                ",".join(map(str, array.shape)), str(raw)]))
+                                ",".join(map(str, array.shape)), raw.name]))  # beside the spec
     spec = folder / "inputs.tsv"
     spec.write_text("\n".join(lines) + "\n")
     return spec

@@ -268,7 +268,8 @@ def _check_batch(session, batch):
 
 def run(req: dict) -> dict:
     result = {"schema": PROBE_SCHEMA, "backend": req["backend"], "mode": req["mode"], "pid": os.getpid()}
-    parent_ns = req.get("parent_start_wall_ns")
+    # On a device, a launcher there says when it started us (its clock, not the host's).
+    parent_ns = req.get("parent_start_wall_ns") or int(os.environ.get("EDGEDISTILL_PARENT_START_WALL_NS") or 0)
     interpreter_ms = round((_START_WALL_NS - parent_ns) / 1e6, 4) if parent_ns else None
 
     t0 = time.perf_counter()

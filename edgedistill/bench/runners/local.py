@@ -160,3 +160,27 @@ def kill_live_groups() -> None:
         except (ProcessLookupError, PermissionError):
             pass
         LIVE_GROUPS.discard(pgid)
+
+
+class LocalRunner:
+    """This machine: each probe a fresh local process (run_probe above)."""
+
+    kind = "local"
+    remote = False
+
+    def run_probe(self, request: dict, *, threads: int, timeout_s: float,
+                  command: ProbeCommand | None = None) -> ProbeOutcome:
+        return run_probe(request, threads=threads, timeout_s=timeout_s, command=command)
+
+    def probe_command(self, backend: str, executorch_runtime: str, note=lambda s: None):
+        from edgedistill.bench import native
+
+        return native.probe_command(backend, executorch_runtime, note)
+
+    def conditions(self) -> dict:
+        from edgedistill.bench.environment import governor, load_average, usable_cores
+
+        return {"load_average_before": load_average(), "usable_cores": usable_cores(), "governor": governor()}
+
+    def close(self) -> None:
+        pass

@@ -16,6 +16,9 @@
 //          [--device CPU] [--option KEY=VALUE ...]
 // SPEC lists the inputs in the program's order, one per line, tab-separated:
 //   name  scalar_type  itemsize  d0,d1,...  raw_file   (samples along d0, C order)
+// A relative raw_file is read from SPEC's folder, so a runner can move the folder to a device.
+// Without --parent-start-wall-ns, EDGEDISTILL_PARENT_START_WALL_NS (set by a device-side
+// launcher, whose clock is the device's) says when the process was started.
 //
 // Only the C++ standard library and ExecuTorch's own headers: it builds against the headers and
 // libraries inside the executorch wheel, or an Android build of ExecuTorch (see CMakeLists.txt).
@@ -26,6 +29,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <fstream>
@@ -305,6 +309,10 @@ Args parse_args(int argc, char** argv) {
   num("max-duration-s", &a.max_s);
   num("parent-start-wall-ns", &a.parent_start_wall_ns);
   a.same_input = same == "1";
+  if (!a.parent_start_wall_ns) {
+    const char* launched = std::getenv("EDGEDISTILL_PARENT_START_WALL_NS");
+    if (launched && *launched) a.parent_start_wall_ns = std::stoll(launched);
+  }
   if (!kv.empty()) throw ProbeError("UsageError", "unknown option --" + kv.begin()->first);
   if (a.result_path.empty()) throw ProbeError("UsageError", "--result-path is required");
   return a;
@@ -345,6 +353,10 @@ std::vector<Input> read_inputs(const std::string& spec_path) {
     std::string d;
     while (std::getline(dims, d, ',')) in.shape.push_back(std::stoll(d));
     if (in.shape.empty()) throw ProbeError("ValueError", "input " + in.name + ": samples need axis 0");
+    if (!f[4].empty() && f[4][0] != '/') {
+      size_t slash = spec_path.rfind('/');
+      if (slash != std::string::npos) f[4] = spec_path.substr(0, slash + 1) + f[4];
+    }
     std::ifstream raw(f[4], std::ios::binary);
     if (!raw) throw ProbeError("FileNotFoundError", "input " + in.name + ": file not found: " + f[4]);
     in.data.assign(std::istreambuf_iterator<char>(raw), std::istreambuf_iterator<char>());
