@@ -7,6 +7,7 @@ inputs and settings have not changed, so a second `compress` in CI only re-measu
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -436,27 +437,6 @@ def bench(ws: Workspace, ui: UI, artifacts: list[Artifact] | None = None,
     return results
 
 
-@contextlib.contextmanager
-def _device(target: TargetConfig, ui: UI):
-    """(the target's runner, None), open for the whole target (a remote device's lock held,
-    released on the way out), or (None, why) when the device cannot be reached: that target
-    alone is inconclusive, the others are measured and gated. An SSH host key that is unknown
-    or changed is not caught here: it stops the whole command (exit 6) before anything runs."""
-    from edgedistill.bench.runners import open_runner
-
-    try:
-        runner = open_runner(target, ui.step)
-    except InconclusiveError as e:
-        reason = f"{e.message} ({e.hint})" if e.hint else e.message
-        ui.step(f"bench {target.name}: {reason}")
-        yield None, reason
-        return
-    try:
-        yield runner, None
-    finally:
-        runner.close()
-
-
 def _mark_interrupted(results: dict, results_path: Path, ui: UI, e) -> None:
     """An interrupted bench's file says so, and so do its Markdown, JUnit and job summary
     (milliseconds); the HTML page's plots take seconds, too long for a signal's grace period:
@@ -479,6 +459,7 @@ def _complete(results: dict) -> None:
 def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts: list[Artifact] | None,
              d: Distilled | None) -> None:
     """Plan every (target, artifact), then measure them one by one, rewriting the file after each."""
+    from edgedistill.bench.fleet import Job, measure_all
     from edgedistill.bench.harness import EvalSet, bench_artifact, skipped_result, unreachable_result
     from edgedistill.report.results import write_results
 
@@ -507,23 +488,33 @@ def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts
         plan.append((target, record, chosen))
         results["missing"] += [{"target": target.name, "artifact": a.name} for a in chosen]
     write_results(results_path, results)
-    for target, record, chosen in plan:
-        with ui.progress() as progress, _device(target, ui) as (runner, unreachable):
+    jobs = {id(target): (record, chosen) for target, record, chosen in plan}
+    lock = threading.Lock()  # devices measured at once share the results file
+
+    def measure(job: Job) -> None:
+        target = job.target
+        record, chosen = jobs[id(target)]
+        with (contextlib.nullcontext() if job.concurrent else ui.progress()) as progress:
             task = progress.add_task(f"bench {target.name}", total=len(chosen)) if progress else None
             for art in chosen:
-                if unreachable:
-                    result = unreachable_result(art, target, unreachable)
+                if job.stopping:
+                    return
+                if job.unreachable:
+                    result = unreachable_result(art, target, job.unreachable)
                 else:
                     result = bench_artifact(art, target, evalset, ws.run_dir / "bench" / target.name,
-                                            on_step=ui.step, cold_disk=ws.cfg.bench.cold_disk, runner=runner)
+                                            on_step=ui.step, cold_disk=ws.cfg.bench.cold_disk, runner=job.runner)
                 # What the export's check against PyTorch found: verified, or allowed unverified.
                 result["verification"] = art.meta.get("verification")
-                record["results"].append(result)
-                results["missing"].remove({"target": target.name, "artifact": art.name})
-                # Rewritten after each artifact, so a crash keeps what was measured.
-                write_results(results_path, results)
+                with lock:
+                    record["results"].append(result)
+                    results["missing"].remove({"target": target.name, "artifact": art.name})
+                    # Rewritten after each artifact, so a crash keeps what was measured.
+                    write_results(results_path, results)
                 if progress:
                     progress.advance(task)
+
+    measure_all([target for target, _, _ in plan], measure, ui)
 
 
 def reference_teacher_fields(metrics: dict) -> dict:
@@ -920,6 +911,7 @@ def bench_files(plan: FilesPlan, ui: UI, cold_disk: bool = False) -> dict:
 
     from edgedistill.artifacts import atomic_write_bytes
     from edgedistill.bench.environment import environment
+    from edgedistill.bench.fleet import Job, measure_all
     from edgedistill.bench.harness import EvalSet, bench_artifact, unreachable_result
     from edgedistill.interrupts import Interrupted
     from edgedistill.report.results import new_results, write_results
@@ -949,43 +941,56 @@ def bench_files(plan: FilesPlan, ui: UI, cold_disk: bool = False) -> dict:
             results["targets"].append(record)
             results["missing"] += [{"target": target.name, "artifact": a.name} for a in order]
         write_results(results_path, results)
-        for target, record in zip(plan.targets, results["targets"]):
-            with _device(target, ui) as (runner, unreachable):
-                ref_outputs = None
-                for art in order:
-                    if unreachable:
-                        record["results"].append(unreachable_result(art, target, unreachable))
-                        results["missing"].remove({"target": target.name, "artifact": art.name})
-                        write_results(results_path, results)
-                        continue
-                    buf = io.BytesIO()
-                    np.savez(buf, **plan.arrays[art.name])
-                    inputs_path = work / f"{art.name}.inputs.npz"
-                    atomic_write_bytes(inputs_path, buf.getvalue())
-                    teacher_pred = None
-                    if ref_outputs is not None and ref_outputs.ndim == 2:
-                        teacher_pred = ref_outputs.argmax(1)
-                    evalset = EvalSet(inputs_path, plan.labels, teacher_pred)
-                    result = bench_artifact(art, target, evalset, work / target.name, on_step=ui.step,
-                                            cold_disk=cold_disk, shapes=plan.shapes[art.name] or None,
-                                            runner=runner)
-                    result["source"] = art.source()
-                    outputs_file = work / target.name / f"{art.name}.outputs.npy"
+        records = {id(target): record for target, record in zip(plan.targets, results["targets"])}
+        lock = threading.Lock()  # devices measured at once share the results file
+
+        def measure(job: Job) -> None:
+            target, record = job.target, records[id(job.target)]
+            ref_outputs = None
+            for art in order:
+                if job.stopping:
+                    return
+                if job.unreachable:
+                    result = unreachable_result(art, target, job.unreachable)
+                else:
+                    result = _bench_file(art, target, job.runner, ref_outputs)
                     if art is ref:
-                        if outputs_file.is_file():
-                            ref_outputs = np.load(outputs_file)
-                            if plan.labels is not None:
-                                results["reference"]["teacher_top1"] = (result.get("accuracy") or {}).get("top1")
-                                results["reference"]["test_samples"] = int(len(plan.labels))
-                    elif ref is not None:
-                        result["reference_comparison"] = (
-                            {"reference": ref.name, **_compare_outputs(np.load(outputs_file), ref_outputs)}
-                            if ref_outputs is not None and outputs_file.is_file()
-                            else {"reference": ref.name, "comparable": False,
-                                  "reason": "the reference or this model was not measured"})
+                        ref_outputs = result.pop("_outputs", None)
+                with lock:
                     record["results"].append(result)
                     results["missing"].remove({"target": target.name, "artifact": art.name})
                     write_results(results_path, results)
+
+        def _bench_file(art, target: TargetConfig, runner, ref_outputs):
+            """One model file on one target; the reference's outputs come back under `_outputs`."""
+            folder = work / target.name  # per target: devices measured at once never share files
+            folder.mkdir(parents=True, exist_ok=True)
+            buf = io.BytesIO()
+            np.savez(buf, **plan.arrays[art.name])
+            inputs_path = folder / f"{art.name}.inputs.npz"
+            atomic_write_bytes(inputs_path, buf.getvalue())
+            teacher_pred = ref_outputs.argmax(1) if ref_outputs is not None and ref_outputs.ndim == 2 else None
+            evalset = EvalSet(inputs_path, plan.labels, teacher_pred)
+            result = bench_artifact(art, target, evalset, folder, on_step=ui.step, cold_disk=cold_disk,
+                                    shapes=plan.shapes[art.name] or None, runner=runner)
+            result["source"] = art.source()
+            outputs_file = folder / f"{art.name}.outputs.npy"
+            if art is ref:
+                if outputs_file.is_file():
+                    result["_outputs"] = np.load(outputs_file)
+                    if plan.labels is not None:
+                        with lock:
+                            results["reference"]["teacher_top1"] = (result.get("accuracy") or {}).get("top1")
+                            results["reference"]["test_samples"] = int(len(plan.labels))
+            elif ref is not None:
+                result["reference_comparison"] = (
+                    {"reference": ref.name, **_compare_outputs(np.load(outputs_file), ref_outputs)}
+                    if ref_outputs is not None and outputs_file.is_file()
+                    else {"reference": ref.name, "comparable": False,
+                          "reason": "the reference or this model was not measured"})
+            return result
+
+        measure_all(plan.targets, measure, ui)
     except Interrupted as e:
         _mark_interrupted(results, results_path, ui, e)
         raise
