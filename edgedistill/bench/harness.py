@@ -174,7 +174,9 @@ def describe_model(artifact: Artifact, target: TargetConfig, shapes: dict | None
     A runtime that cannot load the file is a usage error naming it; a crash or a hang is
     inconclusive (it says nothing certain about the file)."""
     req = probe_request(artifact, target, None, "describe", None, shapes=shapes)
-    outcome = run_probe(req, threads=req["threads"], timeout_s=target.measurement.timeout_s)
+    # The program that will measure describes too: the native ExecuTorch runner needs no torch import.
+    command, _ = LocalRunner().probe_command(artifact.backend, target.executorch_runtime)
+    outcome = run_probe(req, threads=req["threads"], timeout_s=target.measurement.timeout_s, command=command)
     if outcome.status == "ok":
         return outcome.result
     if outcome.status in ("timeout", "crashed"):
