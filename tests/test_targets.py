@@ -375,3 +375,14 @@ def test_device_info_parsers_on_recorded_text():
     m["run"].__globals__["COMMAND_TIMEOUT_S"] = 0.3
     status, why = m["run"]([sys.executable, "-c", "import time; time.sleep(10)"])
     assert status is None and "did not answer within 0.3 s" in why
+
+
+def test_device_info_is_python_38_and_stdlib_only():
+    """Checked even where no Python 3.8 is installed: it parses as 3.8 and imports nothing
+    outside the standard library (and nothing of edgedistill)."""
+    import ast
+
+    tree = ast.parse(DEVICE_INFO.read_text(), str(DEVICE_INFO), feature_version=(3, 8))
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported <= set(sys.stdlib_module_names), imported - set(sys.stdlib_module_names)
