@@ -359,9 +359,12 @@ def test_device_info_parsers_on_recorded_text():
     # /proc/cpuinfo of a Raspberry Pi 5 (aarch64 has no "model name"; Cortex-A76 is part 0xd0b)
     pi5 = "processor\t: 0\nBogoMIPS\t: 108.00\nCPU implementer\t: 0x41\nCPU part\t: 0xd0b\n" * 4
     assert m["cpu_model"](pi5) == "Cortex-A76"
-    phone = "CPU part\t: 0xd05\n" * 4 + "CPU part\t: 0xd41\n" * 4 + "Hardware\t: Qualcomm\n"
+    phone = ("CPU implementer\t: 0x41\nCPU part\t: 0xd05\n" * 4 + "CPU implementer\t: 0x41\nCPU part\t: 0xd41\n" * 4
+             + "Hardware\t: Qualcomm\n")
     assert m["cpu_model"](phone) == "Cortex-A55 + Cortex-A78"
     assert m["cpu_model"]("model name\t: AMD EPYC 7B13\n") == "AMD EPYC 7B13"
+    kryo = "CPU implementer\t: 0x51\nCPU part\t: 0x805\n"  # a Qualcomm-designed core: not guessed
+    assert m["cpu_model"](kryo) == "implementer 0x51 part 0x805"
     release = "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic, EABI: aarch64, DATE: Wed Jan  8"
     assert m["l4t_release"](release) == "R36.4.3" and m["l4t_release"]("garbage") is None
     assert m["parse_nvpmodel"]("NV Fan Mode:quiet\nNV Power Mode: 15W\n0\n") == ("15W", 0)

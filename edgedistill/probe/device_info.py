@@ -40,8 +40,9 @@ RUNTIME_DISTRIBUTIONS = {
 RUNTIME_MODULES = {"numpy": "numpy", "onnxruntime": "onnxruntime", "openvino": "openvino",
                    "executorch": "executorch", "tensorrt": "tensorrt"}
 
-# Arm's part numbers (the "CPU part" line of /proc/cpuinfo on Arm, which has no "model name"),
-# from Arm's Technical Reference Manuals (MIDR_EL1.PartNum), for the cores of the shipped targets.
+# Arm Ltd's core part numbers (MIDR_EL1.PartNum, the "CPU part" line of /proc/cpuinfo on Arm,
+# which has no "model name"; implementer 0x41), as Linux names them in
+# arch/arm64/include/asm/cputype.h. Other implementers' parts (Qualcomm 0x51, ...) are shown raw.
 ARM_PARTS = {
     "0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
     "0xd08": "Cortex-A72", "0xd09": "Cortex-A73", "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76",
@@ -78,11 +79,15 @@ def cpu_model(cpuinfo, device_tree_model=None):
         key, _, value = line.partition(":")
         if key.strip() == "model name" and value.strip():
             return value.strip()
-    parts = []
+    parts, implementer = [], None
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() == "CPU part":
-            name = ARM_PARTS.get(value.strip().lower(), "Arm part " + value.strip())
+        key, value = key.strip(), value.strip().lower()
+        if key == "CPU implementer":
+            implementer = value
+        elif key == "CPU part":
+            name = (ARM_PARTS.get(value) if implementer in (None, "0x41") else None) or \
+                "implementer {} part {}".format(implementer or "?", value)
             if name not in parts:
                 parts.append(name)
     if parts:
