@@ -389,3 +389,26 @@ def test_device_info_is_python_38_and_stdlib_only():
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert imported <= set(sys.stdlib_module_names), imported - set(sys.stdlib_module_names)
+
+
+def test_core_frequencies_from_a_cpufreq_tree(tmp_path):
+    """The kernel's cpufreq files (kHz; Documentation/admin-guide/pm/cpufreq.rst), as a Pi 5
+    exposes them (1.5-2.4 GHz), one core taken offline: this VM exposes none, so a tree is made."""
+    import runpy
+
+    m = runpy.run_path(str(DEVICE_INFO))
+    for cpu in range(4):
+        freq = tmp_path / f"cpu{cpu}" / "cpufreq"
+        freq.mkdir(parents=True)
+        for name, khz in (("cpuinfo_min_freq", 1500000), ("cpuinfo_max_freq", 2400000),
+                          ("scaling_min_freq", 1500000), ("scaling_max_freq", 2400000),
+                          ("scaling_cur_freq", 1500000)):
+            (freq / name).write_text(f"{khz}\n")
+        (freq / "scaling_governor").write_text("ondemand\n")
+        if cpu:
+            (tmp_path / f"cpu{cpu}" / "online").write_text("0\n" if cpu == 3 else "1\n")
+    (tmp_path / "cpufreq").mkdir()  # not a core: ignored
+    cores = m["core_frequencies"](str(tmp_path))
+    assert [c["cpu"] for c in cores] == [0, 1, 2, 3] and [c["online"] for c in cores] == [True, True, True, False]
+    assert cores[0] == {"cpu": 0, "online": True, "min_mhz": 1500, "max_mhz": 2400, "scaling_min_mhz": 1500,
+                        "scaling_max_mhz": 2400, "cur_mhz": 1500, "governor": "ondemand"}
