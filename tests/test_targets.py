@@ -132,10 +132,12 @@ def test_show_prints_the_resolved_profile_that_loads_back_the_same(name, tmp_pat
 
 def test_show_a_file_says_where_it_came_from(tmp_path):
     f = tmp_path / "board.toml"
-    f.write_text('runner = "ssh"\n[ssh]\nhost = "pi@10.0.0.7"\n[budgets]\np90_ms = 5\n')
+    # a path key is a string in TOML (issue 11's own example: config = "ci/ssh_config")
+    f.write_text('runner = "ssh"\n[ssh]\nhost = "pi@10.0.0.7"\nconfig = "ci/ssh_config"\n[budgets]\np90_ms = 5\n')
     out = json.loads(invoke(["targets", "show", str(f), "--json"]).stdout)
     assert out == {**out, "source": str(f), "shipped": False}
     assert out["target"]["name"] == "board" and out["target"]["ssh"]["workdir"] == "/tmp"
+    assert out["target"]["ssh"]["config"] == "ci/ssh_config"
 
 
 def test_validate_exits_2_with_one_line_per_bad_file(tmp_path):
