@@ -1005,3 +1005,83 @@ def bench_files(plan: FilesPlan, ui: UI, cold_disk: bool = False) -> dict:
     write_results(results_path, results)
     write_reports(results, results_path.parent, ui)
     return results
+
+
+# ---------------------------------------------------------------- targets (profiles, devices)
+
+
+def shipped_targets() -> list[Path]:
+    from edgedistill.config import SHIPPED_TARGETS
+
+    return sorted(SHIPPED_TARGETS.glob("*.toml"))
+
+
+def list_targets() -> list[dict]:
+    """Every shipped profile: name, runner, device, backends, description (or why it does not load)."""
+    from edgedistill.errors import ConfigError
+
+    rows = []
+    for path in shipped_targets():
+        try:
+            t = load_target(path)
+        except ConfigError as e:  # a broken shipped file is listed, not hidden (its test fails too)
+            rows.append({"name": path.stem, "file": str(path), "error": e.message})
+            continue
+        rows.append({"name": t.name, "file": str(path), "runner": t.runner, "device": t.device,
+                     "backends": list(t.backends), "description": t.description})
+    return rows
+
+
+def target_source(spec: Path) -> tuple[Path, bool]:
+    """The file a NAME|FILE argument loads, and whether it is a shipped profile."""
+    from edgedistill.config import SHIPPED_TARGETS, resolve_target
+
+    path = resolve_target(Path(spec))
+    try:
+        shipped = path.resolve().parent == SHIPPED_TARGETS.resolve()
+    except OSError:
+        shipped = False
+    return path, shipped
+
+
+def show_target(spec: Path) -> dict:
+    """The resolved profile (every default filled in) and where it came from."""
+    path, shipped = target_source(spec)
+    target = load_target(path)
+    return {"source": str(path), "shipped": shipped, "target": target.model_dump(mode="json")}
+
+
+def validate_targets(paths: list[Path]) -> list[dict]:
+    """Per file: ok and its name, or the loader's one-line error and hint."""
+    from edgedistill.errors import ConfigError
+
+    rows = []
+    for p in paths:
+        try:
+            t = load_target(p)
+            rows.append({"file": str(p), "ok": True, "name": t.name, "runner": t.runner})
+        except ConfigError as e:
+            rows.append({"file": str(p), "ok": False, "error": e.message, "hint": e.hint})
+    return rows
+
+
+def probe_target(spec: Path, note=lambda s: None) -> dict:
+    """Reach the target's device through its runner and describe it (probe/device_info.py's
+    object), with the target's name and runner. The runner is always closed; an unreachable
+    device raises InconclusiveError (exit 5), an unknown SSH host key UnsafeModelError (exit 6)."""
+    from edgedistill.bench.runners import open_runner
+
+    path, _ = target_source(spec)
+    target = load_target(path)
+    runner = open_runner(target, note)
+    try:
+        describe = getattr(runner, "device_info", None)
+        if describe is None:
+            raise InconclusiveError(f"target {target.name}: the {runner.kind} runner cannot describe its device "
+                                    "(it has no device_info())")
+        info = describe()
+    finally:
+        runner.close()
+    where = {"ssh": lambda: target.ssh.host, "adb": lambda: target.adb.serial or "the only attached device"}
+    return {"target": target.name, "runner": target.runner,
+            "reached": where.get(target.runner, lambda: "this machine")(), "device": info}

@@ -622,6 +622,164 @@ def doctor(as_json: bool):
         print_doctor(rows, UI().out)
 
 
+@cli.group(context_settings={"help_option_names": ["-h", "--help"]})
+def targets():
+    """Target profiles: the shipped ones, checking a file, and reaching a target's device.
+
+    \b
+    Examples:
+      edgedistill targets list
+      edgedistill targets show jetson-orin-nano
+      edgedistill targets validate my-board.toml
+      edgedistill targets probe raspberry-pi-5
+    """
+
+
+def _without_nulls(value):
+    """TOML has no null: an unset key is left out (targets show says so)."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value if v is not None]
+    return value
+
+
+@targets.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the profiles as JSON.")
+@_handle_errors
+def targets_list(as_json: bool):
+    """List the profiles shipped in targets/: name, runner, device, backends, description.
+
+    \b
+    Example:
+      edgedistill targets list --json
+    """
+    from edgedistill import api
+
+    rows = api.list_targets()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    width = max(len(r["name"]) for r in rows) if rows else 4
+    for r in rows:
+        if "error" in r:
+            click.echo(f"{r['name']:<{width}}  (does not load: {_one_line(r['error'])})")
+            continue
+        click.echo(f"{r['name']:<{width}}  {r['runner']:<5}  {r['device']:<5}  {', '.join(r['backends'])}")
+        if r["description"]:
+            click.echo(f"{'':<{width}}  {_one_line(r['description'])}")
+
+
+@targets.command("show")
+@click.argument("target", metavar="NAME|FILE", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the profile as JSON instead of TOML.")
+@_handle_errors
+def targets_show(target: Path, as_json: bool):
+    """Print a profile as edgedistill reads it: every default filled in, and the file it came from.
+
+    \b
+    Examples:
+      edgedistill targets show local-cpu
+      edgedistill targets show ci/my-board.toml --json
+    """
+    from edgedistill import api
+
+    shown = api.show_target(target)
+    if as_json:
+        click.echo(json.dumps(shown, indent=2))
+        return
+    import tomli_w
+
+    origin = "shipped profile" if shown["shipped"] else "file"
+    click.echo(f"# {shown['target']['name']}: from {shown['source']} ({origin}); defaults filled in, "
+               "unset keys left out")
+    click.echo(tomli_w.dumps(_without_nulls(shown["target"])), nl=False)
+
+
+@targets.command("validate")
+@click.argument("files", nargs=-1, required=True, metavar="FILE...", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print one result per file as JSON.")
+@_handle_errors
+def targets_validate(files: tuple[Path, ...], as_json: bool):
+    """Check target files: exit 0 when every one loads, 2 with each error when not.
+
+    \b
+    Example:
+      edgedistill targets validate targets/*.toml ci/my-board.toml
+    """
+    from edgedistill import api
+
+    rows = api.validate_targets(list(files))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        for r in rows:
+            if r["ok"]:
+                click.echo(f"ok: {_one_line(r['file'])} ({r['name']}, runner {r['runner']})")
+            else:
+                click.echo(f"error: {_one_line(r['error'])}", err=True)
+                if r["hint"]:
+                    click.echo(f"  hint: {_one_line(r['hint'])}", err=True)
+    if not all(r["ok"] for r in rows):
+        sys.exit(EXIT_USAGE)
+
+
+def _mhz_range(cpu: dict) -> str:
+    lo, hi = cpu.get("min_mhz"), cpu.get("max_mhz")
+    return f", {lo}-{hi} MHz" if lo is not None and hi is not None else ", frequencies not exposed"
+
+
+def _probe_lines(probed: dict) -> list[str]:
+    """The device's description, a fact per line ('not exposed' where the device has none)."""
+    d = probed["device"]
+    cpu, py = d.get("cpu") or {}, d.get("python") or {}
+    lines = [f"target    {probed['target']} (runner {probed['runner']}: {probed['reached']})",
+             f"board     {d.get('board') or 'not exposed'}; {d.get('platform') or '?'}",
+             f"cpu       {cpu.get('model') or '?'}, {cpu.get('logical_cores')} cores "
+             f"({cpu.get('usable_cores')} usable){_mhz_range(cpu)}",
+             f"python    {py.get('version', '?')} ({py.get('executable', '?')})"]
+    runtimes = d.get("runtimes") or {}
+    lines.append("runtimes  " + (", ".join(
+        f"{name} {r['version'] or '(version unknown)'}" if r.get("installed") else f"{name} not installed"
+        for name, r in runtimes.items()) or "not reported"))
+    lines.append(f"governor  {d.get('governor') or 'not exposed'}")
+    thermal = d.get("thermal")
+    lines.append("thermal   " + (", ".join(f"{z['zone']} {z['celsius']:.1f} C" for z in thermal)
+                                 if thermal else "not exposed"))
+    j = d.get("jetson")
+    if j:
+        locked = {True: "locked", False: "NOT locked", None: "unknown"}[j.get("clocks_locked")]
+        lines.append(f"jetson    L4T {j.get('l4t') or '?'}, nvpmodel {j.get('nvpmodel') or 'unknown'}"
+                     f"{'' if j.get('nvpmodel_id') is None else ' (' + str(j['nvpmodel_id']) + ')'}, "
+                     f"clocks {locked}" + (f" ({j['clocks_source']})" if j.get("clocks_source") else ""))
+    return lines
+
+
+@targets.command("probe")
+@click.argument("target", metavar="NAME|FILE", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the device's description as JSON.")
+@_handle_errors
+def targets_probe(target: Path, as_json: bool):
+    """Reach a target's device through its runner and describe it: CPU, cores and frequencies,
+    Python, the runtimes installed, governor, thermal state; on a Jetson nvpmodel and clocks.
+    An unreachable device: exit 5.
+
+    \b
+    Examples:
+      edgedistill targets probe local-cpu
+      edgedistill targets probe jetson-orin-nano --json
+    """
+    from edgedistill import api
+
+    note = (lambda s: None) if as_json else (lambda s: click.echo(s, err=True))
+    probed = api.probe_target(target, note)
+    if as_json:
+        click.echo(json.dumps(probed, indent=2))
+    else:
+        for line in _probe_lines(probed):
+            click.echo(_one_line(line))
+
+
 def main() -> None:
     from edgedistill.interrupts import Interrupted, handle_signals
 

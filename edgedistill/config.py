@@ -259,7 +259,7 @@ class SshTarget(Strict):
     keys, agent, aliases and ProxyJump apply (bench/runners/ssh.py)."""
 
     host: Annotated[str, Field(min_length=1)]  # an alias from ~/.ssh/config, or [user@]host
-    config: Path | None = None  # passed as `ssh -F` (CI keeps its keys and known_hosts there)
+    config: FilePath | None = None  # passed as `ssh -F` (CI keeps its keys and known_hosts there)
     port: int | None = Field(None, ge=1, le=65535)  # else the ssh config's (22)
     python: str = "python3"  # the interpreter on the device (Python >= 3.8, numpy, the runtime)
     workdir: str = "/tmp"  # where per-run folders are made, and the device lock lives
@@ -278,7 +278,7 @@ class AdbTarget(Strict):
     adb: str = "adb"  # the client binary
     workdir: str = "/data/local/tmp/edgedistill"
     # The native ExecuTorch runner cross-built for the device (README: Android arm64 with the NDK).
-    executorch_runner: Path | None = None
+    executorch_runner: FilePath | None = None
     big_cores_only: bool = True  # taskset to the cores with the highest maximum frequency
     max_cool_down_s: float = Field(120.0, ge=0)  # wait this long at most for the thermal status to drop
     max_thermal_status: int = Field(1, ge=0, le=6)  # Android's PowerManager THERMAL_STATUS_*: 1 = light

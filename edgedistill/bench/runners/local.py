@@ -182,5 +182,25 @@ class LocalRunner:
 
         return {"load_average_before": load_average(), "usable_cores": usable_cores(), "governor": governor()}
 
+    def device_info(self) -> dict:
+        """probe/device_info.py in a fresh process of this interpreter: the same script, and
+        so the same facts, a remote runner reports from its device."""
+        return run_device_info([sys.executable, str(PROBE_DIR / "device_info.py")])
+
     def close(self) -> None:
         pass
+
+
+def run_device_info(argv: list[str], timeout_s: float = 60.0) -> dict:
+    """The JSON object device_info.py prints; InconclusiveError when it printed none."""
+    from edgedistill.errors import InconclusiveError
+
+    try:
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, env=thread_env(1))
+    except subprocess.TimeoutExpired:
+        raise InconclusiveError(f"device_info.py did not answer within {timeout_s:g} s") from None
+    try:
+        return json.loads(p.stdout)
+    except ValueError:
+        tail = " | ".join(p.stderr.strip().splitlines()[-3:]) or "no output"
+        raise InconclusiveError(f"device_info.py exited {p.returncode} without a description: {tail}") from None
