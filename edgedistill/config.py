@@ -259,7 +259,7 @@ class SshTarget(Strict):
     keys, agent, aliases and ProxyJump apply (bench/runners/ssh.py)."""
 
     host: Annotated[str, Field(min_length=1)]  # an alias from ~/.ssh/config, or [user@]host
-    config: Path | None = None  # passed as `ssh -F` (CI keeps its keys and known_hosts there)
+    config: FilePath | None = None  # passed as `ssh -F` (CI keeps its keys and known_hosts there)
     port: int | None = Field(None, ge=1, le=65535)  # else the ssh config's (22)
     python: str = "python3"  # the interpreter on the device (Python >= 3.8, numpy, the runtime)
     workdir: str = "/tmp"  # where per-run folders are made, and the device lock lives
