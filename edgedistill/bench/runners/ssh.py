@@ -94,7 +94,8 @@ class SshTransport:
         for k, v in (("BatchMode", "yes"), ("ConnectTimeout", c.connect_timeout_s),
                      ("ServerAliveInterval", c.alive_interval_s), ("ServerAliveCountMax", c.alive_count_max),
                      ("StrictHostKeyChecking", "yes"), ("ControlMaster", "auto"),
-                     ("ControlPath", os.path.join(self._private, "master")), ("ControlPersist", "yes")):
+                     ("ControlPath", os.path.join(self._private, "master")),
+                     ("ControlPersist", "60"))):
             opts += ["-o", f"{k}={v}"]
         return opts
 
