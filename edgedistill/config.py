@@ -238,6 +238,9 @@ class Measurement(Strict):
     # (measured over the run; on a shared 2-core VM such runs moved by +25 % to +100 %).
     max_others_cpu_share: float = Field(0.1, gt=0, le=1)
     allow_unstable_clocks: bool = False
+    # A Jetson whose clocks are not locked (`sudo jetson_clocks`; DVFS moves them under load):
+    # its latency is INVALID, or measured with a recorded warning ("warn").
+    unlocked_clocks: Literal["warn", "invalid"] = "invalid"
 
     @model_validator(mode="after")
     def _durations_ordered(self) -> Measurement:
