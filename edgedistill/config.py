@@ -272,6 +272,9 @@ class SshTarget(Strict):
     alive_interval_s: int = Field(5, ge=1)
     alive_count_max: int = Field(3, ge=1)
     lock_wait_s: float = Field(600.0, ge=0)  # queue behind another job on the device this long
+    # TensorRT engines are built on the device with its trtexec (JetPack: /usr/src/tensorrt/bin/trtexec,
+    # found there when this is left "trtexec" and it is not on PATH).
+    trtexec: str = "trtexec"
 
 
 class AdbTarget(Strict):

@@ -375,3 +375,54 @@ def test_a_link_dropped_mid_probe_is_inconclusive_within_the_keepalive_bound(ssh
     assert _leftovers(workdir) == []
     left = subprocess.run(["pgrep", "-f", "probe/probe.py"], capture_output=True, text=True).stdout.split()
     assert not [p for p in left if str(workdir) in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+
+
+# ---------------------------------------------------------------- TensorRT engines built on the device
+
+_FAKE_TRTEXEC = """#!/bin/sh
+# Speaks the documented trtexec CLI: --onnx=FILE --saveEngine=FILE [--fp16] [--int8]; logs its argv.
+echo "&&&& RUNNING TensorRT.trtexec [TensorRT v100300] # trtexec $*"
+[ "$1" = "--help" ] && exit 0
+echo "$*" >> "{log}"
+for a in "$@"; do case "$a" in --saveEngine=*) printf 'engine' > "${{a#--saveEngine=}}";; esac; done
+"""
+
+
+def test_tensorrt_engines_are_built_on_the_device_by_its_trtexec_and_cached(sshd, model, tmp_path):
+    from edgedistill.config import load_target
+
+    log = tmp_path / "trtexec.log"
+    fake = tmp_path / "bin dir" / "trtexec"
+    fake.parent.mkdir()
+    fake.write_text(_FAKE_TRTEXEC.format(log=log))
+    fake.chmod(0o755)
+    target_file = ssh_target(tmp_path, sshd)
+    target_file.write_text(target_file.read_text() + f"trtexec = {_toml(fake)}\n")
+    request = {"backend": "tensorrt", "model": str(model), "model_files": [str(model)], "precision": "fp16"}
+    facts = []
+    for _ in range(2):  # a second run finds the engine in the device's cache
+        runner = _open(target_file)
+        try:
+            facts.append(runner.engine_for(request))
+        finally:
+            runner.close()
+    import hashlib
+
+    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    built, cached = facts
+    assert not built.get("error") and built["cached"] is False and cached["cached"] is True
+    engine = Path(built["path"])
+    assert engine.parent == tmp_path / "device-workdir" / "edgedistill-engines"
+    assert engine.name.startswith(f"{sha}-v100300-") and engine.name.endswith("-fp16.engine")
+    assert engine.read_bytes() == b"engine" and cached["path"] == built["path"]
+    (call,) = log.read_text().splitlines()  # built once, on the device, from the uploaded ONNX
+    assert "--fp16" in call.split() and "--onnx=" in call and f"--saveEngine={engine}." in call
+    assert load_target(target_file).ssh.trtexec == str(fake)
+
+
+def test_tensorrt_itself_on_a_device(tmp_path):
+    import shutil
+
+    if shutil.which("trtexec") is None and not Path("/usr/src/tensorrt/bin/trtexec").exists():
+        pytest.skip("no TensorRT here (trtexec is on a Jetson or a machine with an NVIDIA GPU): "
+                    "the engine build is tested with a fake trtexec speaking its CLI")

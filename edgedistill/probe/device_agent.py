@@ -20,6 +20,11 @@ edgedistill is installed on the device.
         recorded process groups, remove it. Prints `EDGEDISTILL-CLEANED <n>`.
     python device_agent.py modules NAME...
         `EDGEDISTILL-MODULES <json>`: which of the modules this Python can import (not imported).
+    python device_agent.py engine WORKDIR ONNX PRECISION TRTEXEC
+        A TensorRT engine for ONNX built here by `TRTEXEC --onnx=... --saveEngine=...` (--fp16 /
+        --int8 per PRECISION), cached as WORKDIR/edgedistill-engines/<onnx sha256>-<TensorRT
+        version>-<GPU>.engine: an engine runs only on the GPU model and TensorRT version that
+        built it. Prints `EDGEDISTILL-ENGINE <json>` (path, cached, trt, gpu, build_s).
     python device_agent.py conditions
         The device's state before a measurement (the subset device_info.py --conditions gives,
         for a device where it was not uploaded).
@@ -214,6 +219,81 @@ def modules(names: list) -> dict:
     return found
 
 
+ENGINES = "edgedistill-engines"
+# JetPack installs trtexec here, off PATH.
+JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
+PRECISION_FLAGS = {"fp32": [], "fp16": ["--fp16"], "int8": ["--int8", "--fp16"]}
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in text.strip())[:60] or "unknown"
+
+
+def _trt_version(trtexec: str) -> str:
+    """TensorRT's version as trtexec's banner says it (`[TensorRT v100300]`), else the module's."""
+    import re
+
+    try:
+        out = subprocess.run([trtexec, "--help"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             universal_newlines=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    found = re.search(r"TensorRT v(\d+)", out)
+    if found:
+        return "v" + found.group(1)
+    try:
+        import tensorrt  # noqa: F401 - only for its version
+
+        return tensorrt.__version__
+    except ImportError:
+        return "unknown"
+
+
+def _gpu_name() -> str:
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, universal_newlines=True, timeout=30).stdout.strip()
+            if out:
+                return out.splitlines()[0]
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    model = _read("/proc/device-tree/model")  # a Jetson: its integrated GPU goes with the module
+    return model.rstrip("\0") if model else "unknown-gpu"
+
+
+def engine(workdir: str, onnx: str, precision: str, trtexec: str) -> dict:
+    import hashlib
+
+    tool = shutil.which(trtexec) or (JETPACK_TRTEXEC if trtexec == "trtexec" and os.access(JETPACK_TRTEXEC, os.X_OK)
+                                     else None)
+    if tool is None:
+        return {"error": "no trtexec %r on the device (JetPack: %s)" % (trtexec, JETPACK_TRTEXEC)}
+    digest = hashlib.sha256()
+    with open(onnx, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    trt, gpu = _trt_version(tool), _gpu_name()
+    folder = os.path.join(workdir, ENGINES)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "%s-%s-%s-%s.engine" % (digest.hexdigest(), _safe(trt), _safe(gpu), precision))
+    facts = {"path": path, "cached": os.path.exists(path), "trt": trt, "gpu": gpu, "build_s": 0.0, "trtexec": tool}
+    if facts["cached"]:
+        return facts
+    tmp = "%s.%d.tmp" % (path, os.getpid())
+    argv = [tool, "--onnx=" + onnx, "--saveEngine=" + tmp, *PRECISION_FLAGS[precision]]
+    t0 = time.monotonic()
+    done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+    facts["build_s"] = round(time.monotonic() - t0, 2)
+    if done.returncode != 0 or not os.path.exists(tmp):
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        tail = " | ".join(done.stdout.strip().splitlines()[-3:])
+        return {**facts, "error": "trtexec exited %d: %s" % (done.returncode, tail)}
+    os.replace(tmp, path)  # whole or absent: a killed build never leaves a half engine cached
+    return facts
+
+
 def _read(path: str):
     try:
         with open(path) as f:
@@ -283,6 +363,9 @@ def main(argv: list) -> int:
         return 0
     if argv and argv[0] == "modules":
         _say("EDGEDISTILL-MODULES " + json.dumps(modules(argv[1:])))
+        return 0
+    if len(argv) == 5 and argv[0] == "engine" and argv[3] in PRECISION_FLAGS:
+        _say("EDGEDISTILL-ENGINE " + json.dumps(engine(*argv[1:])))
         return 0
     if argv == ["conditions"]:
         _say(json.dumps(conditions()))

@@ -21,6 +21,7 @@ device literally. Files travel as a tar stream over the same connection.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -95,7 +96,7 @@ class SshTransport:
                      ("ServerAliveInterval", c.alive_interval_s), ("ServerAliveCountMax", c.alive_count_max),
                      ("StrictHostKeyChecking", "yes"), ("ControlMaster", "auto"),
                      ("ControlPath", os.path.join(self._private, "master")),
-                     ("ControlPersist", "60"))):
+                     ("ControlPersist", "60")):
             opts += ["-o", f"{k}={v}"]
         return opts
 
@@ -306,6 +307,20 @@ class SshTransport:
             self._modules.update(json.loads(line.split(" ", 1)[1]))
         return {n: self._modules[n] for n in names}
 
+    def engine(self, onnx: Path, files: list[Path], precision: str) -> dict:
+        """A TensorRT engine for `onnx` (and the files it reads) built on the device by its
+        trtexec, cached there across runs (device_agent.py `engine`); the facts, with `path`."""
+        folder = posixpath.join(self.run_dir, "trt", hashlib.sha256(str(onnx.resolve()).encode()).hexdigest()[:16])
+        self.put([(f, posixpath.join(folder, f.name)) for f in {onnx, *files}])
+        done = self._call([self.python, posixpath.join(self.run_dir, "probe", AGENT), "engine", self.workdir,
+                           posixpath.join(folder, onnx.name), precision, self.cfg.trtexec],
+                          timeout=3600, what="building the TensorRT engine")  # minutes on a Jetson
+        line = next((ln for ln in done.stdout.decode(errors="replace").splitlines()
+                     if ln.startswith("EDGEDISTILL-ENGINE ")), None)
+        if line is None:
+            raise DeviceLost(f"the device agent did not answer: {_tail(done.stderr.decode(errors='replace'), 2)}")
+        return json.loads(line.split(" ", 1)[1])
+
     def _json(self, argv: list[str], what: str) -> dict:
         done = self._call(argv, timeout=self._transfer_timeout(0), what=what)
         try:
@@ -352,6 +367,12 @@ def _who(payload: str) -> str:
     return who + (f", CI job {h['ci_job']}" if h.get("ci_job") else "")
 
 
+def _wants_engine(request: dict) -> bool:
+    """A TensorRT measurement of an ONNX file: the engine is built on the device, never taken
+    from this machine (an engine runs only on the GPU and TensorRT version that built it)."""
+    return request.get("backend") == "tensorrt" and str(request.get("model", "")).endswith(".onnx")
+
+
 class SshRunner(RemoteRunner):
     """A device over SSH: the Runner protocol (runners/__init__.py) on an SshTransport."""
 
@@ -376,12 +397,42 @@ class SshRunner(RemoteRunner):
         return command, {**record, "python": facts.get("python"), "device_host": facts.get("hostname"),
                          "machine": facts.get("machine")}
 
+    def __init__(self, transport: SshTransport):
+        super().__init__(transport)
+        self._engines: dict[tuple[str, str], dict] = {}  # (onnx path here, precision) -> the device's engine
+
     def run_probe(self, request: dict, *, threads: int, timeout_s: float,
                   command: ProbeCommand | None = None) -> ProbeOutcome:
         missing = self._missing_modules(request["backend"])
         if missing:
             return ProbeOutcome("error", {"ok": False, "error_type": "RuntimeMissing", "error": missing}, missing)
+        if _wants_engine(request):
+            try:
+                built = self.engine_for(request)
+            except DeviceLost as e:
+                return ProbeOutcome("lost", None, f"lost the link to {self.transport.name}: {e}")
+            if built.get("error"):
+                detail = f"TensorRT engine not built on {self.transport.name}: {built['error']}"
+                return ProbeOutcome("error", {"ok": False, "error_type": "EngineBuildFailed", "error": detail}, detail)
         return super().run_probe(request, threads=threads, timeout_s=timeout_s, command=command)
+
+    def engine_for(self, request: dict) -> dict:
+        """The device's engine for a TensorRT request naming the verified ONNX (built once per
+        run, cached on the device across runs)."""
+        key = (request["model"], request.get("precision") or "fp32")
+        if key not in self._engines:
+            files = [Path(f) for f in request.get("model_files") or []]
+            facts = self.transport.engine(Path(request["model"]), files, key[1])
+            if not facts.get("error"):
+                how = "from the device's cache" if facts["cached"] else f"built in {facts['build_s']:g} s"
+                self.transport.note(f"{self.transport.name}: TensorRT engine {how} ({facts['trt']}, {facts['gpu']})")
+            self._engines[key] = facts
+        return self._engines[key]
+
+    def _model_paths(self, request: dict, pending: list) -> str:
+        if _wants_engine(request):  # the engine is already on the device: nothing to upload
+            return self._engines[(request["model"], request.get("precision") or "fp32")]["path"]
+        return super()._model_paths(request, pending)
 
     def _missing_modules(self, backend: str) -> str | None:
         """What the probe needs that the device's Python lacks, as the line to act on; None: nothing."""
