@@ -324,14 +324,36 @@ def test_a_device_without_the_runtime_says_what_to_install(sshd, model, tmp_path
     assert "numpy" not in result["status_detail"].split("install")[1]  # numpy is there: not asked for
 
 
+# ---------------------------------------------------------------- a probe past its timeout
+
+
+def test_a_probe_past_its_timeout_is_killed_on_the_device_and_its_partial_kept(sshd, model, tmp_path):
+    workdir = tmp_path / "device-workdir"
+    target = ssh_target(tmp_path, sshd, workdir=workdir, min_iterations=10**9, min_duration_s=30.0,
+                        max_duration_s=60.0, cold_runs=1)
+    target.write_text(target.read_text().replace("timeout_s = 60", "timeout_s = 3"))
+    out = tmp_path / "results.json"
+    t0 = time.monotonic()
+    done = _bench([model, "--target", target, "-o", out], tmp_path)
+    assert done.returncode == 5, done.stdout[-2000:] + done.stderr[-2000:]
+    assert time.monotonic() - t0 < 40
+    (result,) = _results(out)
+    assert result["status"] == "inconclusive" and "no result within 3 s on edgedev" in result["status_detail"]
+    # What the probe measured before the device-side kill came back, kept apart and counted.
+    assert result["partial"]["warm_samples"] > 0 and result["partial"]["cold_runs"] == 1
+    assert _leftovers(workdir) == []
+    left = subprocess.run(["pgrep", "-f", "probe/probe.py"], capture_output=True, text=True).stdout.split()
+    assert not [p for p in left if str(workdir) in Path(f"/proc/{p}/cmdline").read_text(errors="replace")]
+
+
 # ---------------------------------------------------------------- (c) the link dropped mid-probe
 
 
 def test_a_link_dropped_mid_probe_is_inconclusive_within_the_keepalive_bound(sshd, tmp_path):
     first, second = tiny_onnx(tmp_path / "m" / "first.onnx"), tiny_onnx(tmp_path / "m" / "second.onnx", layers=3)
     workdir = tmp_path / "device-workdir"
-    target = ssh_target(tmp_path, sshd, workdir=workdir, min_iterations=20, min_duration_s=4.0,
-                        max_duration_s=6.0, cold_runs=1)
+    target = ssh_target(tmp_path, sshd, workdir=workdir, min_iterations=20, min_duration_s=2.5,
+                        max_duration_s=4.0, cold_runs=1)
     out = tmp_path / "results.json"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     bench = subprocess.Popen([sys.executable, "-m", "edgedistill", "bench", str(first), str(second),

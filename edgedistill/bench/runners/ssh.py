@@ -226,13 +226,15 @@ class SshTransport:
     def _call(self, remote: list[str] | str, *, stdin=None, timeout: float, what: str) -> subprocess.CompletedProcess:
         self._check()
         try:
-            done = subprocess.run(self._ssh(remote), input=stdin, capture_output=True, timeout=timeout, check=False)
+            # No input: /dev/null, never this process's stdin (a mux client forwards it to the device).
+            done = subprocess.run(self._ssh(remote), input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
+                                  capture_output=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
-            self._lost = f"{what}: no answer within {timeout:g} s"
+            self._lost = f"{what}: no answer within {timeout:g} s".lstrip(": ")
             raise DeviceLost(self._lost) from None
         if done.returncode == _LOST:
             said = done.stderr.decode(errors="replace").strip()
-            self._lost = f"{what}: " + (_ssh_reason(said) if said else (
+            self._lost = (f"{what}: " if what else "") + (_ssh_reason(said) if said else (
                 f"the connection closed (ssh exit 255: no answer to keepalives for "
                 f"{self.cfg.alive_interval_s} s x {self.cfg.alive_count_max}, or the device went away)"))
             raise DeviceLost(self._lost)
@@ -280,7 +282,7 @@ class SshTransport:
                   + shlex.join(["env", *(f"{k}={v}" for k, v in env.items()), *agent, *argv]))
         try:
             done = self._call(script, timeout=timeout_s + self.lost_bound_s + self.cfg.connect_timeout_s + 30,
-                              what="the probe")
+                              what="")  # run_probe says "during the probe"
         except DeviceLost as e:
             return Execution("lost", None, str(e))
         stderr = _tail(done.stderr.decode(errors="replace"))
