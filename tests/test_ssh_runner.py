@@ -215,6 +215,16 @@ def test_an_unreachable_device_is_inconclusive_with_ssh_s_reason(sshd, model, tm
     assert "Connection refused" in e.value.message and e.value.exit_code == 5
 
 
+def test_a_device_without_the_named_python_is_inconclusive_saying_so(sshd, tmp_path):
+    from edgedistill.errors import InconclusiveError
+
+    with pytest.raises(InconclusiveError) as e:
+        _open(ssh_target(tmp_path, sshd, python=tmp_path / "no-such-python3"))
+    assert "could not start the device agent" in e.value.message and "no-such-python3" in e.value.message
+    assert "Python >= 3.8" in e.value.hint
+    assert _leftovers(tmp_path / "device-workdir") == []
+
+
 # ---------------------------------------------------------------- (f) quoting
 
 
@@ -243,9 +253,11 @@ def _open(target_file: Path, notes: list | None = None):
     return open_runner(load_target(target_file), (notes if notes is not None else []).append)
 
 
-def test_two_jobs_on_one_device_queue_and_a_short_wait_is_inconclusive_naming_the_holder(sshd, tmp_path):
+def test_two_jobs_on_one_device_queue_and_a_short_wait_is_inconclusive_naming_the_holder(sshd, tmp_path,
+                                                                                         monkeypatch):
     from edgedistill.errors import InconclusiveError
 
+    monkeypatch.setenv("CI_JOB_ID", "job-42")
     first = _open(ssh_target(tmp_path, sshd, name="a"))
     try:
         holder = first.transport.facts["holder"]
@@ -253,6 +265,7 @@ def test_two_jobs_on_one_device_queue_and_a_short_wait_is_inconclusive_naming_th
             _open(ssh_target(tmp_path, sshd, name="b", lock_wait_s=0.5))
         assert e.value.exit_code == 5 and "stayed busy" in e.value.message
         assert f"pid {holder['pid']}" in e.value.message and holder["user"] in e.value.message
+        assert f"(pid {os.getpid()})" in e.value.message and holder["ci_job"] == "job-42"  # the job that holds it
         # A second job that may wait queues: it gets the device once the first lets go.
         got: dict = {}
         notes: list = []

@@ -3,7 +3,7 @@
 Standard library only, Python >= 3.8 (JetPack 5). The host starts it over ssh; nothing of
 edgedistill is installed on the device.
 
-    python device_agent.py hold WORKDIR RUN_ID LOCK_WAIT_S
+    python device_agent.py hold WORKDIR RUN_ID LOCK_WAIT_S [CLIENT_JSON]
         Take the device lock WORKDIR/edgedistill-device.lock (flock; wait at most LOCK_WAIT_S,
         printing `EDGEDISTILL-WAIT <holder json>` once, then `EDGEDISTILL-BUSY <holder json>` and
         exit when it stays taken). Holding it: clean what killed runs left, make the run folder
@@ -128,7 +128,7 @@ def clean(workdir: str) -> int:
     return cleaned
 
 
-def hold(workdir: str, run_id: str, lock_wait_s: float) -> int:
+def hold(workdir: str, run_id: str, lock_wait_s: float, client: dict) -> int:
     os.makedirs(workdir, exist_ok=True)
     lock_path = os.path.join(workdir, LOCK_NAME)
     deadline = time.monotonic() + lock_wait_s
@@ -145,11 +145,13 @@ def hold(workdir: str, run_id: str, lock_wait_s: float) -> int:
             _say("EDGEDISTILL-WAIT " + json.dumps(holder))
             said_wait = True
         time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
-    # Who holds the device, for the next job that finds it taken.
+    # Who holds the device, for the next job that finds it taken: this agent (pid, user here)
+    # and the machine that started it (its host name, pid, CI job id: CLIENT_JSON).
     ci_job = os.environ.get("CI_JOB_ID") or os.environ.get("GITHUB_RUN_ID")
     me = {"host": socket.gethostname(), "pid": os.getpid(), "user": getpass.getuser(),
           "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "run": run_id}
-    if ci_job:
+    me.update({k: v for k, v in client.items() if v is not None})
+    if ci_job and not me.get("ci_job"):
         me["ci_job"] = ci_job
     os.ftruncate(fd, 0)
     os.write(fd, json.dumps(me).encode())
@@ -354,8 +356,8 @@ def _jetson() -> dict:
 
 
 def main(argv: list) -> int:
-    if len(argv) >= 4 and argv[0] == "hold":
-        return hold(argv[1], argv[2], float(argv[3]))
+    if len(argv) in (4, 5) and argv[0] == "hold":
+        return hold(argv[1], argv[2], float(argv[3]), json.loads(argv[4]) if len(argv) == 5 else {})
     if len(argv) >= 5 and argv[0] == "run" and argv[3] == "--":
         return run(argv[1], float(argv[2]), argv[4:])
     if len(argv) == 2 and argv[0] == "clean":

@@ -21,6 +21,7 @@ device literally. Files travel as a tar stream over the same connection.
 
 from __future__ import annotations
 
+import getpass
 import hashlib
 import io
 import json
@@ -29,6 +30,7 @@ import posixpath
 import queue
 import shlex
 import shutil
+import socket
 import subprocess
 import tarfile
 import tempfile
@@ -160,9 +162,12 @@ class SshTransport:
     def _start_hold(self) -> None:
         """The session that holds the device lock and the run folder for the whole run."""
         source = (PROBE_DIR / AGENT).read_text()
-        argv = [self.python, "-c", source, "hold", self.workdir, self.run_id, f"{self.cfg.lock_wait_s:g}"]
-        self._hold = subprocess.Popen(self._ssh(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      stderr=open(self._hold_err, "wb"))
+        client = {"client_host": socket.gethostname(), "client_pid": os.getpid(), "client_user": getpass.getuser(),
+                  "ci_job": os.environ.get("CI_JOB_ID") or os.environ.get("GITHUB_RUN_ID")}
+        argv = [self.python, "-c", source, "hold", self.workdir, self.run_id, f"{self.cfg.lock_wait_s:g}",
+                json.dumps(client)]
+        with open(self._hold_err, "wb") as err:  # the child keeps its own copy
+            self._hold = subprocess.Popen(self._ssh(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
         lines: queue.Queue = queue.Queue()
 
         def read():
@@ -366,6 +371,8 @@ def _who(payload: str) -> str:
     if not h:
         return "another job (it has not said who)"
     who = f"pid {h.get('pid')} of {h.get('user')}@{h.get('host')} since {h.get('since')}"
+    if h.get("client_host"):
+        who += f", started from {h.get('client_user')}@{h['client_host']} (pid {h.get('client_pid')})"
     return who + (f", CI job {h['ci_job']}" if h.get("ci_job") else "")
 
 
