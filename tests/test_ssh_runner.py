@@ -213,6 +213,12 @@ def test_an_unreachable_device_is_inconclusive_with_ssh_s_reason(sshd, model, tm
     with pytest.raises(InconclusiveError) as e:
         open_runner(target)
     assert "Connection refused" in e.value.message and e.value.exit_code == 5
+    # A key the device does not accept: ssh's own reason, still inconclusive (exit 5), never a prompt.
+    config = sshd.folder / "wrong_key_ssh_config"
+    config.write_text(sshd.config.read_text().replace("client_key", "other_host_key"))
+    with pytest.raises(InconclusiveError) as e:
+        _open(ssh_target(tmp_path, sshd, name="wrongkey", config=config))
+    assert "Permission denied (publickey" in e.value.message and e.value.exit_code == 5
 
 
 def test_a_device_without_the_named_python_is_inconclusive_saying_so(sshd, tmp_path):
