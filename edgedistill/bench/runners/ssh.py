@@ -136,7 +136,9 @@ class SshTransport:
             return
         if any(sign in stderr for sign in _HOST_KEY_SIGNS):
             host, port = self._resolved()
-            fingerprint = next((ln.strip() for ln in stderr.splitlines() if ln.strip().startswith("SHA256:")), None)
+            fingerprint = next((ln.strip().rstrip(".") for ln in stderr.splitlines()
+                                if ln.strip().startswith("SHA256:")), None)
+            entry = host if port == "22" else f"[{host}]:{port}"  # how known_hosts names it
             changed = "CHANGED" in stderr
             raise HostKeyError(
                 f"ssh refused {self.cfg.host} ({host} port {port}): its host key is "
@@ -144,7 +146,7 @@ class SshTransport:
                 f"{f' (it offered {fingerprint})' if fingerprint else ''}; nothing was run on it",
                 hint=(f"check the key's fingerprint on the device (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub), "
                       f"then pin it: ssh-keyscan -p {port} {host} >> ~/.ssh/known_hosts"
-                      f"{' (after removing the old line: ssh-keygen -R ' + repr(host) + ')' if changed else ''}"
+                      f"{' (after removing the old line: ssh-keygen -R ' + shlex.quote(entry) + ')' if changed else ''}"
                       ", or name a known_hosts file with UserKnownHostsFile in the [ssh] config file"))
         raise InconclusiveError(f"cannot reach {self.cfg.host} over ssh: {_ssh_reason(stderr)}",
                                 hint="check `ssh " + " ".join(shlex.quote(a) for a in [
