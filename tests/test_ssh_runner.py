@@ -266,6 +266,11 @@ def test_two_jobs_on_one_device_queue_and_a_short_wait_is_inconclusive_naming_th
     monkeypatch.setenv("CI_JOB_ID", "job-42")
     first = _open(ssh_target(tmp_path, sshd, name="a"))
     try:
+        serving = sshd.session_pids()
+        assert serving
+        for _ in range(3):
+            first.conditions()
+        assert sshd.session_pids() == serving  # one connection for the run: no new sshd forked per command
         holder = first.transport.facts["holder"]
         with pytest.raises(InconclusiveError) as e:
             _open(ssh_target(tmp_path, sshd, name="b", lock_wait_s=0.5))
