@@ -12,7 +12,11 @@ from pathlib import Path
 from edgedistill.bench import harness
 from edgedistill.config import TargetConfig
 
-AGENT = Path(__file__).resolve().parent.parent / "edgedistill" / "probe" / "device_agent.py"
+ROOT = Path(__file__).resolve().parent.parent
+AGENT = ROOT / "edgedistill" / "probe" / "device_agent.py"
+# The simulated device's Python (3.8, as JetPack 5's; dev.py test builds it), else this one.
+DEVICE_PYTHON = ROOT / ".venv-device" / "bin" / "python"
+PYTHON = str(DEVICE_PYTHON) if DEVICE_PYTHON.exists() else sys.executable
 MEASURE = {"min_iterations": 10, "min_duration_s": 0.0}
 
 
@@ -49,7 +53,7 @@ def test_the_device_agent_reads_the_power_mode_and_whether_clocks_are_locked(tmp
     for state, row in rows.items():
         _fake(tmp_path, "jetson_clocks", f"SOC family:tegra234  Machine:Jetson Orin Nano\nOnline CPUs: 0-5\n{row}\n"
                                          "GPU MinFreq=306000000 MaxFreq=624750000 CurrentFreq=306000000")
-        done = subprocess.run([sys.executable, str(AGENT), "conditions"], capture_output=True, text=True, check=True,
+        done = subprocess.run([PYTHON, str(AGENT), "conditions"], capture_output=True, text=True, check=True,
                               env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
         facts = json.loads(done.stdout)
         assert facts["jetson"] == {"nvpmodel": "15W", "clocks_locked": state == "locked"}
