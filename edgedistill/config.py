@@ -238,6 +238,9 @@ class Measurement(Strict):
     # (measured over the run; on a shared 2-core VM such runs moved by +25 % to +100 %).
     max_others_cpu_share: float = Field(0.1, gt=0, le=1)
     allow_unstable_clocks: bool = False
+    # A Jetson whose clocks are not locked (`sudo jetson_clocks`; DVFS moves them under load):
+    # its latency is INVALID, or measured with a recorded warning ("warn").
+    unlocked_clocks: Literal["warn", "invalid"] = "invalid"
 
     @model_validator(mode="after")
     def _durations_ordered(self) -> Measurement:
@@ -269,6 +272,9 @@ class SshTarget(Strict):
     alive_interval_s: int = Field(5, ge=1)
     alive_count_max: int = Field(3, ge=1)
     lock_wait_s: float = Field(600.0, ge=0)  # queue behind another job on the device this long
+    # TensorRT engines are built on the device with its trtexec (JetPack: /usr/src/tensorrt/bin/trtexec,
+    # found there when this is left "trtexec" and it is not on PATH).
+    trtexec: str = "trtexec"
 
 
 class AdbTarget(Strict):

@@ -75,3 +75,9 @@ class InconclusiveError(EdgeDistillError):
     """Timeout, crash or unreachable device: no verdict can be given."""
 
     exit_code = EXIT_INCONCLUSIVE
+
+
+class HostKeyError(EdgeDistillError):
+    """An SSH device whose host key is unknown or changed: refused before anything runs on it."""
+
+    exit_code = EXIT_UNSAFE

@@ -208,6 +208,22 @@ def _device_problem(requested: str, used: str) -> str | None:
     return f"the runtime ran on {used!r}, the target asked for {requested!r}" if wrong else None
 
 
+_UNLOCKED = ("Jetson clocks not locked (power mode {nvpmodel}): DVFS moves CPU/GPU clocks under load; "
+             "run `sudo jetson_clocks` on the device before measuring")
+
+
+def unlocked_jetson_clocks(conditions: dict) -> bool:
+    """A Jetson that said its clocks are not locked (None: not a Jetson, or it could not tell)."""
+    return (conditions.get("jetson") or {}).get("clocks_locked") is False
+
+
+def measurement_warnings(target: TargetConfig, conditions: dict) -> list[dict]:
+    """What makes a measurement less trustworthy but the profile accepts (recorded with it)."""
+    if unlocked_jetson_clocks(conditions) and target.measurement.unlocked_clocks == "warn":
+        return [{"kind": "unlocked_clocks", "detail": _UNLOCKED.format(**conditions["jetson"])}]
+    return []
+
+
 def measurement_problems(warm: dict, full: dict, target: TargetConfig, conditions: dict) -> list[dict]:
     """Named reasons a latency measurement cannot be trusted (empty: it can)."""
     m = target.measurement
@@ -248,6 +264,9 @@ def measurement_problems(warm: dict, full: dict, target: TargetConfig, condition
         problems.append({"kind": "unstable_clocks", "detail": (
             f"CPU governor {gov!r} lowers clocks under light load; set it to 'performance' "
             "or allow_unstable_clocks")})
+    if unlocked_jetson_clocks(conditions) and m.unlocked_clocks == "invalid":
+        problems.append({"kind": "unlocked_clocks", "detail": _UNLOCKED.format(**conditions["jetson"])
+                         + ' (or set unlocked_clocks = "warn")'})
     sampled = full.get("sampled_outputs")
     if sampled and (sampled["argmax_mismatches"] or sampled["max_abs_diff"] > m.sampled_output_max_abs):
         problems.append({"kind": "outputs_changed", "detail": (
@@ -484,6 +503,7 @@ def bench_artifact(
         for threads, batch in _sweep_points(target):
             on_step(f"{artifact.name}: sweep {threads} thread(s), batch {batch}")
             record["sweep"].append(_sweep_point(runner, threads, batch))
+    record["warnings"] = measurement_warnings(target, conditions)
     if record["status"] == "ok":
         record["problems"] = measurement_problems(record["warm"], full, target, conditions)
         if record["problems"]:
