@@ -14,7 +14,6 @@ from edgedistill.bench.runners.local import LocalRunner
 from edgedistill.config import TargetConfig
 from edgedistill.errors import InconclusiveError, UnsafeModelError
 from edgedistill.ui import UI
-from tests.conftest import run_cli
 from tests.test_bench_files import _target, files  # noqa: F401  (the module's model files)
 
 

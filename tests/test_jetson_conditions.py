@@ -13,7 +13,7 @@ from edgedistill.bench import harness
 from edgedistill.config import TargetConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-AGENT = ROOT / "edgedistill" / "probe" / "device_agent.py"
+DEVICE_INFO = ROOT / "edgedistill" / "probe" / "device_info.py"
 # The simulated device's Python (3.8, as JetPack 5's; dev.py test builds it), else this one.
 DEVICE_PYTHON = ROOT / ".venv-device" / "bin" / "python"
 PYTHON = str(DEVICE_PYTHON) if DEVICE_PYTHON.exists() else sys.executable
@@ -46,14 +46,16 @@ def _fake(bin_dir: Path, name: str, text: str) -> None:
     path.chmod(0o755)
 
 
-def test_the_device_agent_reads_the_power_mode_and_whether_clocks_are_locked(tmp_path):
+def test_device_info_reads_the_power_mode_and_whether_clocks_are_locked(tmp_path):
     _fake(tmp_path, "nvpmodel", "NV Power Mode: 15W\n0")
     rows = {"unlocked": "cpu0: Online=1 Governor=schedutil MinFreq=729600 MaxFreq=1510400 CurrentFreq=1510400",
             "locked": "cpu0: Online=1 Governor=schedutil MinFreq=1510400 MaxFreq=1510400 CurrentFreq=1510400"}
     for state, row in rows.items():
         _fake(tmp_path, "jetson_clocks", f"SOC family:tegra234  Machine:Jetson Orin Nano\nOnline CPUs: 0-5\n{row}\n"
-                                         "GPU MinFreq=306000000 MaxFreq=624750000 CurrentFreq=306000000")
-        done = subprocess.run([PYTHON, str(AGENT), "conditions"], capture_output=True, text=True, check=True,
+                                         # jetson_clocks raises the GPU's minimum to its maximum too
+                                         + ("GPU MinFreq=624750000" if state == "locked" else "GPU MinFreq=306000000")
+                                         + " MaxFreq=624750000 CurrentFreq=624750000")
+        done = subprocess.run([PYTHON, str(DEVICE_INFO), "--conditions"], capture_output=True, text=True, check=True,
                               env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
         facts = json.loads(done.stdout)
         assert facts["jetson"] == {"nvpmodel": "15W", "clocks_locked": state == "locked"}

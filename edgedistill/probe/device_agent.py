@@ -25,9 +25,6 @@ edgedistill is installed on the device.
         --int8 per PRECISION), cached as WORKDIR/edgedistill-engines/<onnx sha256>-<TensorRT
         version>-<GPU>.engine: an engine runs only on the GPU model and TensorRT version that
         built it. Prints `EDGEDISTILL-ENGINE <json>` (path, cached, trt, gpu, build_s).
-    python device_agent.py conditions
-        The device's state before a measurement (the subset device_info.py --conditions gives,
-        for a device where it was not uploaded).
 """
 
 from __future__ import annotations
@@ -304,57 +301,6 @@ def _read(path: str):
         return None
 
 
-def conditions() -> dict:
-    """load_average_before, usable_cores, governor, thermal, and jetson (nvpmodel, clocks)."""
-    try:
-        load = [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        load = None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    governor = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
-    thermal = []
-    for zone in sorted(glob.glob("/sys/class/thermal/thermal_zone*")):
-        temp = _read(os.path.join(zone, "temp"))
-        try:
-            thermal.append({"zone": _read(os.path.join(zone, "type")) or os.path.basename(zone),
-                            "celsius": round(int(temp) / 1000.0, 1)})
-        except (TypeError, ValueError):
-            continue
-    out = {"load_average_before": load, "usable_cores": cores, "governor": governor,
-           "thermal": thermal or None}
-    if os.path.exists("/etc/nv_tegra_release") or shutil.which("nvpmodel"):
-        out["jetson"] = _jetson()
-    return out
-
-
-def _jetson() -> dict:
-    def tool(*argv):
-        if not shutil.which(argv[0]):
-            return None
-        try:
-            done = subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  universal_newlines=True, timeout=10)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return done.stdout
-
-    mode = tool("nvpmodel", "-q")
-    nvpmodel = None
-    for line in (mode or "").splitlines():
-        if "NV Power Mode" in line:
-            nvpmodel = line.split(":", 1)[1].strip()
-    shown = tool("jetson_clocks", "--show")
-    locked = None
-    if shown:
-        # Locked: every CPU's minimum frequency is its maximum (jetson_clocks --show prints
-        # "cpuN: Online=1 Governor=schedutil MinFreq=... MaxFreq=... CurrentFreq=...").
-        cpus = [dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
-                for line in shown.splitlines() if line.startswith("cpu")]
-        pairs = [(c.get("MinFreq"), c.get("MaxFreq")) for c in cpus if c.get("MaxFreq")]
-        locked = bool(pairs) and all(lo == hi for lo, hi in pairs)
-    return {"nvpmodel": nvpmodel, "clocks_locked": locked}
-
-
 def main(argv: list) -> int:
     if len(argv) in (4, 5) and argv[0] == "hold":
         return hold(argv[1], argv[2], float(argv[3]), json.loads(argv[4]) if len(argv) == 5 else {})
@@ -369,10 +315,7 @@ def main(argv: list) -> int:
     if len(argv) == 5 and argv[0] == "engine" and argv[3] in PRECISION_FLAGS:
         _say("EDGEDISTILL-ENGINE " + json.dumps(engine(*argv[1:])))
         return 0
-    if argv == ["conditions"]:
-        _say(json.dumps(conditions()))
-        return 0
-    sys.stderr.write("usage: device_agent.py hold|run|clean|modules|conditions ... (got %r)\n" % (argv,))
+    sys.stderr.write("usage: device_agent.py hold|run|clean|modules|engine ... (got %r)\n" % (argv,))
     return 2
 
 

@@ -46,7 +46,7 @@ from edgedistill.config import SshTarget, TargetConfig
 from edgedistill.errors import HostKeyError, InconclusiveError
 
 AGENT = "device_agent.py"
-DEVICE_INFO = "device_info.py"  # the targets helper's; the agent's `conditions` where absent
+DEVICE_INFO = "device_info.py"  # the device's facts, and its conditions before each measurement
 _LOST = 255  # ssh's exit status for its own failures: connection refused, lost, auth
 _HOST_KEY_SIGNS = ("Host key verification failed", "REMOTE HOST IDENTIFICATION HAS CHANGED",
                    "host key is known for", "No matching host key")
@@ -82,7 +82,6 @@ class SshTransport:
         self._hold: subprocess.Popen | None = None
         self._hold_err = Path(self._private) / "hold.stderr"
         self._lost: str | None = None
-        self._has_device_info = (PROBE_DIR / DEVICE_INFO).exists()
         self._modules: dict[str, bool] = {}
 
     # ------------------------------------------------------------ the ssh command line
@@ -121,7 +120,7 @@ class SshTransport:
         self._connect()
         self._start_hold()
         self.put([(PROBE_DIR / f, posixpath.join(self.run_dir, "probe", f))
-                  for f in (*PROBE_FILES, AGENT, *([DEVICE_INFO] if self._has_device_info else []))])
+                  for f in (*PROBE_FILES, AGENT, DEVICE_INFO)])
 
     def _connect(self) -> None:
         """The master connection, with no remote command: a host key problem ends here, before
@@ -339,15 +338,11 @@ class SshTransport:
 
     def conditions(self) -> dict:
         probe = posixpath.join(self.run_dir, "probe")
-        if self._has_device_info:
-            return self._json([self.python, posixpath.join(probe, DEVICE_INFO), "--conditions"], "device_info.py --conditions")
-        return self._json([self.python, posixpath.join(probe, AGENT), "conditions"], "reading the device's conditions")
+        return self._json([self.python, posixpath.join(probe, DEVICE_INFO), "--conditions"], "device_info.py --conditions")
 
     def device_info(self) -> dict:
         probe = posixpath.join(self.run_dir, "probe")
-        if self._has_device_info:
-            return self._json([self.python, posixpath.join(probe, DEVICE_INFO)], "device_info.py")
-        return {**{k: self.facts.get(k) for k in ("python", "machine", "system", "hostname")}, **self.conditions()}
+        return self._json([self.python, posixpath.join(probe, DEVICE_INFO)], "device_info.py")
 
     # ------------------------------------------------------------ closing
 
