@@ -113,3 +113,20 @@ def test_bench_files_keeps_and_gates_the_reachable_target(files, tmp_path, monke
     saved = json.loads((tmp_path / "r" / "results.json").read_text())
     assert {c["target"] for c in saved["checks"] if c["outcome"] == "PASS"} == {"tiny"}
     assert sorted(closed) == ["local"]
+
+
+def test_an_interrupt_ends_a_runner_tool_running_in_another_thread():
+    """What a device's thread waits on (ssh, adb) is in LIVE_GROUPS: kill_live_groups, which an
+    interrupt calls in the main thread, ends it, so no device's measurement outlives the command."""
+    from edgedistill.bench.runners.local import LIVE_GROUPS, kill_live_groups, run_group
+
+    done: list = []
+    worker = threading.Thread(target=lambda: done.append(run_group(["sleep", "30"], timeout=60)))
+    began = time.monotonic()
+    worker.start()
+    while not LIVE_GROUPS and time.monotonic() - began < 5:
+        time.sleep(0.01)
+    kill_live_groups()
+    worker.join(10)
+    assert not worker.is_alive() and done[0].returncode == -9
+    assert time.monotonic() - began < 10

@@ -152,6 +152,23 @@ def _kill_group(proc: subprocess.Popen) -> None:
     LIVE_GROUPS.discard(proc.pid)
 
 
+def run_group(argv: list[str], *, input: bytes | None = None, timeout: float) -> subprocess.CompletedProcess:
+    """subprocess.run for a runner's own tools (ssh, adb): the command leads its own process
+    group, listed in LIVE_GROUPS while it runs, so an interrupt (kill_live_groups, from any
+    thread) ends it, and a timeout kills the group (raising TimeoutExpired). Nothing reads this
+    process's stdin: no input is /dev/null."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    LIVE_GROUPS.add(proc.pid)
+    try:
+        out, err = proc.communicate(input, timeout=timeout)
+    except BaseException:  # a timeout, an interrupt: never leave the command running
+        _kill_group(proc)
+        raise
+    LIVE_GROUPS.discard(proc.pid)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
 def kill_live_groups() -> None:
     """End every probe group still running (a last resort for paths that did not unwind)."""
     for pgid in list(LIVE_GROUPS):

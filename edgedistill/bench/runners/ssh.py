@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from edgedistill.bench.runners.local import PROBE_DIR, ProbeCommand, ProbeOutcome
+from edgedistill.bench.runners.local import PROBE_DIR, ProbeCommand, ProbeOutcome, run_group
 from edgedistill.bench.runners.remote import PROBE_FILES, DeviceLost, Execution, RemoteRunner
 from edgedistill.config import SshTarget, TargetConfig
 from edgedistill.errors import HostKeyError, InconclusiveError
@@ -233,8 +233,7 @@ class SshTransport:
         self._check()
         try:
             # No input: /dev/null, never this process's stdin (a mux client forwards it to the device).
-            done = subprocess.run(self._ssh(remote), input=stdin, stdin=None if stdin is not None else subprocess.DEVNULL,
-                                  capture_output=True, timeout=timeout, check=False)
+            done = run_group(self._ssh(remote), input=stdin, timeout=timeout)
         except subprocess.TimeoutExpired:
             self._lost = f"{what}: no answer within {timeout:g} s".lstrip(": ")
             raise DeviceLost(self._lost) from None
