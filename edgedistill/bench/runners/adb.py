@@ -159,6 +159,19 @@ PROPS = ("ro.product.manufacturer", "ro.product.model", "ro.soc.manufacturer", "
          "ro.build.fingerprint")
 
 
+PROPS_SCRIPT = "; ".join(f'echo "@prop {p}=$(getprop {p})"' for p in PROPS)
+
+
+def parse_props(text: str) -> dict:
+    props = {}
+    for line in text.splitlines():
+        if line.startswith("@prop "):
+            key, _, value = line[6:].partition("=")
+            if key in PROPS:
+                props[key] = value.strip() or None
+    return props
+
+
 class AdbTransport:
     """remote.Transport over the adb client, for one phone (`serial`)."""
 
@@ -207,14 +220,22 @@ class AdbTransport:
     # ------------------------------------------------------------ Transport
 
     def put(self, pairs: list[tuple[Path, str]]) -> None:
-        if not pairs:
-            return
-        parents = sorted({posixpath.dirname(r) for _, r in pairs})
-        self.checked("mkdir -p " + " ".join(map(q, parents)), "making the run's folders")
+        """adb push, one call per device folder (adbd makes missing parent folders itself)."""
+        groups: dict[str, list[Path]] = {}
         for local, remote in pairs:
-            out = self.call(["push", str(local), remote], timeout_s=CALL_TIMEOUT_S + local.stat().st_size / 5e6)
-            if out.returncode != 0:
-                raise DeviceLost(f"adb push {local.name} failed: {_last_line(out.stderr or out.stdout)}")
+            if posixpath.basename(remote) == local.name:
+                groups.setdefault(posixpath.dirname(remote), []).append(local)
+            else:
+                self._push([local], remote)
+        for folder, files in groups.items():
+            self._push(files, folder + "/")
+
+    def _push(self, files: list[Path], remote: str) -> None:
+        size = sum(f.stat().st_size for f in files)
+        out = self.call(["push", *map(str, files), remote], timeout_s=CALL_TIMEOUT_S + size / 5e6)  # 5 MB/s: USB 2
+        if out.returncode != 0:
+            raise DeviceLost(f"adb push {', '.join(f.name for f in files)} failed: "
+                             f"{_last_line(out.stderr or out.stdout)}")
 
     def get(self, remote: str, local: Path) -> bool:
         local.parent.mkdir(parents=True, exist_ok=True)
@@ -262,15 +283,6 @@ class AdbTransport:
 
     def thermal_status(self) -> int | None:
         return parse_facts(self.shell(THERMAL_SCRIPT).stdout)["thermal_status"]
-
-    def getprops(self) -> dict:
-        out = self.shell("; ".join(f'echo "{p}=$(getprop {p})"' for p in PROPS))
-        props = {}
-        for line in out.stdout.splitlines():
-            key, sep, value = line.partition("=")
-            if sep and key in PROPS:
-                props[key] = value.strip() or None
-        return props
 
     def conditions(self) -> dict:
         facts = self.facts()
@@ -329,25 +341,29 @@ class AdbTransport:
                 waited_noted = True
             time.sleep(min(LOCK_POLL_S, max(0.05, wait_s - waited)))
 
-    def renew(self, hold_s: float) -> None:
-        if self.holds_lock:
-            self.shell(f"[ -d {q(self.lock_dir)} ] && echo $(( $(date +%s) + {math.ceil(hold_s)} )) "
-                       f"> {q(self.lock_dir)}/deadline")
+    def renew_and_read_thermal(self, hold_s: float) -> int | None:
+        """Move the lock's deadline on (a probe starts) and read the thermal status: one call."""
+        renew = (f"[ -d {q(self.lock_dir)} ] && echo $(( $(date +%s) + {math.ceil(hold_s)} )) "
+                 f"> {q(self.lock_dir)}/deadline; " if self.holds_lock else "")
+        return parse_facts(self.shell(renew + THERMAL_SCRIPT).stdout)["thermal_status"]
 
-    def clean_stale(self) -> list[str]:
-        """Remove the run folders killed runs left (the lock is ours: no live run owns one)."""
-        out = self.shell(f"for d in {q(self.workdir)}/run-*; do [ -d \"$d\" ] && [ \"$d\" != {q(self.run_dir)} ] "
-                         f"&& rm -rf \"$d\" && echo \"$d\"; done; true")
-        return [posixpath.basename(line.strip()) for line in out.stdout.splitlines() if line.strip()]
+    def prepare(self) -> tuple[list[str], dict, dict]:
+        """Once the lock is ours: remove the run folders killed runs left (no live run owns one
+        now), make this run's, and read the phone's facts and properties; one call."""
+        clean = (f"for d in {q(self.workdir)}/run-*; do [ -d \"$d\" ] && [ \"$d\" != {q(self.run_dir)} ] "
+                 f"&& rm -rf \"$d\" && echo \"@cleaned $d\"; done; mkdir -p {q(self.run_dir)}")
+        out = self.shell("; ".join([clean, FACTS_SCRIPT, PROPS_SCRIPT]))
+        cleaned = [posixpath.basename(line.split(" ", 1)[1]) for line in out.stdout.splitlines()
+                   if line.startswith("@cleaned ")]
+        return cleaned, parse_facts(out.stdout), parse_props(out.stdout)
 
     def close(self) -> None:
         """Remove the run folder and release the lock (ours only: the owner file names this run)."""
+        release = (f"; grep -q {q(self.run_id)} {q(self.lock_dir)}/owner 2>/dev/null && rm -rf {q(self.lock_dir)}"
+                   if self.holds_lock else "")
         try:
-            self.shell(f"rm -rf {q(self.run_dir)}")
-            if self.holds_lock:
-                self.shell(f"grep -q {q(self.run_id)} {q(self.lock_dir)}/owner 2>/dev/null "
-                           f"&& rm -rf {q(self.lock_dir)}")
-                self.holds_lock = False
+            self.shell(f"rm -rf {q(self.run_dir)}{release}")
+            self.holds_lock = False
         except DeviceLost as e:
             self.note(f"{self.serial}: could not clean up ({e}); the next run removes the folder, "
                       "and the lock is stale after its deadline")
@@ -470,10 +486,10 @@ class AdbRunner(RemoteRunner):
         runner = cls(transport, s, target.measurement.timeout_s, note)
         try:
             transport.acquire(s.lock_wait_s, runner.timeout_s + LOCK_GRACE_S)
-            cleaned = transport.clean_stale()
+            cleaned, facts, props = transport.prepare()
             if cleaned:
                 note(f"{serial}: removed {len(cleaned)} run folder(s) killed runs left: {', '.join(cleaned)}")
-            runner.max_khz = transport.facts()["max_khz"]
+            runner.max_khz = facts["max_khz"]
             runner.device_runner = posixpath.join(transport.run_dir, RUNNER_NAME)
             transport.put([(binary, runner.device_runner)])
             transport.checked(f"chmod 755 {q(runner.device_runner)}", "making the runner executable")
@@ -486,7 +502,7 @@ class AdbRunner(RemoteRunner):
             raise
         runner.record = {"kind": "native", "device": "adb", "binary": str(binary),
                          "binary_sha256": _sha256(binary), "binary_arch": binary_arch(binary)}
-        abi = transport.getprops().get("ro.product.cpu.abi")
+        abi = props.get("ro.product.cpu.abi")
         if abi == "arm64-v8a" and runner.record["binary_arch"] != "aarch64":
             note(f"{serial}: warning: [adb] executorch_runner is built for {runner.record['binary_arch']}, "
                  f"the phone is {abi}")
@@ -514,10 +530,10 @@ class AdbRunner(RemoteRunner):
     def mask_for(self, threads: int) -> tuple[int, list[int]]:
         return big_core_mask(self.max_khz, threads) if self.settings.big_cores_only else (0, [])
 
-    def cool_down(self) -> dict:
-        """Wait (bounded) while the thermal status is above the limit; what was seen and waited."""
+    def cool_down(self, status: int | None) -> dict:
+        """Wait (bounded) while the thermal status (`status`, just read) is above the limit,
+        reading it again every poll; what was seen and how long it waited."""
         limit, budget = self.settings.max_thermal_status, self.settings.max_cool_down_s
-        status = self.transport.thermal_status()
         began = time.monotonic()
         poll = min(5.0, max(0.2, budget / 10))
         while status is not None and status > limit and time.monotonic() - began < budget:
@@ -533,23 +549,25 @@ class AdbRunner(RemoteRunner):
         `thermal_hot` becomes true when any measurement started above the limit): the record
         the harness keeps then says how the whole artifact was measured."""
         try:
-            cool = self.cool_down()
             c = self.transport.conditions()
+            cool = self.cool_down(c["thermal_status"])
+            if cool["waited_s"]:
+                c = self.transport.conditions()  # the zones and load after the wait
         except DeviceLost as e:  # the probe that follows reports it as "lost"
             self._conditions = {"load_average_before": None, "usable_cores": None, "governor": None,
                                 "thermal": None, "error": f"lost the device reading its state: {e}"}
             return self._conditions
         mask, cores = self.mask_for(1)
         c.update(thermal_status=cool["status"], thermal_limit=self.settings.max_thermal_status,
-                 cool_down_s=cool["waited_s"], thermal_hot=cool["hot"],
+                 cool_down_s=cool["waited_s"], thermal_hot=cool["hot"], thermal_status_max=cool["status"],
                  big_core_mask=f"{mask:x}" if mask else None, big_cores=cores or None,
                  max_freq_khz={str(k): v for k, v in sorted(self.max_khz.items())} or None)
         self._conditions = c
         return c
 
     def device_info(self) -> dict:
-        props = self.transport.getprops()
-        facts = self.transport.facts()
+        out = self.transport.shell(f"{FACTS_SCRIPT}; {PROPS_SCRIPT}").stdout
+        facts, props = parse_facts(out), parse_props(out)
         mask, cores = self.mask_for(1)
         return {"runner": "adb", "serial": self.transport.serial,
                 "model": props.get("ro.product.model"), "manufacturer": props.get("ro.product.manufacturer"),
@@ -568,8 +586,7 @@ class AdbRunner(RemoteRunner):
     def run_probe(self, request: dict, *, threads: int, timeout_s: float,
                   command: ProbeCommand | None = None) -> ProbeOutcome:
         try:
-            self.transport.renew(timeout_s + LOCK_GRACE_S)
-            cool = self.cool_down()
+            cool = self.cool_down(self.transport.renew_and_read_thermal(timeout_s + LOCK_GRACE_S))
         except DeviceLost as e:
             return ProbeOutcome("lost", None, f"lost the link to {self.transport.serial}: {e}")
         if self._conditions is not None and cool["status"] is not None:
