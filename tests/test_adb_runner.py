@@ -179,7 +179,7 @@ def test_big_cores_from_each_cores_maximum_frequency(tmp_path, monkeypatch, runn
 
 def test_hot_phone_waits_to_cool_then_measures(tmp_path, monkeypatch, runner_binary):
     home = _phone(tmp_path, monkeypatch, thermal_statuses=[3, 3, 0])  # severe, severe, then none
-    runner = AdbRunner.open(_target(runner_binary, max_cool_down_s=10.0))
+    runner = AdbRunner.open(_target(runner_binary, max_cool_down_s=2.0))
     try:
         began = time.monotonic()
         c = runner.conditions()
@@ -187,8 +187,8 @@ def test_hot_phone_waits_to_cool_then_measures(tmp_path, monkeypatch, runner_bin
     finally:
         runner.close()
     assert c["thermal_status"] == 0 and not c["thermal_hot"] and c["thermal_limit"] == 1
-    # Two polls a tenth of the budget apart (1 s): it waited, and no longer than it took.
-    assert 1.0 <= c["cool_down_s"] <= waited
+    # Two polls a tenth of the budget apart (0.2 s): it waited, and no longer than it took.
+    assert 0.35 <= c["cool_down_s"] <= waited
     assert json.loads((home / "state.json").read_text())["thermal_reads"] >= 3
 
 
@@ -231,29 +231,23 @@ def test_phone_offline_mid_run_is_inconclusive_exit_5_with_completed_runs_kept(p
     assert results["verdict"] != "PASS"
 
 
-def test_a_missing_exit_marker_is_lost_never_ok(phone, runner_binary, pte):
+def test_a_lost_exit_status_or_a_crash_behind_adb_exit_0_is_never_ok(phone, runner_binary, pte):
     runner = AdbRunner.open(_target(runner_binary))
     try:
-        assert _probe(runner, pte).status == "ok"  # the same probe with the marker
+        assert _probe(runner, pte).status == "ok"  # the same probe, the phone behaving
+        # An old adb shell loses the command's end: the program did finish and write its result,
+        # but without the marker its exit status is unknown, so the result is not trusted.
         fake_adb.configure(phone, drop_marker=True, always_zero=True)
-        outcome = _probe(runner, pte)
-        written = _sandbox(phone, runner.transport.run_dir) / "p2" / "result.json"
-        # The program did finish and write its result: without the marker it is still not trusted.
-        assert json.loads(written.read_text())["ok"]
+        lost = _probe(runner, pte)
+        assert json.loads((_sandbox(phone, runner.transport.run_dir) / "p2" / "result.json").read_text())["ok"]
+        # adb before Android 7 exits 0 whatever ran; the marker carries the shell's 139 (SIGSEGV
+        # after the result was written).
+        fake_adb.configure(phone, drop_marker=False, crash_after_run=True)
+        crashed = _probe(runner, pte)
     finally:
         runner.close()
-    assert outcome.status == "lost" and "marker is missing" in outcome.detail and outcome.result is None
-
-
-def test_adb_exit_0_with_a_crashed_runner_is_a_crash(phone, runner_binary, pte):
-    """adb before Android 7 exits 0 whatever ran; the marker carries the shell's 139 (SIGSEGV)."""
-    fake_adb.configure(phone, always_zero=True, crash_after_run=True)
-    runner = AdbRunner.open(_target(runner_binary))
-    try:
-        outcome = _probe(runner, pte)
-    finally:
-        runner.close()
-    assert outcome.status == "crashed" and "signal 11" in outcome.detail
+    assert lost.status == "lost" and "marker is missing" in lost.detail and lost.result is None
+    assert crashed.status == "crashed" and "signal 11" in crashed.detail and crashed.result is None
 
 
 # ---------------------------------------------------------------- the lock, stale folders

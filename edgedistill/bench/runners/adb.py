@@ -51,7 +51,7 @@ RUNNER_NAME = "executorch_runner"
 CALL_TIMEOUT_S = 60.0  # one adb call that is not a probe (push, pull, a short shell command)
 PROBE_SLACK_S = 30.0  # the host waits this much longer than the device-side timeout
 LOCK_GRACE_S = 300.0  # a lock's deadline: the next probe's timeout plus this, renewed per probe
-LOCK_POLL_S = 2.0
+LOCK_POLL_S = 1.0  # one adb call a second while another job holds the phone
 CROSS_BUILD_HINT = ("cross-build the native ExecuTorch runner for arm64 with the Android NDK "
                     "(README: \"The native ExecuTorch runner, and cross-building it\") and set "
                     "[adb] executorch_runner = \"build-android/executorch_runner\"")
