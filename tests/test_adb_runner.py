@@ -103,10 +103,11 @@ def _sandbox(home: Path, device_path: str) -> Path:
     return home / "phone" / device_path.lstrip("/")
 
 
-def _probe(runner, pte, mode: str = "cold"):
-    req = probe_request(_artifact(pte[0]), TargetConfig(name="t", measurement=FAST), pte[1], mode, None)
+def _probe(runner, pte, mode: str = "cold", timeout_s: float = 60.0, **measurement):
+    req = probe_request(_artifact(pte[0]), TargetConfig(name="t", measurement={**FAST, **measurement}), pte[1],
+                        mode, None)
     command, _ = runner.probe_command("executorch", "native")
-    return runner.run_probe(req, threads=1, timeout_s=60.0, command=command)
+    return runner.run_probe(req, threads=1, timeout_s=timeout_s, command=command)
 
 
 # ---------------------------------------------------------------- a whole bench through adb
@@ -231,7 +232,7 @@ def test_phone_offline_mid_run_is_inconclusive_exit_5_with_completed_runs_kept(p
     assert results["verdict"] != "PASS"
 
 
-def test_a_lost_exit_status_or_a_crash_behind_adb_exit_0_is_never_ok(phone, runner_binary, pte):
+def test_the_exit_status_comes_from_the_marker_lost_crashed_or_timed_out(phone, runner_binary, pte):
     runner = AdbRunner.open(_target(runner_binary))
     try:
         assert _probe(runner, pte).status == "ok"  # the same probe, the phone behaving
@@ -244,8 +245,16 @@ def test_a_lost_exit_status_or_a_crash_behind_adb_exit_0_is_never_ok(phone, runn
         # after the result was written).
         fake_adb.configure(phone, drop_marker=False, crash_after_run=True)
         crashed = _probe(runner, pte)
+        # A warm loop asked to run 30 s under a 1.5 s timeout: the device-side `timeout -s KILL`
+        # ends it (exit 137), and what it had measured comes back from its partial file.
+        fake_adb.configure(phone, crash_after_run=False)
+        began = time.monotonic()
+        timed_out = _probe(runner, pte, "warm", timeout_s=1.5, min_duration_s=30.0, max_duration_s=60.0)
+        took = time.monotonic() - began
     finally:
         runner.close()
+    assert timed_out.status == "timeout" and "no result within 1.5 s on FA6X01234" in timed_out.detail
+    assert timed_out.result and len(timed_out.result["warm"]["samples_ms"]) > 0 and took < 15
     assert lost.status == "lost" and "marker is missing" in lost.detail and lost.result is None
     assert crashed.status == "crashed" and "signal 11" in crashed.detail and crashed.result is None
 
