@@ -155,11 +155,13 @@ def main(argv: list[str]) -> int:
         for local in map(Path, sources):
             if not local.is_file():
                 return _fail(f"adb: error: cannot stat '{local}': No such file or directory")
-        if len(sources) > 1 and not target.endswith("/"):
+        folder = Path(_map(home, target))
+        # As adb's do_sync_push: several files go only into an existing folder; one file to a
+        # path has its missing parent folders made by adbd.
+        if len(sources) > 1 and not folder.is_dir():
             return _fail(f"adb: error: target '{target}' is not a directory")
         for local in map(Path, sources):
-            # adbd makes the missing parent folders; a target ending in / is a folder
-            remote = Path(_map(home, target + local.name if target.endswith("/") else target))
+            remote = folder / local.name if folder.is_dir() else folder
             remote.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(local, remote)
             os.chmod(remote, 0o755 if os.access(local, os.X_OK) else 0o644)

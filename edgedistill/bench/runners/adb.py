@@ -188,6 +188,7 @@ class AdbTransport:
         self.mask: int | None = None  # the taskset mask of the next probe (None: not pinned)
         self.holds_lock = False
         self.last_execution: Execution | None = None  # the last probe's, for the runner's signal check
+        self.made: set[str] = set()  # device folders known to exist (made by this run)
 
     # ------------------------------------------------------------ adb itself
 
@@ -220,15 +221,23 @@ class AdbTransport:
     # ------------------------------------------------------------ Transport
 
     def put(self, pairs: list[tuple[Path, str]]) -> None:
-        """adb push, one call per device folder (adbd makes missing parent folders itself)."""
+        """adb push, one call per device folder. adbd makes a single file's missing parent
+        folders itself, but several files go only into a folder that exists: made first."""
         groups: dict[str, list[Path]] = {}
         for local, remote in pairs:
             if posixpath.basename(remote) == local.name:
                 groups.setdefault(posixpath.dirname(remote), []).append(local)
             else:
                 self._push([local], remote)
+        missing = sorted(d for d, files in groups.items() if len(files) > 1 and d not in self.made)
+        if missing:
+            self.checked("mkdir -p " + " ".join(map(q, missing)), "making the run's folders")
+            self.made.update(missing)
         for folder, files in groups.items():
-            self._push(files, folder + "/")
+            if len(files) > 1:
+                self._push(files, folder + "/")
+            else:
+                self._push(files, posixpath.join(folder, files[0].name))
 
     def _push(self, files: list[Path], remote: str) -> None:
         size = sum(f.stat().st_size for f in files)
@@ -341,11 +350,15 @@ class AdbTransport:
                 waited_noted = True
             time.sleep(min(LOCK_POLL_S, max(0.05, wait_s - waited)))
 
-    def renew_and_read_thermal(self, hold_s: float) -> int | None:
-        """Move the lock's deadline on (a probe starts) and read the thermal status: one call."""
+    def renew_and_read_thermal(self, hold_s: float, make: str) -> int | None:
+        """Before a probe, in one call: move the lock's deadline on, make the probe's folder
+        (`make`), and read the thermal status."""
         renew = (f"[ -d {q(self.lock_dir)} ] && echo $(( $(date +%s) + {math.ceil(hold_s)} )) "
                  f"> {q(self.lock_dir)}/deadline; " if self.holds_lock else "")
-        return parse_facts(self.shell(renew + THERMAL_SCRIPT).stdout)["thermal_status"]
+        out = self.shell(f"{renew}mkdir -p {q(make)} && echo @made; {THERMAL_SCRIPT}").stdout
+        if "@made" in out.splitlines():
+            self.made.add(make)
+        return parse_facts(out)["thermal_status"]
 
     def prepare(self) -> tuple[list[str], dict, dict]:
         """Once the lock is ours: remove the run folders killed runs left (no live run owns one
@@ -586,7 +599,9 @@ class AdbRunner(RemoteRunner):
     def run_probe(self, request: dict, *, threads: int, timeout_s: float,
                   command: ProbeCommand | None = None) -> ProbeOutcome:
         try:
-            cool = self.cool_down(self.transport.renew_and_read_thermal(timeout_s + LOCK_GRACE_S))
+            # The folder the remote base puts this probe in (put() makes any other it is given).
+            probe_dir = posixpath.join(self.transport.run_dir, f"p{self._probes + 1}")
+            cool = self.cool_down(self.transport.renew_and_read_thermal(timeout_s + LOCK_GRACE_S, probe_dir))
         except DeviceLost as e:
             return ProbeOutcome("lost", None, f"lost the link to {self.transport.serial}: {e}")
         if self._conditions is not None and cool["status"] is not None:
