@@ -269,7 +269,8 @@ def test_two_runs_queue_on_the_phones_lock(phone, runner_binary):
         assert owner["pid"] == os.getpid() and owner["run"] == first.transport.run_id and owner["host"]
         with pytest.raises(InconclusiveError) as busy:
             AdbRunner.open(_target(runner_binary, lock_wait_s=0.3))
-        assert f"pid {os.getpid()} on {owner['host']}" in busy.value.message and "FA6X01234 is busy" in busy.value.message
+        assert "FA6X01234 is busy" in busy.value.message
+        assert f"pid {os.getpid()} on {owner['host']}" in busy.value.message
         # A second job waits while the first finishes, then measures.
         releaser = threading.Timer(1.0, first.close)
         releaser.start()
@@ -337,6 +338,9 @@ def test_usage_errors_name_what_is_expected_and_found(tmp_path, monkeypatch, run
         assert "ExecuTorch (.pte) only; this artifact is onnxruntime" in e.value.message
     finally:
         runner.close()
+    with pytest.raises(UsageError) as e:
+        AdbRunner.open(_target(runner_binary, serial=SERIAL, adb="no-such-adb"))
+    assert "the adb client 'no-such-adb' was not found" in e.value.message and "platform-tools" in e.value.hint
     with pytest.raises(InconclusiveError) as gone:  # a serial that is not attached: the device is unreachable
         AdbRunner.open(_target(runner_binary, serial="NOPE"))
     assert "error: device 'NOPE' not found" in gone.value.message

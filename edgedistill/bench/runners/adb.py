@@ -484,7 +484,10 @@ class AdbRunner(RemoteRunner):
         binary = Path(s.executorch_runner).expanduser()
         if not binary.is_file():
             raise UsageError(f"target {target.name}: [adb] executorch_runner {binary} does not exist", CROSS_BUILD_HINT)
-        adb = shutil.which(s.adb) or s.adb
+        adb = shutil.which(s.adb)
+        if adb is None:
+            raise UsageError(f"target {target.name}: the adb client {s.adb!r} was not found",
+                             "install Android platform-tools (Debian: apt-get install adb) or set [adb] adb")
         serial = s.serial or cls._only_device(adb)
         transport = AdbTransport(adb, serial, s.workdir, note)
         try:
