@@ -147,8 +147,9 @@ def test_bench_of_a_pte_through_adb_equals_a_local_native_run(phone, runner_bina
     assert c["load_average_before"] == [1.37, 1.52, 1.6] and c["usable_cores"] == 8
     assert c["governor"] == "sched_pixel" and c["thermal_status"] == 0 and not c["thermal_hot"]
     assert {"zone": "BIG", "celsius": 41.25} in c["thermal"]
-    assert info["model"] == "Pixel 6" and info["soc"] == "GS101" and info["sdk"] == "34"
-    assert info["cpu"]["max_freq_mhz"]["7"] == 2802 and info["cpu"]["max_freq_mhz"]["0"] == 1803
+    assert info["board"] == "Google Pixel 6" and info["android"]["soc"] == "GS101" and info["android"]["sdk"] == "34"
+    assert [c["max_mhz"] for c in info["cpu"]["cores"]] == [1803] * 4 + [2253] * 2 + [2802] * 2
+    assert info["cpu"]["min_mhz"] == 300 and info["cpu"]["max_mhz"] == 2802 and info["python"] is None
     # Every probe was pinned to that mask; nothing in the odd workdir was executed; all removed.
     probes = [s for s in fake_adb.shell_log(phone) if "timeout -s KILL" in s]
     assert len(probes) == FAST["cold_runs"] and all("taskset c0 timeout -s KILL 60" in s for s in probes)
@@ -168,11 +169,27 @@ def test_big_cores_from_each_cores_maximum_frequency(tmp_path, monkeypatch, runn
         assert runner.mask_for(2) == (0xF0, [4, 5, 6, 7])  # widened to the next tier for 2 threads
         assert runner.mask_for(8) == (0xFF, list(range(8)))
         info = runner.device_info()
-        assert (info["model"], info["soc"], info["platform"]) == ("SM-G991U", "SM8350", "lahaina")
-        assert info["cpu"]["cores"] == 8 and info["governor"] == "schedutil"
+        assert (info["board"], info["cpu"]["model"], info["android"]["board_platform"]) == \
+            ("samsung SM-G991U", "SM8350", "lahaina")
+        assert info["cpu"]["logical_cores"] == 8 and info["governor"] == "schedutil"
     finally:
         runner.close()
     assert big_core_mask({}) == (0, [])
+
+
+def test_targets_probe_describes_the_phone(tmp_path, monkeypatch, runner_binary, cli_env):
+    home = _phone(tmp_path, monkeypatch, device="galaxy-s21")
+    profile = tmp_path / "s21.toml"
+    profile.write_text(f'name = "s21"\nrunner = "adb"\nbackends = ["executorch"]\n[adb]\n'
+                       f'serial = "{SERIAL}"\nexecutorch_runner = "{runner_binary}"\n')
+    done = run_cli(["targets", "probe", profile], cwd=tmp_path, env={**cli_env, "PATH": os.environ["PATH"]},
+                   timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "target    s21 (runner adb: FA6X01234)" in lines
+    assert "cpu       SM8350, 8 cores (8 usable), 300-2842 MHz" in lines
+    assert "governor  schedutil" in lines and any(line.startswith("thermal   aoss0-usr 36.1 C") for line in lines)
+    assert list(_sandbox(home, "/data/local/tmp/edgedistill").iterdir()) == []  # closed: nothing left
 
 
 # ---------------------------------------------------------------- thermal

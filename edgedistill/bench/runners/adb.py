@@ -94,7 +94,7 @@ def big_core_mask(max_khz: dict[int, int], threads: int = 1) -> tuple[int, list[
 
 def parse_facts(text: str) -> dict:
     """The `@key ...` lines FACTS_SCRIPT prints, as numbers and names."""
-    facts: dict = {"max_khz": {}, "governors": {}, "zones": [], "thermal_status": None,
+    facts: dict = {"max_khz": {}, "min_khz": {}, "governors": {}, "zones": [], "thermal_status": None,
                    "load": None, "online": None}
     for line in text.splitlines():
         key, _, rest = line.partition(" ")
@@ -105,13 +105,13 @@ def parse_facts(text: str) -> dict:
                 pass
         elif key == "@online":
             facts["online"] = rest.strip() or None
-        elif key in ("@maxfreq", "@gov"):
+        elif key in ("@maxfreq", "@minfreq", "@gov"):
             path, _, value = rest.partition(" ")
             m = re.search(r"cpu(\d+)/cpufreq/", path)
             if not m or not value.strip():
                 continue
-            if key == "@maxfreq" and value.strip().isdigit():
-                facts["max_khz"][int(m.group(1))] = int(value.strip())
+            if key in ("@maxfreq", "@minfreq") and value.strip().isdigit():
+                facts["max_khz" if key == "@maxfreq" else "min_khz"][int(m.group(1))] = int(value.strip())
             elif key == "@gov":
                 facts["governors"][int(m.group(1))] = value.strip()
         elif key == "@zone":
@@ -126,6 +126,10 @@ def parse_facts(text: str) -> dict:
             facts["thermal_status"] = int(m.group(1)) if m else None
     facts["zones"] = [z for _, z in sorted(facts["zones"], key=lambda nz: nz[0])]  # zone 10 after zone 9
     return facts
+
+
+def _mhz(khz: int | None) -> int | None:
+    return round(khz / 1000) if khz is not None else None
 
 
 def _count_online(online: str | None, fallback: int) -> int:
@@ -149,6 +153,7 @@ FACTS_SCRIPT = "; ".join([
     'echo "@loadavg $(cat /proc/loadavg 2>/dev/null)"',
     f'echo "@online $(cat {CPU}/online 2>/dev/null)"',
     f'for f in {CPU}/cpu[0-9]*/cpufreq/cpuinfo_max_freq; do echo "@maxfreq $f $(cat $f 2>/dev/null)"; done',
+    f'for f in {CPU}/cpu[0-9]*/cpufreq/cpuinfo_min_freq; do echo "@minfreq $f $(cat $f 2>/dev/null)"; done',
     f'for f in {CPU}/cpu[0-9]*/cpufreq/scaling_governor; do echo "@gov $f $(cat $f 2>/dev/null)"; done',
     'for z in /sys/class/thermal/thermal_zone*; do '
     'echo "@zone $z $(cat $z/type 2>/dev/null) $(cat $z/temp 2>/dev/null)"; done',
@@ -582,22 +587,40 @@ class AdbRunner(RemoteRunner):
         return c
 
     def device_info(self) -> dict:
-        out = self.transport.shell(f"{FACTS_SCRIPT}; {PROPS_SCRIPT}").stdout
+        """The phone, in probe/device_info.py's shape (what `targets probe` prints) plus what
+        only a phone has: its serial, Android release and SDK, SoC, ABI and thermal status."""
+        try:
+            out = self.transport.shell(f"{FACTS_SCRIPT}; {PROPS_SCRIPT}").stdout
+        except DeviceLost as e:
+            raise InconclusiveError(f"lost adb device {self.transport.serial} while describing it: {e}",
+                                    "check the cable and `adb devices`") from e
         facts, props = parse_facts(out), parse_props(out)
-        mask, cores = self.mask_for(1)
-        return {"runner": "adb", "serial": self.transport.serial,
-                "model": props.get("ro.product.model"), "manufacturer": props.get("ro.product.manufacturer"),
-                "soc": props.get("ro.soc.model"), "soc_manufacturer": props.get("ro.soc.manufacturer"),
-                "platform": props.get("ro.board.platform"), "abi": props.get("ro.product.cpu.abi"),
-                "android": props.get("ro.build.version.release"), "sdk": props.get("ro.build.version.sdk"),
-                "fingerprint": props.get("ro.build.fingerprint"),
+        mask, big = self.mask_for(1)
+        n = _count_online(facts["online"], len(facts["max_khz"]))
+        cores = [{"cpu": c, "online": True, "min_mhz": _mhz(facts["min_khz"].get(c)), "max_mhz": _mhz(f),
+                  "governor": facts["governors"].get(c)} for c, f in sorted(facts["max_khz"].items())]
+        maker, model = props.get("ro.product.manufacturer"), props.get("ro.product.model")
+        android, sdk = props.get("ro.build.version.release"), props.get("ro.build.version.sdk")
+        return {"device_info_version": 1, "hostname": None,
+                "platform": f"Android {android or '?'} (SDK {sdk or '?'})", "machine": props.get("ro.product.cpu.abi"),
+                "board": " ".join(x for x in (maker, model) if x) or None, "os": f"Android {android or '?'}",
+                "python": None,  # a phone has none: the native runner measures
                 "cpu": {"model": props.get("ro.soc.model") or props.get("ro.board.platform"),
-                        "cores": _count_online(facts["online"], len(facts["max_khz"])),
-                        "max_freq_mhz": {str(c): round(f / 1000) for c, f in sorted(facts["max_khz"].items())},
-                        "big_cores": cores, "big_core_mask": f"{mask:x}" if mask else None},
-                "governor": _governor(facts), "thermal": facts["zones"] or None,
-                "thermal_status": facts["thermal_status"],
-                "runtimes": {"executorch": "native runner pushed per run"}, "python": None}
+                        "logical_cores": n, "usable_cores": n,
+                        "max_mhz": max((c["max_mhz"] for c in cores), default=None),
+                        "min_mhz": min((c["min_mhz"] for c in cores if c["min_mhz"] is not None), default=None),
+                        "cores": cores or None, "big_cores": big or None,
+                        "big_core_mask": f"{mask:x}" if mask else None},
+                "memory": None, "governor": _governor(facts), "thermal": facts["zones"] or None,
+                "load_average": facts["load"],
+                "runtimes": {"executorch": {"installed": True, "version": None,
+                                            "distribution": "native runner, pushed per run"}},
+                "jetson": None,
+                "android": {"serial": self.transport.serial, "release": android, "sdk": sdk,
+                            "soc": props.get("ro.soc.model"), "soc_manufacturer": props.get("ro.soc.manufacturer"),
+                            "board_platform": props.get("ro.board.platform"),
+                            "fingerprint": props.get("ro.build.fingerprint"),
+                            "thermal_status": facts["thermal_status"]}}
 
     def run_probe(self, request: dict, *, threads: int, timeout_s: float,
                   command: ProbeCommand | None = None) -> ProbeOutcome:
