@@ -276,6 +276,24 @@ def test_the_exit_status_comes_from_the_marker_lost_crashed_or_timed_out(phone, 
     assert crashed.status == "crashed" and "signal 11" in crashed.detail and crashed.result is None
 
 
+def test_a_phone_date_without_nanoseconds_leaves_process_start_unmeasured(phone, runner_binary, pte):
+    """toybox's date before %N support prints "1700000000N": never read as a launch time."""
+    fake_date = phone / "phone" / "system" / "bin" / "date"
+    fake_date.write_text('#!/bin/sh\nif [ "$1" = "+%s%N" ]; then echo "$(/bin/date +%s)N"; '
+                         'else exec /bin/date "$@"; fi\n')
+    fake_date.chmod(0o755)
+    notes: list[str] = []
+    runner = AdbRunner.open(_target(runner_binary), notes.append)
+    try:
+        outcome = _probe(runner, pte)
+    finally:
+        runner.close()
+    assert outcome.status == "ok" and outcome.result["cold"]["interpreter_ms"] is None
+    assert outcome.result["cold"]["compile_ms"] > 0
+    assert any("gives no nanoseconds" in n for n in notes)
+    assert not any("EDGEDISTILL_PARENT_START_WALL_NS" in s for s in fake_adb.shell_log(phone))
+
+
 # ---------------------------------------------------------------- the lock, stale folders
 
 

@@ -194,6 +194,7 @@ class AdbTransport:
         self.holds_lock = False
         self.last_execution: Execution | None = None  # the last probe's, for the runner's signal check
         self.made: set[str] = set()  # device folders known to exist (made by this run)
+        self.clock_ns = True  # the device's `date +%s%N` gives nanoseconds (checked at prepare)
 
     # ------------------------------------------------------------ adb itself
 
@@ -267,7 +268,8 @@ class AdbTransport:
         big cores, with the device's wall clock just before it starts; the status from the marker."""
         assigns = " ".join(f"{k}={q(v)}" for k, v in sorted(env.items()))
         pin = f"taskset {self.mask:x} " if self.mask else ""
-        line = (f"cd {q(cwd)} && {assigns} EDGEDISTILL_PARENT_START_WALL_NS=$(date +%s%N) "
+        launched = "EDGEDISTILL_PARENT_START_WALL_NS=$(date +%s%N) " if self.clock_ns else ""
+        line = (f"cd {q(cwd)} && {assigns} {launched}"
                 f"{pin}timeout -s KILL {timeout_s:g} {' '.join(map(q, argv))}; echo {MARKER}$?")
         self.last_execution = run = self._execute(line, timeout_s)
         return run
@@ -370,7 +372,11 @@ class AdbTransport:
         now), make this run's, and read the phone's facts and properties; one call."""
         clean = (f"for d in {q(self.workdir)}/run-*; do [ -d \"$d\" ] && [ \"$d\" != {q(self.run_dir)} ] "
                  f"&& rm -rf \"$d\" && echo \"@cleaned $d\"; done; mkdir -p {q(self.run_dir)}")
-        out = self.shell("; ".join([clean, FACTS_SCRIPT, PROPS_SCRIPT]))
+        out = self.shell("; ".join([clean, FACTS_SCRIPT, PROPS_SCRIPT, 'echo "@clock $(date +%s%N)"']))
+        clock = next((line.split(" ", 1)[-1] for line in out.stdout.splitlines() if line.startswith("@clock")), "")
+        # toybox's date before %N support prints "1700000000N": a launch time in seconds would
+        # make process start nonsense, so without nanoseconds it is not measured at all.
+        self.clock_ns = clock.isdigit() and len(clock) >= 18
         cleaned = [posixpath.basename(line.split(" ", 1)[1]) for line in out.stdout.splitlines()
                    if line.startswith("@cleaned ")]
         return cleaned, parse_facts(out.stdout), parse_props(out.stdout)
@@ -510,6 +516,9 @@ class AdbRunner(RemoteRunner):
             cleaned, facts, props = transport.prepare()
             if cleaned:
                 note(f"{serial}: removed {len(cleaned)} run folder(s) killed runs left: {', '.join(cleaned)}")
+            if not transport.clock_ns:
+                note(f"{serial}: the phone's `date +%s%N` gives no nanoseconds: process start "
+                     "(interpreter_ms) is not measured, the rest of the cold start is")
             runner.max_khz = facts["max_khz"]
             runner.device_runner = posixpath.join(transport.run_dir, RUNNER_NAME)
             transport.put([(binary, runner.device_runner)])
