@@ -267,6 +267,12 @@ def measurement_problems(warm: dict, full: dict, target: TargetConfig, condition
     if unlocked_jetson_clocks(conditions) and m.unlocked_clocks == "invalid":
         problems.append({"kind": "unlocked_clocks", "detail": _UNLOCKED.format(**conditions["jetson"])
                          + ' (or set unlocked_clocks = "warn")'})
+    if conditions.get("thermal_hot"):  # a remote runner that reads the device's thermal status (adb)
+        problems.append({"kind": "thermal_throttling", "detail": (
+            f"the device's thermal status was {conditions.get('thermal_status_max')} (limit "
+            f"{conditions.get('thermal_limit')}) when a measurement started, after waiting "
+            f"{conditions.get('cool_down_s') or 0:g} s for it to cool: a throttled CPU runs slower; "
+            "let it cool or raise max_cool_down_s")})
     sampled = full.get("sampled_outputs")
     if sampled and (sampled["argmax_mismatches"] or sampled["max_abs_diff"] > m.sampled_output_max_abs):
         problems.append({"kind": "outputs_changed", "detail": (
