@@ -8,7 +8,9 @@ interpreter and runtime, so the ratio compares the transport, not two Python or 
 Each round is one bench per side: `cold_runs` fresh processes, each a cold start and a warm run.
 
 It prints, per side, the median over all processes of the cold start (process start to first
-result) and of the warm-run medians, the fastest process of each, and the SSH / local ratios.
+result) and of the warm-run medians, the fastest process of each, the SSH / local ratios, each
+side's spread over its processes, and a two-sided Mann-Whitney p-value over processes (a small
+p: the SSH runner's processes are not drawn from the same distribution as local ones).
 The device is this machine, so the figures say what the runner adds (copying, the device agent,
 the remote timeout), not what a board measures.
 
@@ -113,14 +115,18 @@ def main(argv: list[str] | None = None) -> int:
                           f"warm {statistics.median(got[side]['warm'][-args.cold_runs:]):.4f} ms", flush=True)
         finally:
             sshd.stop()
+    from scipy.stats import mannwhitneyu
+
     summary = {}
     print(f"\n{'':22} {'ssh':>10} {'local':>10} {'ratio':>7}   (over {args.rounds} rounds x {args.cold_runs} processes)")
     for key, label in (("cold", "cold start, median"), ("warm", "warm median, median")):
         s, loc = statistics.median(got["ssh"][key]), statistics.median(got["local"][key])
         fs, fl = min(got["ssh"][key]), min(got["local"][key])
+        p_value = float(mannwhitneyu(got["ssh"][key], got["local"][key]).pvalue)
         summary[key] = {"ssh_median_ms": s, "local_median_ms": loc, "ratio": s / loc,
-                        "ssh_fastest_ms": fs, "local_fastest_ms": fl, "fastest_ratio": fs / fl}
-        print(f"{label:22} {s:10.3f} {loc:10.3f} {s / loc:7.3f}")
+                        "ssh_fastest_ms": fs, "local_fastest_ms": fl, "fastest_ratio": fs / fl, "p_value": p_value}
+        print(f"{label:22} {s:10.3f} {loc:10.3f} {s / loc:7.3f}   spread ssh {fs:.3f}-{max(got['ssh'][key]):.3f}, "
+              f"local {fl:.3f}-{max(got['local'][key]):.3f}; Mann-Whitney p = {p_value:.3f}")
         print(f"{label.split(',')[0] + ', fastest':22} {fs:10.3f} {fl:10.3f} {fs / fl:7.3f}")
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "samples": got}, indent=1))
