@@ -7,6 +7,7 @@ inputs and settings have not changed, so a second `compress` in CI only re-measu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -481,10 +482,14 @@ def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts
                   "results": []}
         results["targets"].append(record)
         # A backend the target asks for that cannot run here is recorded, never silently dropped.
-        for name, reason in unavailable_backends(target.backends).items():
+        # TensorRT on an SSH device needs no TensorRT here: the device builds its own engines.
+        on_device = {"tensorrt"} if target.runner == "ssh" else set()
+        for name, reason in unavailable_backends([b for b in target.backends if b not in on_device]).items():
             ui.step(f"bench {target.name}: skipping {name}: {reason}")
             record["results"].append(skipped_result(name, target, reason))
-        chosen = [a for a in artifacts if a.backend in target.backends]
+        chosen = [a for a in artifacts if a.backend in target.backends and a.backend not in on_device]
+        if "tensorrt" in on_device and "tensorrt" in target.backends:
+            chosen += device_engine_sources(artifacts)
         plan.append((target, record, chosen))
         results["missing"] += [{"target": target.name, "artifact": a.name} for a in chosen]
     write_results(results_path, results)
@@ -515,6 +520,14 @@ def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts
                     progress.advance(task)
 
     measure_all([target for target, _, _ in plan], measure, ui)
+
+
+def device_engine_sources(artifacts: list[Artifact]) -> list[Artifact]:
+    """What an SSH device builds its TensorRT engines from: the verified ONNX Runtime exports
+    (FP32, FP16, and INT8 in QDQ form, which TensorRT quantizes explicitly), each measured as a
+    TensorRT artifact (an engine made elsewhere would not run there: RELIABILITY 6)."""
+    return [dataclasses.replace(a, backend="tensorrt", meta={**a.meta, "engine_source": str(a.path)})
+            for a in artifacts if a.backend == "onnxruntime" and a.kind == "onnx"]
 
 
 def reference_teacher_fields(metrics: dict) -> dict:
@@ -792,13 +805,21 @@ def plan_files(paths: list[Path], *, backends: list[str] = (), targets: list[Pat
     ref_model = inspect(reference) if reference is not None else None
     artifacts, ref = artifacts_for(models, list(backends), ref_model)
     every = artifacts + ([ref] if ref else [])
-    missing = unavailable_backends([a.backend for a in every])
+    chosen = [files_target(p, threads) for p in (targets or [None])]
+    # TensorRT on SSH devices: each builds its engine from the ONNX with its own trtexec (an
+    # engine runs only on the GPU and TensorRT version that built it), so this machine needs no
+    # TensorRT; a run cannot mix them with targets measured here, which need an engine built here.
+    on_devices = any(a.backend == "tensorrt" for a in every) and all(t.runner == "ssh" for t, _ in chosen)
+    if any(a.backend == "tensorrt" for a in every) and not on_devices and any(t.runner == "ssh" for t, _ in chosen):
+        raise UsageError("TensorRT engines are built where they run: on this machine for a local target, "
+                         "on the device for an SSH target; found both kinds of target in one run",
+                         "bench the SSH targets and the local ones in separate runs")
+    missing = unavailable_backends([a.backend for a in every if not (on_devices and a.backend == "tensorrt")])
     if missing:
         name, reason = next(iter(missing.items()))
         used_by = next(a.path for a in every if a.backend == name)
         raise UsageError(f"{used_by}: {name} cannot run here: {reason}",
                          "install it, or choose another --backend (see `edgedistill doctor`)")
-    chosen = [files_target(p, threads) for p in (targets or [None])]
     if data is not None:
         from edgedistill.bench.model_inputs import read_arrays
 
@@ -809,8 +830,9 @@ def plan_files(paths: list[Path], *, backends: list[str] = (), targets: list[Pat
     # a user); bench_files removes it, and so does a refusal below.
     work = Path(tempfile.mkdtemp(prefix="edgedistill-bench-files-"))
     try:
-        artifacts = [build_engine(a, work) if a.backend == "tensorrt" else a for a in artifacts]
-        ref = build_engine(ref, work) if ref is not None and ref.backend == "tensorrt" else ref
+        if not on_devices:
+            artifacts = [build_engine(a, work) if a.backend == "tensorrt" else a for a in artifacts]
+            ref = build_engine(ref, work) if ref is not None and ref.backend == "tensorrt" else ref
         plan = FilesPlan(artifacts, ref, [t for t, _ in chosen], [how for _, how in chosen], {}, {}, {},
                          None, "", output, work)
         _describe_and_feed(plan, shapes, data, found, on_step)
@@ -831,7 +853,11 @@ def _describe_and_feed(plan: FilesPlan, shapes: dict[str, list[int]], data: Path
     tgt = plan.targets[0]  # the first target's device describes the models
     described = plan.inputs
     for art in every:  # quietly: a refusal below is then the only thing printed
-        described[art.name] = describe_model(art, tgt)
+        if art.backend == "tensorrt" and art.kind == "onnx":  # an engine the device builds: the
+            # ONNX graph's inputs are the engine's, read here by ONNX Runtime
+            described[art.name] = describe_model(dataclasses.replace(art, backend="onnxruntime"), tgt)
+        else:
+            described[art.name] = describe_model(art, tgt)
     _check_shape_names(shapes, described)
     for art in every:
         plan.shapes[art.name] = {i["name"]: shapes[i["name"]] for i in described[art.name]["inputs"]

@@ -53,7 +53,13 @@ def test_student_gets_cold_runs_cache_miss_and_hit_and_a_valid_warm_run(setup):
     assert cache["miss"]["total_ms"]["n"] == 3 and cache["hit"]["total_ms"]["n"] == 3
     # the fake "compiles" for 100 ms on a miss and 5 ms on a hit
     assert cache["miss"]["compile_ms"]["median"] >= 50 > cache["hit"]["compile_ms"]["median"]
-    assert cache["saving_ms"] > 30 and cache["saving_pct"] > 0
+    # The saving is the difference of the medians of whole cold starts, whose other parts (the
+    # interpreter, the import) move by tens of ms between processes on a shared 2-core machine: a
+    # 95 ms compile saving can come out at 28 ms. The cache effect is the compile parts above;
+    # here, that the saving is that difference, stated as ms and as a share of the miss.
+    miss, hit = cache["miss"]["total_ms"]["median"], cache["hit"]["total_ms"]["median"]
+    assert cache["saving_ms"] == pytest.approx(miss - hit, abs=1e-3)
+    assert cache["saving_pct"] == pytest.approx(100 * (miss - hit) / miss, abs=0.01)
     assert cold["kind"] == "warm-disk"
     summary = r["warm"]["summary"]
     assert summary["n"] >= 120 and summary["p90_early_stopping_ms"] >= summary["p90_ms"]

@@ -477,7 +477,7 @@ def test_tensorrt_engines_are_built_on_the_device_by_its_trtexec_and_cached(sshd
             runner.close()
     import hashlib
 
-    sha = hashlib.sha256(model.read_bytes()).hexdigest()
+    sha = hashlib.sha256(model.name.encode() + b"\0" + model.read_bytes()).hexdigest()  # the ONNX and its files
     built, cached = facts
     assert not built.get("error") and built["cached"] is False and cached["cached"] is True
     engine = Path(built["path"])
@@ -495,3 +495,42 @@ def test_tensorrt_itself_on_a_device(tmp_path):
     if shutil.which("trtexec") is None and not Path("/usr/src/tensorrt/bin/trtexec").exists():
         pytest.skip("no TensorRT here (trtexec is on a Jetson or a machine with an NVIDIA GPU): "
                     "the engine build is tested with a fake trtexec speaking its CLI")
+
+
+def test_bench_onnx_with_tensorrt_on_an_ssh_target_needs_no_tensorrt_here(sshd, model, tmp_path):
+    """`bench model.onnx --backend tensorrt --target <ssh device>`: the ONNX goes to the device,
+    which builds the engine (this machine has no TensorRT and builds nothing); here the device has
+    no TensorRT either, so the probe says what to install there (exit 5), not "cannot run here"."""
+    target = ssh_target(tmp_path, sshd, cold_runs=1)
+    target.write_text(target.read_text().replace('device = "CPU"', 'device = "CUDA"')
+                      .replace('backends = ["onnxruntime"]', 'backends = ["tensorrt"]'))
+    out = tmp_path / "results.json"
+    done = _bench([model, "--backend", "tensorrt", "--target", target, "-o", out], tmp_path)
+    assert done.returncode == 5, done.stdout[-2000:] + done.stderr[-2000:]
+    (result,) = _results(out)
+    assert result["backend"] == "tensorrt" and result["path"] == str(model)  # the ONNX, not an engine built here
+    assert result["status"] == "error" and "-m pip install tensorrt" in result["status_detail"]
+    assert "python3-libnvinfer" in result["status_detail"]  # JetPack's own package named too
+    assert "cannot run here" not in done.stderr
+
+
+def test_tensorrt_on_ssh_and_local_targets_in_one_run_is_refused(sshd, model, tmp_path):
+    target = ssh_target(tmp_path, sshd, cold_runs=1)
+    done = _bench([model, "--backend", "tensorrt", "--target", target, "--target", local_target(tmp_path),
+                   "-o", tmp_path / "results.json"], tmp_path)
+    assert done.returncode == 2 and "separate runs" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_compress_hands_an_ssh_device_the_verified_onnx_for_its_tensorrt_engines(tmp_path):
+    from edgedistill.api import device_engine_sources
+    from edgedistill.artifacts import Artifact
+
+    onnx_fp32 = Artifact("onnx", tmp_path / "s32.onnx", "fp32", "student", "onnxruntime", {"verification": "ok"})
+    onnx_int8 = Artifact("onnx", tmp_path / "s8.onnx", "int8", "student", "onnxruntime")
+    others = [Artifact("openvino_ir", tmp_path / "s.xml", "fp32", "student", "openvino"),
+              Artifact("tensorrt_plan", tmp_path / "here.engine", "fp16", "student", "tensorrt")]  # built HERE
+    got = device_engine_sources([onnx_fp32, onnx_int8, *others])
+    assert [(a.name, a.kind, a.path) for a in got] == [("student-fp32-tensorrt", "onnx", onnx_fp32.path),
+                                                        ("student-int8-tensorrt", "onnx", onnx_int8.path)]
+    assert got[0].meta["verification"] == "ok" and onnx_fp32.backend == "onnxruntime"  # copies, not changed

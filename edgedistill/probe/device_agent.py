@@ -22,7 +22,7 @@ edgedistill is installed on the device.
         `EDGEDISTILL-MODULES <json>`: which of the modules this Python can import (not imported).
     python device_agent.py engine WORKDIR ONNX PRECISION TRTEXEC
         A TensorRT engine for ONNX built here by `TRTEXEC --onnx=... --saveEngine=...` (--fp16 /
-        --int8 per PRECISION), cached as WORKDIR/edgedistill-engines/<onnx sha256>-<TensorRT
+        --int8 per PRECISION), cached as WORKDIR/edgedistill-engines/<sha256 of the ONNX and its files>-<TensorRT
         version>-<GPU>.engine: an engine runs only on the GPU model and TensorRT version that
         built it. Prints `EDGEDISTILL-ENGINE <json>` (path, cached, trt, gpu, build_s).
 """
@@ -268,10 +268,17 @@ def engine(workdir: str, onnx: str, precision: str, trtexec: str) -> dict:
                                      else None)
     if tool is None:
         return {"error": "no trtexec %r on the device (JetPack: %s)" % (trtexec, JETPACK_TRTEXEC)}
+    # The ONNX and every file uploaded beside it (its external data): what the engine is built from.
     digest = hashlib.sha256()
-    with open(onnx, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    folder_of_onnx = os.path.dirname(os.path.abspath(onnx))
+    for name in sorted(os.listdir(folder_of_onnx)):
+        path = os.path.join(folder_of_onnx, name)
+        if not os.path.isfile(path):
+            continue
+        digest.update(name.encode() + b"\0")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
     trt, gpu = _trt_version(tool), _gpu_name()
     folder = os.path.join(workdir, ENGINES)
     os.makedirs(folder, exist_ok=True)

@@ -42,7 +42,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edgedistill.bench.native import NativeBuild, NativeCommand, _sha256
-from edgedistill.bench.runners.local import ProbeCommand, ProbeOutcome
+from edgedistill.bench.runners.local import ProbeCommand, ProbeOutcome, run_group
 from edgedistill.bench.runners.remote import DeviceLost, Execution, RemoteRunner
 from edgedistill.errors import InconclusiveError, UsageError
 
@@ -201,10 +201,12 @@ class AdbTransport:
     def call(self, args: list[str], *, timeout_s: float = CALL_TIMEOUT_S) -> subprocess.CompletedProcess:
         """`adb -s SERIAL ARGS`; DeviceLost when the phone is gone or stops answering."""
         try:
-            out = subprocess.run([self.adb, "-s", self.serial, *args], capture_output=True, text=True,
-                                 timeout=timeout_s, check=False, stdin=subprocess.DEVNULL)
+            # Its own process group, listed in LIVE_GROUPS: an interrupt ends it from any thread.
+            done = run_group([self.adb, "-s", self.serial, *args], timeout=timeout_s)
         except subprocess.TimeoutExpired as e:
             raise DeviceLost(f"adb {args[0]} did not answer within {timeout_s:g} s") from e
+        out = subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(errors="replace"),
+                                          done.stderr.decode(errors="replace"))
         if out.returncode != 0 and _LOST.search(out.stderr + out.stdout):
             raise DeviceLost(_last_line(out.stderr or out.stdout))
         return out

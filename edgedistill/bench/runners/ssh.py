@@ -454,9 +454,11 @@ class SshRunner(RemoteRunner):
         if not missing:
             return None
         py = self.transport.facts.get("python") or "?"
+        jetpack = (" (on a Jetson, TensorRT's Python bindings come with JetPack: "
+                   "`sudo apt-get install python3-libnvinfer`)" if any(m == "tensorrt" for m, _ in missing) else "")
         return (f"{' and '.join(m for m, _ in missing)} not importable by {self.transport.python} (Python {py}) "
                 f"on {self.transport.name}: run `{self.transport.python} -m pip install "
-                f"{' '.join(d for _, d in missing)}` on the device")
+                f"{' '.join(d for _, d in missing)}` on the device{jetpack}")
 
     def device_info(self) -> dict:
         return self.transport.device_info()
