@@ -34,11 +34,9 @@ sys.path.insert(0, str(ROOT))
 from edgedistill.artifacts import Artifact  # noqa: E402
 from edgedistill.bench.harness import EvalSet, bench_artifact  # noqa: E402
 from edgedistill.bench.runners import open_runner  # noqa: E402
-from edgedistill.bench.runners.local import PROBE_DIR, LocalRunner, PythonProbe  # noqa: E402
 from edgedistill.config import TargetConfig  # noqa: E402
-from tests.sshd import ALIAS, Sshd, why_missing  # noqa: E402
+from tests.sshd import ALIAS, DEVICE_PYTHON, Sshd, here_with_the_device_python, why_missing  # noqa: E402
 
-DEVICE_PYTHON = ROOT / ".venv-device" / "bin" / "python"
 WIDTH, LAYERS = 1024, 4  # ~4 M multiply-adds: about a millisecond on one core
 
 
@@ -57,16 +55,6 @@ def model(path: Path) -> Path:
                               [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, WIDTH])], inits)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
     return path
-
-
-class _DevicePython(PythonProbe):
-    def argv(self, request, request_path):
-        return [str(DEVICE_PYTHON), str(PROBE_DIR / "probe.py"), str(request_path)]
-
-
-class _HereWithTheDevicePython(LocalRunner):
-    def probe_command(self, backend, executorch_runtime, note=lambda s: None):
-        return _DevicePython(), {"kind": "python"}
 
 
 def target(name: str, cold_runs: int, ssh: dict | None = None) -> TargetConfig:
@@ -102,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             got: dict[str, dict[str, list[float]]] = {s: {"cold": [], "warm": []} for s in sides}
             for i in range(args.rounds):
                 for side in (("ssh", "local") if i % 2 == 0 else ("local", "ssh")):
-                    runner = open_runner(sides[side]) if side == "ssh" else _HereWithTheDevicePython()
+                    runner = open_runner(sides[side]) if side == "ssh" else here_with_the_device_python()
                     try:
                         r = bench_artifact(art, sides[side], EvalSet(inputs), tmp / side / str(i), runner=runner)
                     finally:

@@ -438,6 +438,23 @@ def bench(ws: Workspace, ui: UI, artifacts: list[Artifact] | None = None,
     return results
 
 
+class _ResultsFile:
+    """A bench's results and their file, shared by the devices measured at once: each result is
+    recorded and the file rewritten under one lock, after each artifact, so a crash keeps what
+    was measured and the file lists what is still missing."""
+
+    def __init__(self, results: dict, path: Path):
+        self.results, self.path, self.lock = results, path, threading.Lock()
+
+    def add(self, record: dict, target_name: str, result: dict) -> None:
+        from edgedistill.report.results import write_results
+
+        with self.lock:
+            record["results"].append(result)
+            self.results["missing"].remove({"target": target_name, "artifact": result["artifact"]})
+            write_results(self.path, self.results)
+
+
 def _mark_interrupted(results: dict, results_path: Path, ui: UI, e) -> None:
     """An interrupted bench's file says so, and so do its Markdown, JUnit and job summary
     (milliseconds); the HTML page's plots take seconds, too long for a signal's grace period:
@@ -494,7 +511,7 @@ def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts
         results["missing"] += [{"target": target.name, "artifact": a.name} for a in chosen]
     write_results(results_path, results)
     jobs = {id(target): (record, chosen) for target, record, chosen in plan}
-    lock = threading.Lock()  # devices measured at once share the results file
+    file = _ResultsFile(results, results_path)
 
     def measure(job: Job) -> None:
         target = job.target
@@ -511,11 +528,7 @@ def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts
                                             on_step=ui.step, cold_disk=ws.cfg.bench.cold_disk, runner=job.runner)
                 # What the export's check against PyTorch found: verified, or allowed unverified.
                 result["verification"] = art.meta.get("verification")
-                with lock:
-                    record["results"].append(result)
-                    results["missing"].remove({"target": target.name, "artifact": art.name})
-                    # Rewritten after each artifact, so a crash keeps what was measured.
-                    write_results(results_path, results)
+                file.add(record, target.name, result)
                 if progress:
                     progress.advance(task)
 
@@ -968,7 +981,7 @@ def bench_files(plan: FilesPlan, ui: UI, cold_disk: bool = False) -> dict:
             results["missing"] += [{"target": target.name, "artifact": a.name} for a in order]
         write_results(results_path, results)
         records = {id(target): record for target, record in zip(plan.targets, results["targets"])}
-        lock = threading.Lock()  # devices measured at once share the results file
+        file = _ResultsFile(results, results_path)
 
         def measure(job: Job) -> None:
             target, record = job.target, records[id(job.target)]
@@ -982,10 +995,7 @@ def bench_files(plan: FilesPlan, ui: UI, cold_disk: bool = False) -> dict:
                     result = _bench_file(art, target, job.runner, ref_outputs)
                     if art is ref:
                         ref_outputs = result.pop("_outputs", None)
-                with lock:
-                    record["results"].append(result)
-                    results["missing"].remove({"target": target.name, "artifact": art.name})
-                    write_results(results_path, results)
+                file.add(record, target.name, result)
 
         def _bench_file(art, target: TargetConfig, runner, ref_outputs):
             """One model file on one target; the reference's outputs come back under `_outputs`."""
@@ -1005,7 +1015,7 @@ def bench_files(plan: FilesPlan, ui: UI, cold_disk: bool = False) -> dict:
                 if outputs_file.is_file():
                     result["_outputs"] = np.load(outputs_file)
                     if plan.labels is not None:
-                        with lock:
+                        with file.lock:
                             results["reference"]["teacher_top1"] = (result.get("accuracy") or {}).get("top1")
                             results["reference"]["test_samples"] = int(len(plan.labels))
             elif ref is not None:

@@ -16,6 +16,23 @@ import time
 from pathlib import Path
 
 ALIAS = "edgedev"
+DEVICE_PYTHON = Path(__file__).resolve().parent.parent / ".venv-device" / "bin" / "python"  # the venv's, not its base
+
+
+def here_with_the_device_python():
+    """A local runner whose probes run under the device venv's interpreter and runtime: the
+    same model measured here and through SSH then differs by the transport alone."""
+    from edgedistill.bench.runners.local import PROBE_DIR, LocalRunner, PythonProbe
+
+    class DevicePython(PythonProbe):
+        def argv(self, request, request_path):
+            return [str(DEVICE_PYTHON), str(PROBE_DIR / "probe.py"), str(request_path)]
+
+    class HereWithTheDevicePython(LocalRunner):
+        def probe_command(self, backend, executorch_runtime, note=lambda s: None):
+            return DevicePython(), {"kind": "python"}
+
+    return HereWithTheDevicePython()
 
 
 def _free_port() -> int:

@@ -22,10 +22,9 @@ import pytest
 
 from edgedistill.bench.runners.remote import DeviceLost
 from tests.conftest import ROOT, run_cli
-from tests.sshd import ALIAS, Sshd, why_missing
+from tests.sshd import ALIAS, DEVICE_PYTHON, Sshd, here_with_the_device_python, why_missing
 
-DEVICE_VENV = ROOT / ".venv-device"
-DEVICE_PYTHON = DEVICE_VENV / "bin" / "python"  # not resolved: the venv's python, not its base
+DEVICE_VENV = DEVICE_PYTHON.parent.parent
 
 _MEASUREMENT = """
 [measurement]
@@ -138,22 +137,13 @@ def _bench_here_with_the_device_python(model: Path, tmp_path: Path) -> dict:
     (the device venv's), so the ratio compares the transport, not two Python/runtime versions."""
     from edgedistill.artifacts import Artifact
     from edgedistill.bench.harness import EvalSet, bench_artifact
-    from edgedistill.bench.runners.local import PROBE_DIR, LocalRunner, PythonProbe
     from edgedistill.config import load_target
-
-    class DevicePython(PythonProbe):
-        def argv(self, request, request_path):
-            return [str(DEVICE_PYTHON), str(PROBE_DIR / "probe.py"), str(request_path)]
-
-    class HereWithTheDevicePython(LocalRunner):
-        def probe_command(self, backend, executorch_runtime, note=lambda s: None):
-            return DevicePython(), {"kind": "python"}
 
     inputs = tmp_path / "inputs.npz"
     np.savez(inputs, x=np.random.default_rng(0).standard_normal((16, 64)).astype(np.float32))
     artifact = Artifact(kind="onnx", path=model, backend="onnxruntime")
     return bench_artifact(artifact, load_target(local_target(tmp_path, cold_runs=3)), EvalSet(inputs),
-                          tmp_path / "here", runner=HereWithTheDevicePython())
+                          tmp_path / "here", runner=here_with_the_device_python())
 
 
 def test_probe_runs_on_the_device_python_and_agrees_with_a_local_run(sshd, model, tmp_path):

@@ -332,10 +332,7 @@ class _ArtifactProbes:
         if self.cold_disk and (mode != "warm" if cold is None else cold):
             if self.runner.remote:  # the page cache to empty is the device's
                 self.evictions.append(f"page-cache eviction runs on this machine only, not on a {self.runner.kind} device")
-                cold = False
-        if self.cold_disk and (mode != "warm" if cold is None else cold):
-            eviction = evict([*self.artifact.files(), *evict_also])
-            if not eviction.ok:
+            elif not (eviction := evict([*self.artifact.files(), *evict_also])).ok:
                 self.evictions.append(eviction.detail)
         req = probe_request(self.artifact, self.target, self.evalset.inputs_path, mode, outputs,
                             shapes=self.shapes, **kwargs)
