@@ -135,8 +135,6 @@ def _read_npz(path: Path) -> tuple[Arrays, np.ndarray]:
                 raise UsageError(f"{path.name}: expected an array x, or one array per input name, "
                                  f"found {archive.files or 'no arrays'}", NPZ_HINT)
             x = archive[SINGLE_NAME] if SINGLE_NAME in names else {n: archive[n] for n in names}
-            if isinstance(x, dict) and len(x) == 1:  # one input under its own name: still one input
-                x = next(iter(x.values()))
             first = x if not isinstance(x, dict) else next(iter(x.values()))
             y = archive["y"] if "y" in archive.files else np.full(first.shape[:1], UNLABELLED, dtype=np.int64)
             if SINGLE_NAME in names and len(names) > 1:

@@ -65,3 +65,55 @@ def describe(x: Inputs) -> str:
     def one(t: torch.Tensor) -> str:
         return f"{str(t.dtype).removeprefix('torch.')} (N, {', '.join(map(str, t.shape[1:]))})".replace(", )", ")")
     return ", ".join(f"{k} {one(v)}" for k, v in x.items()) if isinstance(x, dict) else one(x)
+
+
+def check_names(model: nn.Module, role: str, x: Inputs) -> None:
+    """Refuse, before any training, data whose input names the model's forward does not take,
+    or that lacks one it requires: the model would fail at its first step, or an input would
+    silently be ignored. A model with **kwargs takes any name; one input needs no names."""
+    import inspect
+
+    from edgedistill.errors import ModelMismatchError
+
+    if not isinstance(x, dict):
+        return
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError):  # a builtin or compiled forward: run() will tell
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    named = [p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    takes = [p.name for p in named]
+    required = [p.name for p in named if p.default is p.empty]
+    unknown, missing = [n for n in x if n not in takes], [n for n in required if n not in x]
+    if unknown or missing:
+        found = "; ".join(part for part in (f"the data has {unknown}, which it does not take" if unknown else "",
+                                            f"the data lacks {missing}" if missing else "") if part)
+        raise ModelMismatchError(f"the {role}'s forward takes inputs {takes} (required {required}); {found}",
+                                 "name the data's arrays after the model's forward parameters (x for a model with one input)")
+
+
+def in_forward_order(model: nn.Module, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Named inputs in the order of the model's forward parameters: the order an export gives
+    its inputs (and a .pte's input_0, input_1, ...), so every file is written in it."""
+    import inspect
+
+    try:
+        order = list(inspect.signature(model.forward).parameters)
+    except (TypeError, ValueError):
+        return dict(x)
+    return dict(sorted(x.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+
+
+class Positional(nn.Module):
+    """A model with named inputs as one with positional ones, in a fixed order: exporters trace
+    positional arguments, and an input the data lacks stays at its default instead of another
+    input taking its place."""
+
+    def __init__(self, model: nn.Module, names: list[str]):
+        super().__init__()
+        self.model, self.names = model, list(names)
+
+    def forward(self, *args: torch.Tensor) -> Any:
+        return self.model(**dict(zip(self.names, args, strict=True)))
