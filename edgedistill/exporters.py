@@ -8,6 +8,7 @@ and importing a backend must not import any runtime (torch included).
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,7 +113,10 @@ def export_onnx(model: torch.nn.Module, example: Inputs, out_path: Path, *,
     model = model.eval()
     traced, args, names = _traced(model, example)
     start = time.perf_counter()
-    with quiet_stdout() as captured:
+    with quiet_stdout() as captured, warnings.catch_warnings():
+        # "The axis name: batch will not be used, since it shares the same shape constraints
+        # with another axis": the exporter's note on inputs that share an axis, not a problem.
+        warnings.filterwarnings("ignore", message=r".*The axis name", category=UserWarning)
         try:
             program = torch.onnx.export(
                 traced, args, None, dynamo=True, verbose=False,

@@ -17,6 +17,7 @@ import onnx
 import pytest
 from conftest import ROOT, run_cli
 
+from edgedistill.artifacts import Artifact
 from edgedistill.config import DataConfig
 from edgedistill.data import calibration_subset, load_data
 
@@ -150,7 +151,7 @@ def test_compress_runs_a_text_model_on_every_cpu_backend(text_run):
     assert result.returncode in (0, 4), result.stderr[-3000:]  # 4: this shared machine was busy
     run = tmp / "runs" / "text"
     manifest = json.loads((run / "export" / "manifest.json").read_text())
-    artifacts = {a["name"]: a for a in manifest["artifacts"]}
+    artifacts = {Artifact.from_json(a).name: a for a in manifest["artifacts"]}
     for backend in ("onnxruntime", "openvino", "executorch"):
         for precision in ("fp32", "int8"):
             art = artifacts[f"student-{precision}-{backend}"]
@@ -165,6 +166,10 @@ def test_compress_runs_a_text_model_on_every_cpu_backend(text_run):
     inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
     assert list(inputs) == ["input_ids", "attention_mask"]
     assert all(isinstance(d, str) for dims in inputs.values() for d in dims), inputs
+    assert artifacts["student-fp32-openvino"]["meta"]["dynamic_sequence"] is True
+    assert [i["name"] for i in artifacts["student-int8-onnxruntime"]["meta"]["inputs"]] == list(inputs)
+    # ExecuTorch plans memory ahead: batch 1 and the data's sequence length, recorded.
+    assert [i["shape"] for i in artifacts["student-fp32-executorch"]["meta"]["inputs"]] == [[1, LENGTH]] * 2
     results = json.loads((run / "results.json").read_text())
     measured = {r["artifact"]: r for t in results["targets"] for r in t["results"]}
     assert {"student-fp32-onnxruntime", "student-int8-openvino"} <= set(measured)
@@ -172,3 +177,91 @@ def test_compress_runs_a_text_model_on_every_cpu_backend(text_run):
         assert r["accuracy"]["n"] == 72 and r["accuracy"]["top1"] > 0.6, r["accuracy"]
     for backend in ("onnxruntime", "openvino", "executorch"):  # calibrated on both inputs
         assert artifacts[f"student-int8-{backend}"]["meta"]["calibration_samples"] == 32
+
+
+# ---------------------------------------------------------------- a Hugging Face BERT
+
+
+@pytest.fixture(scope="module")
+def bert_run(tmp_path_factory):
+    """`compress` of a tiny random BERT classifier (hf:<folder>, built offline) into shallow:2,
+    with input_ids, attention_mask and token_type_ids; the labels are the teacher's own answers,
+    so the teacher is right by construction and the student has something to learn."""
+    transformers = pytest.importorskip("transformers", reason="transformers is not installed (edgedistill[hf])")
+    import torch
+
+    tmp = tmp_path_factory.mktemp("bert")
+    config = transformers.BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=4, num_attention_heads=2,
+                                     intermediate_size=32, num_labels=2, max_position_embeddings=32)
+    torch.manual_seed(0)
+    bert = transformers.BertForSequenceClassification(config).eval()
+    bert.save_pretrained(tmp / "bert")
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, LENGTH + 1, size=N)
+    mask = (np.arange(LENGTH)[None, :] < lengths[:, None]).astype(np.int64)
+    ids = rng.integers(1, VOCAB, size=(N, LENGTH)) * mask
+    types = ((np.arange(LENGTH)[None, :] >= lengths[:, None] // 2) * mask).astype(np.int64)  # a second segment
+    with torch.no_grad():
+        logits = bert(torch.from_numpy(ids), attention_mask=torch.from_numpy(mask),
+                      token_type_ids=torch.from_numpy(types)).logits
+    np.savez(tmp / "text.npz", input_ids=ids, attention_mask=mask, token_type_ids=types,
+             y=logits.argmax(1).numpy())
+    (tmp / "edgedistill.toml").write_text(textwrap.dedent("""
+        [run]
+        name = "bert"
+        [teacher]
+        spec = "hf:bert"
+        [student]
+        spec = "shallow:2"
+        [data]
+        spec = "text.npz"
+        [distill]
+        epochs = 2
+        threads = 1
+        [compress]
+        precisions = ["fp32", "int8"]
+        calibration_samples = 32
+        [export]
+        backends = ["onnxruntime", "executorch"]
+        benchmark_teacher = false
+        allow_unverified = true
+        [bench]
+        targets = ["tiny.toml"]
+    """))
+    (tmp / "tiny.toml").write_text(textwrap.dedent("""
+        backends = ["onnxruntime"]
+        [budgets]
+        p90_ms = 10000
+        [measurement]
+        warmup_iterations = 2
+        min_iterations = 20
+        min_duration_s = 0.05
+        cold_runs = 1
+        measure_cache = false
+        max_load_per_core = 1000
+        max_others_cpu_share = 1
+        allow_unstable_clocks = true
+    """))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return tmp, run_cli(["compress", "--json"], cwd=tmp, env=env)
+
+
+def test_compress_runs_a_hugging_face_bert_with_its_three_inputs(bert_run):
+    tmp, result = bert_run
+    assert result.returncode in (0, 4), result.stderr[-3000:]
+    run = tmp / "runs" / "bert"
+    graph = onnx.load(run / "export" / "intermediate" / "student.onnx").graph
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
+    manifest = json.loads((run / "export" / "manifest.json").read_text())
+    artifacts = {Artifact.from_json(a).name: a for a in manifest["artifacts"]}
+    fp32 = artifacts["student-fp32-onnxruntime"]["meta"]
+    assert fp32["verification"]["verified"] and fp32["verification"]["max_abs"] < 1e-4
+    # Dynamic where the exporter could keep it so; else the data's length, recorded.
+    assert fp32["dynamic_sequence"] in (True, False)
+    assert all(i["shape"][1] == (None if fp32["dynamic_sequence"] else LENGTH) for i in fp32["inputs"])
+    assert artifacts["student-fp32-executorch"]["meta"]["verification"]["verified"]
+    assert artifacts["student-int8-onnxruntime"]["meta"]["calibration_samples"] == 32
+    results = json.loads((run / "results.json").read_text())
+    measured = [r for t in results["targets"] for r in t["results"]]
+    assert {r["artifact"] for r in measured} == {"student-fp32-onnxruntime", "student-int8-onnxruntime"}
+    assert all(r["accuracy"]["n"] == 72 for r in measured)
