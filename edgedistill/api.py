@@ -375,7 +375,7 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
 
     out = stage.begin()
     eval_files = _eval_files(ws, d)
-    task = quality_task(cfg, eval_files)
+    scoring = quality_task(cfg, eval_files)
     example = d.splits.x_test[:1].contiguous()
     calibration = calibration_subset(d.splits, cfg.compress.calibration_samples, seed=cfg.run.seed)
     models = {"student": d.student, "teacher": d.teacher}
@@ -407,7 +407,7 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
                                  calibration=calibration if precision == "int8" else None)
             ref = np.load(eval_files[f"{role}_logits"])
             art.meta["verification"] = _verify(art, eval_files["inputs"], ref, cfg, out,
-                                               embedding=cfg.distill.objective == "embedding", task=task)
+                                               embedding=cfg.distill.objective == "embedding", task=scoring)
             v = art.meta["verification"]
             if v["verified"]:
                 ui.note(f"verified {art.name}: {verification_summary(v)}")
