@@ -986,6 +986,19 @@ def _compare_outputs(got: np.ndarray, ref: np.ndarray) -> dict:
     return out
 
 
+def _files_task(labels: np.ndarray | None, ref_outputs: np.ndarray | None):
+    """How `bench PATH` scores each model: top-1 with --data's labels (against the reference's
+    top-1 when there is one); without labels, cosine and recall@10 to --reference's outputs on
+    the same inputs; else nothing to score by (None)."""
+    from edgedistill.quality import Task
+
+    if labels is not None:
+        return Task("top1", labels, ref_outputs)
+    if ref_outputs is not None:
+        return Task("cosine", None, ref_outputs, ["recall@10"])
+    return None
+
+
 def bench_files(plan: FilesPlan, ui: UI, cold_disk: bool = False) -> dict:
     """Measure user-given model files with the pipeline's harness; write plan.output and the reports.
 
@@ -1055,7 +1068,7 @@ def bench_files(plan: FilesPlan, ui: UI, cold_disk: bool = False) -> dict:
             inputs_path = folder / f"{art.name}.inputs.npz"
             atomic_write_bytes(inputs_path, buf.getvalue())
             teacher_pred = ref_outputs.argmax(1) if ref_outputs is not None and ref_outputs.ndim == 2 else None
-            evalset = EvalSet(inputs_path, plan.labels, teacher_pred)
+            evalset = EvalSet(inputs_path, plan.labels, teacher_pred, _files_task(plan.labels, ref_outputs))
             result = bench_artifact(art, target, evalset, folder, on_step=ui.step, cold_disk=cold_disk,
                                     shapes=plan.shapes[art.name] or None, runner=runner)
             result["source"] = art.source()
@@ -1067,6 +1080,9 @@ def bench_files(plan: FilesPlan, ui: UI, cold_disk: bool = False) -> dict:
                         with file.lock:
                             results["reference"]["teacher_top1"] = (result.get("accuracy") or {}).get("top1")
                             results["reference"]["test_samples"] = int(len(plan.labels))
+                    if (task := _files_task(plan.labels, result["_outputs"])) is not None:
+                        with file.lock:
+                            results["reference"]["quality"] = task.reference()
             elif ref is not None:
                 result["reference_comparison"] = (
                     {"reference": ref.name, **_compare_outputs(np.load(outputs_file), ref_outputs)}

@@ -225,3 +225,18 @@ def test_cli_refuses_a_bad_metric_before_training_in_one_line(metrics_module, tm
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in r.stderr
     assert not (tmp_path / "runs/default/distill/student.safetensors").exists()
     assert not list((tmp_path / "runs").rglob("checkpoint*"))
+
+
+def test_bench_files_scores_by_labels_else_by_the_reference():
+    from edgedistill.api import _files_task
+
+    ref = two_clusters()
+    assert _files_task(None, None) is None  # nothing to score by: quality is not recorded
+    by_labels = _files_task(np.arange(22) % 2, ref)
+    assert by_labels.names == ["top1"]
+    by_reference = _files_task(None, ref)  # no labels: embeddings against the reference's
+    swapped = ref.copy()
+    swapped[[0, 11]] = ref[[11, 0]]
+    q = by_reference.measure(swapped)
+    assert q["metric"] == "cosine" and q["teacher"] == pytest.approx(1.0)
+    assert q["metrics"]["recall@10"]["value"] == pytest.approx(20 * 0.9 / 22)
