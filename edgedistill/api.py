@@ -376,8 +376,11 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
         ui.step(f"export: skipping {name}: {reason}")
     plan = _plan(cfg, missing)
     versions = {BACKENDS[b][0]: package_version(b) for _, _, b in plan}
+    # Verification records each artifact's quality by the run's metric: another metric redoes
+    # it (the default "auto" leaves the key as it was before quality metrics existed).
+    metric = {} if cfg.quality == "auto" else {"quality": cfg.quality}
     key = stage_key(distill=d.key, export=cfg.export.model_dump(), compress=cfg.compress.model_dump(),
-                    versions=versions)
+                    versions=versions, **metric)
     stage = Stage(ws.run_dir, "export", key)
     if (manifest := stage.cached()) is not None:
         ui.step("export: unchanged, reusing the verified artifacts")

@@ -240,3 +240,22 @@ def test_bench_files_scores_by_labels_else_by_the_reference():
     q = by_reference.measure(swapped)
     assert q["metric"] == "cosine" and q["teacher"] == pytest.approx(1.0)
     assert q["metrics"]["recall@10"]["value"] == pytest.approx(20 * 0.9 / 22)
+
+
+def test_reports_show_the_metric_by_name():
+    from edgedistill.report import csv as csv_report
+    from edgedistill.report.junit import check_message
+    from edgedistill.report.rows import quality_text, reference_quality
+
+    q = {**STUDENT["quality"], "metrics": {"cosine": {"value": 0.97, "measured": True},
+                                           "recall@10": {"value": None, "measured": False}}}
+    assert quality_text({**STUDENT, "quality": q}) == "cosine 0.9700 · recall@10 —"
+    assert quality_text({"accuracy": {"top1": 0.5}}) == "top-1 50.00 %"  # a file from before quality metrics
+    assert reference_quality({"quality": {"metric": "cosine", "metrics": {"cosine": 1.0, "recall@10": 1.0}}}) == (
+        "teacher cosine", "1.0000 · recall@10 1.0000")
+    _, checks = gated(STUDENT, min_quality=0.98)
+    assert check_message(checks[0].to_json()) == "min_quality 0.97 < 0.98"
+    doc = {"targets": [{"name": "cpu", "results": [{**STUDENT, "quality": q, "threads": 1}]}]}
+    header, row = csv_report.render(doc).splitlines()
+    cells = dict(zip(header.split(","), row.split(",")))
+    assert cells["quality_metric"] == "cosine" and cells["quality"] == "0.97" and cells["recall_at_10"] == ""
