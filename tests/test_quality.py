@@ -5,11 +5,10 @@ key."""
 from __future__ import annotations
 
 import copy
-import os
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_cli
+from conftest import run_cli
 
 from edgedistill import quality
 from edgedistill.config import Budgets, Config, load_config, validate
@@ -209,22 +208,30 @@ def test_unmeasured_quality_is_never_a_pass():
     assert verdict == INCONCLUSIVE and "no quality record" in checks[0].detail
 
 
-# ---------------------------------------------------------------- CLI: refused before training
+# ---------------------------------------------------------------- refused before training
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("qmetrics:nan", "returned nan"),
-    ("nosuchmetricmodule:fn", "cannot import module 'nosuchmetricmodule'"),
-])
-def test_cli_refuses_a_bad_metric_before_training_in_one_line(metrics_module, tmp_path, spec, message):
-    (tmp_path / "edgedistill.toml").write_text(f'quality = "{spec}"\n[distill]\nepochs = 1\n')
-    env = {**os.environ, "PYTHONPATH": f"{metrics_module}{os.pathsep}{ROOT}"}
-    r = run_cli(["distill"], cwd=tmp_path, env=env)
+def test_cli_refuses_a_metric_that_does_not_import_in_one_line(tmp_path, cli_env):
+    (tmp_path / "edgedistill.toml").write_text('quality = "nosuchmetricmodule:fn"\n[distill]\nepochs = 1\n')
+    r = run_cli(["compress"], cwd=tmp_path, env=cli_env)
     assert r.returncode == 2, r.stderr
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and message in errors[0] and "Traceback" not in r.stderr
-    assert not (tmp_path / "runs/default/distill/student.safetensors").exists()
-    assert not list((tmp_path / "runs").rglob("checkpoint*"))
+    assert len(errors) == 1 and "cannot import module 'nosuchmetricmodule'" in errors[0]
+    assert "Traceback" not in r.stderr and not (tmp_path / "runs").exists()  # before anything is written
+
+
+def test_a_metric_returning_nan_stops_distill_before_training(metrics_module, tmp_path):
+    """Called once on the teacher's outputs for a few validation samples, right after the data
+    and models load: no training step, no checkpoint, no stage folder."""
+    from edgedistill import api
+    from edgedistill.ui import UI
+
+    cfg = Config.model_validate({"quality": "qmetrics:nan", "run": {"out_dir": str(tmp_path / "runs")},
+                                 "distill": {"epochs": 1}})
+    ws = api.open_workspace(cfg)  # it imports: the call is what fails
+    with pytest.raises(UsageError, match="must return a finite number.*returned nan"):
+        api.distill(ws, UI(quiet=True))
+    assert not (tmp_path / "runs/default/distill").exists()
 
 
 def test_bench_files_scores_by_labels_else_by_the_reference():
