@@ -115,7 +115,7 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
     from safetensors.torch import load_file
 
     from edgedistill.data import load_data
-    from edgedistill.distill.objectives import check_models, check_teacher_score, describe_score
+    from edgedistill.distill.objectives import NO_LABELS_NOTE, check_models, check_teacher_score, describe_score
     from edgedistill.distill.teacher_cache import model_digest
     from edgedistill.distill.trainer import BOOKKEEPING_SETTINGS
     from edgedistill.distill.trainer import distill as train
@@ -158,6 +158,8 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
             check_teacher_score(metrics["teacher_val_acc"], splits.num_classes, len(splits.y_val),
                                 allow=cfg.teacher.allow_weak_teacher)
             ui.note(f"teacher: validation top-1 {metrics['teacher_val_acc']:.2%} (recorded)")
+        elif metrics.get("student_val_agreement") is not None:
+            ui.note(NO_LABELS_NOTE)
         if world.main:
             student.load_state_dict(load_file(weights))
         return Distilled(splits, teacher, student.eval(), key, metrics)
@@ -180,6 +182,10 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
         metrics = {"objective": "embedding", "student_val_cosine": result.student_val_cosine,
                    "epochs": len(result.history)}
         ui.note(f"validation: student embeddings vs teacher, mean cosine {result.student_val_cosine:.4f}")
+    elif result.student_val_agreement is not None:  # no labels: the teacher's predictions are the reference
+        metrics = {"objective": "logits", "teacher_val_acc": None, "student_val_agreement": result.student_val_agreement,
+                   "val_samples": len(splits.y_val), "epochs": len(result.history)}
+        ui.note(f"validation (no labels): student top-1 agreement with the teacher {result.student_val_agreement:.2%}")
     else:
         metrics = {"teacher_val_acc": result.teacher_val_acc, "student_val_acc": result.student_val_acc,
                    "val_samples": len(splits.y_val), "epochs": len(result.history)}

@@ -7,6 +7,8 @@ an .npz with x only trains for both objectives, validated against the teacher.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -64,3 +66,108 @@ def test_mixed_data_keeps_the_stratified_labelled_split(tmp_path):
 def test_too_few_unlabelled_rows_name_the_sizes(tmp_path):
     with pytest.raises(UsageError, match=r"at least 10 samples.*validation 4.*from 0 labelled and 40 unlabelled"):
         load_data(DataConfig(spec=str(write_npz(tmp_path / "s.npz", n=40))), seed=0)
+
+
+# ---------------------------------------------------------------- distilling without labels
+
+MODELS = '''
+import torch
+
+def _mlp(hidden, out, seed):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(8, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, out))
+
+def teacher():
+    return _mlp(32, 4, 0)
+
+def student():
+    return _mlp(12, 4, 1)
+
+def emb_teacher():
+    return _mlp(32, 16, 0)
+
+def emb_student():
+    return _mlp(12, 16, 1)
+'''
+
+
+def write_config(folder, data, objective="logits", run="r"):
+    prefix = "emb_" if objective == "embedding" else ""
+    path = folder / f"{run}.toml"
+    path.write_text(
+        f'[run]\nname = "{run}"\nout_dir = "{folder / "runs"}"\n'
+        f'[teacher]\nspec = "unlmodels:{prefix}teacher"\n[student]\nspec = "unlmodels:{prefix}student"\n'
+        f'[data]\nspec = "{data}"\n'
+        f'[distill]\nobjective = "{objective}"\nepochs = 1\nbatch_size = 32\nthreads = 1\n'
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A models module on sys.path, an .npz with x only (300 rows), one with labels for every row."""
+    import sys
+
+    folder = tmp_path_factory.mktemp("unlabelled")
+    (folder / "unlmodels.py").write_text(MODELS)
+    write_npz(folder / "x_only.npz", n=300)
+    write_npz(folder / "labelled.npz", n=300, labels=np.arange(300) % 4)
+    sys.path.insert(0, str(folder))
+    yield folder
+    sys.path.remove(str(folder))
+    sys.modules.pop("unlmodels", None)
+
+
+def distill_run(config_path):
+    from edgedistill import api
+    from edgedistill.config import load_config
+    from edgedistill.ui import UI
+
+    ws = api.open_workspace(load_config(config_path))
+    return ws, api.distill(ws, UI(quiet=False))
+
+
+@pytest.fixture(scope="module")
+def logits_run(project):
+    return distill_run(write_config(project, project / "x_only.npz"))
+
+
+def test_x_only_npz_distils_logits_validated_by_agreement_with_the_teacher(logits_run):
+    from edgedistill.distill.objectives import agreement
+    from edgedistill.distill.teacher_cache import predict
+
+    ws, d = logits_run
+    m = d.metrics
+    assert m["teacher_val_acc"] is None and "student_val_acc" not in m
+    expected = agreement(d.student, d.splits.x_val, predict(d.teacher, d.splits.x_val).argmax(dim=1))
+    assert m["student_val_agreement"] == pytest.approx(expected) and 0 <= expected <= 1
+    assert m["val_samples"] == 30 and m["epochs"] == 1
+    history = (ws.run_dir / "distill" / "history.jsonl").read_text()
+    assert '"val_agreement"' in history and '"val_acc"' not in history
+    assert json.loads(history)["ce"] == 0.0  # no labels: the label term is empty, KD alone trains
+
+
+def test_no_labels_note_says_agreement_and_skipped_teacher_check(project, capfd):
+    distill_run(write_config(project, project / "x_only.npz", run="note"))
+    err = capfd.readouterr().err
+    assert "no labels" in err and "val_agreement" in err and "weak-teacher check" in err
+
+
+def test_x_only_npz_distils_an_embedding_student(project):
+    from edgedistill.distill.objectives import mean_cosine
+    from edgedistill.distill.teacher_cache import predict
+
+    _, d = distill_run(write_config(project, project / "x_only.npz", objective="embedding", run="emb"))
+    cosine = mean_cosine(predict(d.student, d.splits.x_val), predict(d.teacher, d.splits.x_val))
+    assert d.metrics["student_val_cosine"] == pytest.approx(cosine)
+
+
+def test_hinton_loss_on_an_all_unlabelled_batch_is_the_kd_term_alone():
+    from edgedistill.distill.losses import hinton_loss
+
+    s = torch.randn(6, 4, requires_grad=True)
+    loss = hinton_loss(s, torch.randn(6, 4), torch.full((6,), -1), temperature=2.0, alpha=0.3)
+    assert loss.ce.item() == 0.0 and loss.kd.item() > 0
+    assert loss.total.item() == pytest.approx(0.7 * loss.kd.item())
+    loss.total.backward()
+    assert torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
