@@ -196,6 +196,44 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
     return Distilled(splits, teacher, result.student.eval(), key, metrics)
 
 
+def suggest_labels(ws: Workspace, ui: UI, output: Path, top: int | None = None,
+                   top_percent: float | None = None) -> dict:
+    """Rank the run's unlabelled training samples by how informative a label would be (active.py)
+    and write the top ones to `output` (CSV). Reuses the distill stage when nothing changed."""
+    import torch
+
+    from edgedistill import active
+    from edgedistill.data import load_data
+    from edgedistill.distill.teacher_cache import predict, teacher_logits
+
+    cfg, output = ws.cfg, Path(output)
+    if output.is_dir():
+        raise UsageError(f"--output {output}: expected a CSV file to write, found a directory")
+    # Checked before any training: a run without unlabelled samples has nothing to suggest.
+    splits = load_data(cfg.data, seed=cfg.run.seed)
+    positions = active.unlabelled_positions(splits.y_train, len(splits.x_train))
+    if not positions.size:
+        raise UsageError(
+            f"{splits.name}: no unlabelled training samples to rank; every one of its "
+            f"{len(splits.x_train)} training samples has a label",
+            "mark samples without a label as -1 in y (or leave y out), or set data.label_fraction below 1",
+        )
+    n = active.how_many(len(positions), top, top_percent)
+    d = distill(ws, ui)
+    positions = active.unlabelled_positions(d.splits.y_train, len(d.splits.x_train))
+    index = torch.from_numpy(positions.astype(np.int64))
+    teacher_out = teacher_logits(d.teacher, d.splits, cache_dir(cfg.run) / "teacher")[index]
+    student_out = predict(d.student, d.splits.x_train[index])
+    scores = active.score_samples(teacher_out, student_out, d.splits.train_index[positions], cfg.distill.objective)
+    try:
+        active.write_csv(output, scores, n)
+    except OSError as e:  # nothing half-written: the temporary file is removed
+        raise UsageError(f"could not write {output}: {e.strerror or e}") from e
+    ui.note(active.COMBINED[cfg.distill.objective])
+    return {"output": str(output), "unlabelled": len(positions), "written": n,
+            "objective": cfg.distill.objective, "score": active.COMBINED[cfg.distill.objective]}
+
+
 def _teacher_record(files: list[dict]) -> dict:
     """The teacher's weights in the distill metrics (and so in results["reference"])."""
     return {"teacher_weights_sha256": files[0]["sha256"] if files else None, "teacher_weights_files": files}

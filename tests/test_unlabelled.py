@@ -171,3 +171,94 @@ def test_hinton_loss_on_an_all_unlabelled_batch_is_the_kd_term_alone():
     assert loss.total.item() == pytest.approx(0.7 * loss.kd.item())
     loss.total.backward()
     assert torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
+
+
+# ---------------------------------------------------------------- suggest-labels (item 6)
+
+
+def suggest(*args):
+    from click.testing import CliRunner
+
+    from edgedistill.cli import cli
+
+    return CliRunner().invoke(cli, ["suggest-labels", *map(str, args)])
+
+
+def read_csv(path):
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def load_pair(ws, prefix=""):
+    """The teacher and the run's distilled student, loaded as a user would load them."""
+    import unlmodels
+    from safetensors.torch import load_file
+
+    student = getattr(unlmodels, f"{prefix}student")()
+    student.load_state_dict(load_file(ws.run_dir / "distill" / "student.safetensors"))
+    return getattr(unlmodels, f"{prefix}teacher")().eval(), student.eval()
+
+
+def test_suggest_labels_ranks_unlabelled_rows_of_the_users_file(project, logits_run, tmp_path):
+    ws, d = logits_run
+    out = tmp_path / "to_label.csv"
+    r = suggest("-c", project / "r.toml", "--top-percent", "5", "-o", out)
+    assert r.exit_code == 0, r.output
+    assert "unchanged, reusing" in r.stderr  # the distill stage of the run, not a new training
+    rows_ = read_csv(out)
+    assert list(rows_[0]) == ["rank", "index", "score", "teacher_entropy", "disagreement"]
+    n_train = len(d.splits.train_index)
+    assert len(rows_) == -(-5 * n_train // 100)  # 5 % of the 210 unlabelled, rounded up: 11
+    assert [int(row["rank"]) for row in rows_] == list(range(1, len(rows_) + 1))
+
+    # Recomputed independently on the rows of the user's file the CSV names.
+    teacher, student = load_pair(ws)
+    x = torch.from_numpy(np.load(project / "x_only.npz")["x"])
+    with torch.no_grad():
+        p, q = (torch.softmax(m(x).double(), dim=1).numpy() for m in (teacher, student))
+    mid = (p + q) / 2
+    h = -(p * np.log(p)).sum(axis=1) / np.log(4)
+    js = 0.5 * (p * np.log2(p / mid)).sum(axis=1) + 0.5 * (q * np.log2(q / mid)).sum(axis=1)
+    score = (h + js) / 2
+    index = [int(row["index"]) for row in rows_]
+    for row, i in zip(rows_, index, strict=True):
+        assert float(row["teacher_entropy"]) == pytest.approx(h[i], rel=1e-4)
+        assert float(row["disagreement"]) == pytest.approx(js[i], rel=1e-4, abs=1e-9)
+        assert float(row["score"]) == pytest.approx(score[i], rel=1e-4)
+    # exactly the highest-scored training rows, never a validation or test row
+    train = d.splits.train_index
+    assert set(index) == set(train[np.argsort(-score[train])[: len(index)]].tolist())
+
+
+def test_suggest_labels_for_embeddings_scores_one_minus_cosine(project, tmp_path):
+    ws, _ = distill_run(write_config(project, project / "x_only.npz", objective="embedding", run="emb-s"))
+    out = tmp_path / "emb.csv"
+    r = suggest("-c", project / "emb-s.toml", "--top", "3", "-o", out)
+    assert r.exit_code == 0, r.output
+    assert "does not apply" in r.stderr
+    teacher, student = load_pair(ws, "emb_")
+    x = torch.from_numpy(np.load(project / "x_only.npz")["x"])
+    with torch.no_grad():
+        cos = torch.nn.functional.cosine_similarity(student(x), teacher(x), dim=-1).numpy()
+    rows_ = read_csv(out)
+    assert len(rows_) == 3 and all(row["teacher_entropy"] == "" for row in rows_)
+    for row in rows_:
+        assert float(row["disagreement"]) == pytest.approx(1 - cos[int(row["index"])], rel=1e-4)
+        assert float(row["score"]) == float(row["disagreement"])
+
+
+def test_suggest_labels_without_unlabelled_samples_exits_2_before_training(project, tmp_path):
+    out = tmp_path / "none.csv"
+    r = suggest("-c", write_config(project, project / "labelled.npz", run="all-labelled"), "-o", out)
+    assert r.exit_code == 2
+    lines = r.stderr.strip().splitlines()
+    assert lines[0].startswith("error: ") and "no unlabelled training samples" in lines[0]
+    assert len(lines) == 2 and lines[1].startswith("  hint: ") and "Traceback" not in r.output
+    assert not out.exists() and not (project / "runs" / "all-labelled" / "distill").exists()
+
+
+def test_suggest_labels_refuses_top_and_top_percent_together(project, tmp_path):
+    r = suggest("-c", project / "r.toml", "--top", "3", "--top-percent", "5", "-o", tmp_path / "x.csv")
+    assert r.exit_code == 2 and "not both" in r.stderr and not (tmp_path / "x.csv").exists()
