@@ -529,10 +529,13 @@ def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts
     artifacts = artifacts if artifacts is not None else export(ws, ui, d)
     data = ws.run_dir / "data"
     labels = np.load(data / "test_labels.npy")
+    # Data without labels (all -1): no top-1 to measure. Scored against -1 every model would get
+    # 0 % and an accuracy budget would pass on nothing; not measured, it is INCONCLUSIVE instead.
+    labels = labels if (labels >= 0).any() else None
     teacher_pred = np.load(data / "teacher_test_logits.npy").argmax(1)
     evalset = EvalSet(data / "test_inputs.npy", labels, teacher_pred)
-    results["reference"] = {"teacher_top1": float((teacher_pred == labels).mean()),
-                            "test_samples": int(labels.size), **reference_teacher_fields(d.metrics),
+    results["reference"] = {"teacher_top1": None if labels is None else float((teacher_pred == labels).mean()),
+                            "test_samples": len(teacher_pred), **reference_teacher_fields(d.metrics),
                             "distill": d.metrics}
     plan = []
     for target in ws.targets:
