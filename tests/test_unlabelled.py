@@ -63,6 +63,22 @@ def test_mixed_data_keeps_the_stratified_labelled_split(tmp_path):
     assert torch.equal(splits.y_train, torch.from_numpy(y[splits.train_index]))
 
 
+def test_entrypoint_yielding_named_inputs_alone_is_split_at_random(tmp_path, monkeypatch):
+    (tmp_path / "unl_text_data.py").write_text(
+        "import numpy as np\n"
+        "def data():\n"
+        "    return [{'input_ids': np.full(6, i, dtype=np.int64), 'attention_mask': np.ones(6, dtype=np.int64)}\n"
+        "            for i in range(120)]\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    splits = load_data(DataConfig(spec="unl_text_data:data"), seed=0)
+    assert not splits.labelled and (len(splits.val_index), len(splits.test_index)) == (12, 24)
+    for part, index in ((splits.x_train, splits.train_index), (splits.x_test, splits.test_index)):
+        assert part["input_ids"].dtype == torch.int64
+        assert part["input_ids"][:, 0].tolist() == index.tolist()  # item i holds the id i
+    assert sorted(np.concatenate([splits.train_index, splits.val_index, splits.test_index]).tolist()) == list(range(120))
+
+
 def test_too_few_unlabelled_rows_name_the_sizes(tmp_path):
     with pytest.raises(UsageError, match=r"at least 10 samples.*validation 4.*from 0 labelled and 40 unlabelled"):
         load_data(DataConfig(spec=str(write_npz(tmp_path / "s.npz", n=40))), seed=0)
