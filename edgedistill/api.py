@@ -429,6 +429,10 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
                      else calibration)  # a program takes its inputs by position, in this order
             art = backend.export(intermediates[(role, kind)], out / backend_name, precision=precision,
                                  calibration=feeds if precision == "int8" else None)
+            source = intermediates[(role, kind)].meta
+            for key in ("inputs", "dynamic_sequence"):  # the names, dtypes and axes it was exported with
+                if key in source:
+                    art.meta.setdefault(key, source[key])
             ref = np.load(eval_files[f"{role}_logits"])
             art.meta["verification"] = _verify(art, eval_files["inputs"], ref, cfg, out,
                                                embedding=cfg.distill.objective == "embedding")
