@@ -144,7 +144,7 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
 
     from edgedistill.data import load_data
     from edgedistill.data.inputs import check_names
-    from edgedistill.distill.objectives import check_models, check_teacher_score, describe_score
+    from edgedistill.distill.objectives import NO_LABELS_NOTE, check_models, check_teacher_score, describe_score
     from edgedistill.distill.teacher_cache import model_digest
     from edgedistill.distill.trainer import BOOKKEEPING_SETTINGS
     from edgedistill.distill.trainer import distill as train
@@ -190,6 +190,8 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
             check_teacher_score(metrics["teacher_val_acc"], splits.num_classes, len(splits.y_val),
                                 allow=cfg.teacher.allow_weak_teacher)
             ui.note(f"teacher: validation top-1 {metrics['teacher_val_acc']:.2%} (recorded)")
+        elif metrics.get("student_val_agreement") is not None:
+            ui.note(NO_LABELS_NOTE)
         if world.main:
             student.load_state_dict(load_file(weights))
         return Distilled(splits, teacher, student.eval(), key, metrics)
@@ -212,6 +214,10 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
         metrics = {"objective": "embedding", "student_val_cosine": result.student_val_cosine,
                    "epochs": len(result.history)}
         ui.note(f"validation: student embeddings vs teacher, mean cosine {result.student_val_cosine:.4f}")
+    elif result.student_val_agreement is not None:  # no labels: the teacher's predictions are the reference
+        metrics = {"objective": "logits", "teacher_val_acc": None, "student_val_agreement": result.student_val_agreement,
+                   "val_samples": len(splits.y_val), "epochs": len(result.history)}
+        ui.note(f"validation (no labels): student top-1 agreement with the teacher {result.student_val_agreement:.2%}")
     else:
         metrics = {"teacher_val_acc": result.teacher_val_acc, "student_val_acc": result.student_val_acc,
                    "val_samples": len(splits.y_val), "epochs": len(result.history)}
@@ -220,6 +226,45 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
     if world.main:
         stage.commit([result.weights_path], metrics=metrics)
     return Distilled(splits, teacher, result.student.eval(), key, metrics)
+
+
+def suggest_labels(ws: Workspace, ui: UI, output: Path, top: int | None = None,
+                   top_percent: float | None = None) -> dict:
+    """Rank the run's unlabelled training samples by how informative a label would be (active.py)
+    and write the top ones to `output` (CSV). Reuses the distill stage when nothing changed."""
+    import torch
+
+    from edgedistill import active
+    from edgedistill.data import load_data
+    from edgedistill.data.inputs import count, take
+    from edgedistill.distill.teacher_cache import predict, teacher_logits
+
+    cfg, output = ws.cfg, Path(output)
+    if output.is_dir():
+        raise UsageError(f"--output {output}: expected a CSV file to write, found a directory")
+    # Checked before any training: a run without unlabelled samples has nothing to suggest.
+    splits = load_data(cfg.data, seed=cfg.run.seed)
+    positions = active.unlabelled_positions(splits.y_train, count(splits.x_train))
+    if not positions.size:
+        raise UsageError(
+            f"{splits.name}: no unlabelled training samples to rank; every one of its "
+            f"{count(splits.x_train)} training samples has a label",
+            "mark samples without a label as -1 in y (or leave y out), or set data.label_fraction below 1",
+        )
+    n = active.how_many(len(positions), top, top_percent)
+    d = distill(ws, ui)
+    positions = active.unlabelled_positions(d.splits.y_train, count(d.splits.x_train))
+    index = torch.from_numpy(positions.astype(np.int64))
+    teacher_out = teacher_logits(d.teacher, d.splits, cache_dir(cfg.run) / "teacher")[index]
+    student_out = predict(d.student, take(d.splits.x_train, index))
+    scores = active.score_samples(teacher_out, student_out, d.splits.train_index[positions], cfg.distill.objective)
+    try:
+        active.write_csv(output, scores, n)
+    except OSError as e:  # nothing half-written: the temporary file is removed
+        raise UsageError(f"could not write {output}: {e.strerror or e}") from e
+    ui.note(active.COMBINED[cfg.distill.objective])
+    return {"output": str(output), "unlabelled": len(positions), "written": n,
+            "objective": cfg.distill.objective, "score": active.COMBINED[cfg.distill.objective]}
 
 
 def _teacher_record(files: list[dict]) -> dict:
@@ -544,7 +589,9 @@ def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts
     data = ws.run_dir / "data"
     files = {"labels": data / "test_labels.npy", "teacher_logits": data / "teacher_test_logits.npy"}
     task = quality_task(ws.cfg, files)
-    labels = task.labels
+    # Data without labels (all -1): no top-1 to measure. Scored against -1 every model would get
+    # 0 % and an accuracy budget would pass on nothing; not measured, it is INCONCLUSIVE instead.
+    labels = task.labels if (task.labels >= 0).any() else None
     named = data / "test_inputs.npz"  # a model with several inputs (_eval_files)
     inputs = named if named.is_file() else data / "test_inputs.npy"
     if ws.cfg.distill.objective == "embedding":
@@ -555,9 +602,9 @@ def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts
     else:
         teacher_pred = task.teacher_outputs.argmax(-1)
         evalset = EvalSet(inputs, labels, teacher_pred, task)
-        teacher_top1 = float((teacher_pred == labels).mean())
+        teacher_top1 = None if labels is None else float((teacher_pred == labels).mean())
     results["reference"] = {"teacher_top1": teacher_top1,
-                            "test_samples": int(labels.size), **reference_teacher_fields(d.metrics),
+                            "test_samples": int(task.labels.size), **reference_teacher_fields(d.metrics),
                             "quality": task.reference(), "distill": d.metrics}
     plan = []
     for target in ws.targets:

@@ -266,6 +266,49 @@ def distill(**opts):
     click.echo(json.dumps(out, indent=2) if opts["as_json"] else f"student weights: {out['weights']}")
 
 
+_NOT_FOR_DISTILL_ONLY = ("backends", "targets")  # export and bench flags
+
+
+def _distill_config_options(f):
+    """The config flags of a verb that needs only the distill stage: no --backend, no --target."""
+    f = _config_options(f)
+    f.__click_params__ = [p for p in f.__click_params__ if p.name not in _NOT_FOR_DISTILL_ONLY]
+    return f
+
+
+@cli.command("suggest-labels")
+@_distill_config_options
+@click.option("--top", type=int, metavar="N", help="Write the N highest-ranked samples (default: all).")
+@click.option("--top-percent", type=float, metavar="P",
+              help="Write the top P % of the unlabelled samples (rounded up) instead of --top.")
+@click.option("--output", "-o", type=click.Path(path_type=Path), metavar="FILE",
+              help="CSV to write (atomically; default: <run folder>/label-suggestions.csv).")
+@_handle_errors
+def suggest_labels(**opts):
+    """Rank the unlabelled training samples by how informative a label would be; write a CSV.
+
+    Reuses the run's distilled student when nothing changed (else distills first), then scores
+    every unlabelled training sample (label -1, or hidden by data.label_fraction):
+    teacher_entropy = entropy of the teacher's softmax / log(classes); disagreement = the
+    Jensen-Shannon divergence (base 2) of teacher and student softmax; score = their mean
+    (both in [0, 1]). For distill.objective = "embedding", score = disagreement = 1 - cosine
+    of student and teacher embeddings (teacher uncertainty does not apply). The CSV has
+    rank,index,score,teacher_entropy,disagreement; index is the sample's row in your data
+    file. Exit 2 when no training sample is unlabelled.
+
+    \b
+    Example:
+      edgedistill suggest-labels --data pool.npz --top-percent 5 -o to_label.csv
+    """
+    from edgedistill import api
+
+    ws, ui = _workspace({"backends": (), "targets": (), **opts}), _ui(opts)
+    output = opts["output"] or ws.run_dir / "label-suggestions.csv"
+    summary = api.suggest_labels(ws, ui, output, top=opts["top"], top_percent=opts["top_percent"])
+    click.echo(json.dumps(summary, indent=2) if opts["as_json"] else
+               f"wrote the top {summary['written']} of {summary['unlabelled']} unlabelled samples to {output}")
+
+
 @cli.command()
 @_config_options
 @_handle_errors

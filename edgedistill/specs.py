@@ -241,12 +241,21 @@ def _first_line(e: BaseException) -> str:
 
 
 def check_compatible(
-    teacher: nn.Module, student: nn.Module, input_shape: InputsOrShape, num_classes: int
+    teacher: nn.Module, student: nn.Module, input_shape: InputsOrShape, num_classes: int | None
 ) -> None:
-    """Refuse, before any training, a teacher, student and data that do not fit together."""
+    """Refuse, before any training, a teacher, student and data that do not fit together.
+
+    `num_classes` None: the data has no labels, so the teacher's output width is the class count.
+    """
     teacher_classes = _output_classes(teacher, "teacher", input_shape)
     student_classes = _output_classes(student, "student", input_shape)
-    if not teacher_classes == student_classes == num_classes:
+    if num_classes is None and teacher_classes != student_classes:
+        raise ModelMismatchError(
+            f"teacher outputs {teacher_classes} classes, student outputs {student_classes} "
+            "(the data has no labels: the teacher's width is the class count)",
+            "give the student a head with as many outputs as the teacher",
+        )
+    if num_classes is not None and not teacher_classes == student_classes == num_classes:
         raise ModelMismatchError(
             f"teacher outputs {teacher_classes} classes, student outputs {student_classes}, "
             f"the data has {num_classes}",

@@ -107,12 +107,17 @@ def test_unlabelled_samples_only_go_to_train(tmp_path):
     assert splits.num_classes == 3
 
 
-def test_npz_without_y_has_no_labels_for_validation(tmp_path):
+def test_npz_without_y_is_split_at_random_over_all_samples(tmp_path):
     path = make_npz(tmp_path / "d.npz", with_y=False)
-    with pytest.raises(
-        UsageError, match=r"at least 10 samples.*validation 0.*from 0 labelled and 300 unlabelled"
-    ):
-        load_data(DataConfig(spec=str(path)), seed=0)
+    splits = load_data(DataConfig(spec=str(path)), seed=0)
+    assert splits.num_classes is None and not splits.labelled
+    assert (len(splits.x_val), len(splits.x_test)) == (30, 60)  # 10 % and 20 % of all 300
+    for y in (splits.y_train, splits.y_val, splits.y_test):
+        assert (y == -1).all()
+    # the recorded rows are the user's rows: x[i, 0, 0, 0] == i
+    for x, index in ((splits.x_train, splits.train_index), (splits.x_val, splits.val_index),
+                     (splits.x_test, splits.test_index)):
+        assert index.dtype == np.int64 and x[:, 0, 0, 0].long().tolist() == index.tolist()
 
 
 def test_entrypoint_dataset(tmp_path, monkeypatch):

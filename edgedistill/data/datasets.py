@@ -5,7 +5,8 @@ file with an array `x` (one input) or one array per input name (`input_ids`, `at
 ...), and an optional `y`, and "pkg.mod:factory" returning a torch Dataset of (inputs, y) pairs
 or of inputs alone, inputs being an array or a dict name -> array. Label -1 marks an unlabelled
 sample: it can only be distilled on (the teacher labels it), so it always lands in the training
-split. Inputs keep their kind: floats become float32, integers (token ids, masks) int64.
+split. Data with no label at all is split at random (seeded) instead of stratified. Inputs
+keep their kind: floats become float32, integers (token ids, masks) int64.
 """
 
 from __future__ import annotations
@@ -47,10 +48,20 @@ class DataSplits:
     y_val: torch.Tensor
     x_test: Inputs  # held out: used only for the final accuracy
     y_test: torch.Tensor
-    num_classes: int
+    num_classes: int | None  # None: the data has no labels at all (the teacher's output width decides)
     # per sample, e.g. (1, 32, 32); a dict name -> shape for named inputs
     input_shape: tuple[int, ...] | dict[str, tuple[int, ...]]
     fingerprint: str  # sha256 over the arrays and split settings, for caches
+    # Each split row's row number in the user's data (int64), so a sample can be named to the
+    # user (suggest-labels) as the row they will find in their own file. None: not from load_data.
+    train_index: np.ndarray | None = None
+    val_index: np.ndarray | None = None
+    test_index: np.ndarray | None = None
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the data had any label: without one, validation compares with the teacher."""
+        return self.num_classes is not None
 
     @property
     def sample(self) -> Inputs:
@@ -257,30 +268,18 @@ def _check_range(name: str, key: str, x: np.ndarray) -> None:
 
 
 def _split(name: str, x: Arrays, y: np.ndarray, cfg: DataConfig, seed: int) -> DataSplits:
-    labelled = np.flatnonzero(y != UNLABELLED)
-    unlabelled = np.flatnonzero(y == UNLABELLED)
-    n_test, n_val = round(len(labelled) * cfg.test_fraction), round(len(labelled) * cfg.val_fraction)
-    n_train = len(labelled) - n_test - n_val + len(unlabelled)
-    sizes = {"train": n_train, "validation": n_val, "test": n_test}
-    if min(sizes.values()) < MIN_PER_SPLIT:
-        raise UsageError(
-            f"{name}: every split needs at least {MIN_PER_SPLIT} samples, found "
-            + ", ".join(f"{k} {v}" for k, v in sizes.items())
-            + f" from {len(labelled)} labelled and {len(unlabelled)} unlabelled samples",
-            "provide more labelled data, or change data.val_fraction / data.test_fraction",
-        )
-    try:
-        rest, test = train_test_split(labelled, test_size=n_test, stratify=y[labelled], random_state=seed)
-        train, val = train_test_split(rest, test_size=n_val, stratify=y[rest], random_state=seed)
-    except ValueError as e:  # e.g. a class with a single labelled sample cannot be stratified
-        raise UsageError(f"{name}: cannot make a stratified split: {e}") from e
-    y_train = np.concatenate([_keep_labels(y[train], cfg.label_fraction, seed), y[unlabelled]])
-    rows = {"train": np.concatenate([train, unlabelled]), "val": val, "test": test}
-    return _make_splits(name, x, y, rows, y_train, cfg, seed, num_classes=int(y[labelled].max()) + 1)
+    train, val, test = _split_indices(name, y, cfg, seed)
+    labelled_train = train[y[train] != UNLABELLED]
+    # Unlabelled samples stay unlabelled; label_fraction thins out the labelled ones only.
+    y_train = y[train].copy()
+    y_train[: len(labelled_train)] = _keep_labels(y[labelled_train], cfg.label_fraction, seed)
+    labels = y[y != UNLABELLED]
+    return _make_splits(name, x, y, {"train": train, "val": val, "test": test}, y_train, cfg, seed,
+                        num_classes=int(labels.max()) + 1 if labels.size else None)
 
 
 def _make_splits(name: str, x: Arrays, y: np.ndarray, rows: dict[str, np.ndarray], y_train: np.ndarray,
-                 cfg: DataConfig, seed: int, *, num_classes: int) -> DataSplits:
+                 cfg: DataConfig, seed: int, *, num_classes: int | None) -> DataSplits:
     """The splits' tensors from the row indices of each split (inputs keep their kind)."""
     def inputs(idx: np.ndarray) -> Inputs:
         if isinstance(x, dict):
@@ -294,7 +293,44 @@ def _make_splits(name: str, x: Arrays, y: np.ndarray, rows: dict[str, np.ndarray
     settings = {"name": name, "seed": seed, **cfg.model_dump(mode="json")}
     shape = ({k: tuple(v.shape[1:]) for k, v in x.items()} if isinstance(x, dict) else tuple(x.shape[1:]))
     return DataSplits(name=name, num_classes=num_classes, input_shape=shape,
-                      fingerprint=fingerprint(tensors, settings), **tensors)
+                      fingerprint=fingerprint(tensors, settings), **tensors,
+                      train_index=rows["train"], val_index=rows["val"], test_index=rows["test"])
+
+
+def _split_indices(
+    name: str, y: np.ndarray, cfg: DataConfig, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row numbers (int64) of the user's data in train, validation and test, in split order.
+
+    With labels: a stratified split of the labelled rows, and every unlabelled row in train
+    (after the labelled ones), since a sample without a label cannot be scored. Without any
+    label: a seeded random split of all rows by the same fractions; validation then compares
+    the student with the teacher instead of with labels (distill/objectives.py).
+    """
+    labelled = np.flatnonzero(y != UNLABELLED)
+    unlabelled = np.flatnonzero(y == UNLABELLED)
+    pool = labelled if labelled.size else unlabelled
+    n_test, n_val = round(len(pool) * cfg.test_fraction), round(len(pool) * cfg.val_fraction)
+    n_train = len(y) - n_test - n_val
+    sizes = {"train": n_train, "validation": n_val, "test": n_test}
+    if min(sizes.values()) < MIN_PER_SPLIT:
+        raise UsageError(
+            f"{name}: every split needs at least {MIN_PER_SPLIT} samples, found "
+            + ", ".join(f"{k} {v}" for k, v in sizes.items())
+            + f" from {len(labelled)} labelled and {len(unlabelled)} unlabelled samples",
+            "provide more labelled data, or change data.val_fraction / data.test_fraction"
+            if labelled.size else "provide more samples, or change data.val_fraction / data.test_fraction",
+        )
+    if not labelled.size:
+        rest, test = train_test_split(unlabelled, test_size=n_test, random_state=seed)
+        train, val = train_test_split(rest, test_size=n_val, random_state=seed)
+        return train.astype(np.int64), val.astype(np.int64), test.astype(np.int64)
+    try:
+        rest, test = train_test_split(labelled, test_size=n_test, stratify=y[labelled], random_state=seed)
+        train, val = train_test_split(rest, test_size=n_val, stratify=y[rest], random_state=seed)
+    except ValueError as e:  # e.g. a class with a single labelled sample cannot be stratified
+        raise UsageError(f"{name}: cannot make a stratified split: {e}") from e
+    return (np.concatenate([train, unlabelled]).astype(np.int64), val.astype(np.int64), test.astype(np.int64))
 
 
 def _keep_labels(y: np.ndarray, fraction: float, seed: int) -> np.ndarray:

@@ -43,7 +43,9 @@ from edgedistill.data.inputs import Inputs, count, run, split, take
 from edgedistill.distill.augment import build_augment
 from edgedistill.distill.features import FeatureAdapters, FeatureTaps, build_adapters
 from edgedistill.distill.losses import embedding_loss, feature_loss, hinton_loss
-from edgedistill.distill.objectives import Validator, check_models, check_teacher_score, evaluate
+from edgedistill.distill.objectives import (
+    AGREEMENT, NO_LABELS_NOTE, Validator, check_models, check_teacher_score, evaluate,
+)
 from edgedistill.distill.teacher_cache import model_digest, predict, teacher_logits
 from edgedistill.distill.world import SINGLE, World
 from edgedistill.errors import UsageError
@@ -72,6 +74,8 @@ class DistillResult:
     student_val_acc: float | None
     stopped_early: bool = False  # patience ran out before cfg.epochs
     student_val_cosine: float | None = None  # objective="embedding": mean cosine to the teacher
+    # objective="logits" on data without labels: top-1 agreement with the teacher (val_acc None)
+    student_val_agreement: float | None = None
 
 
 def distill(
@@ -119,6 +123,8 @@ def distill(
             notify("teacher runs on every batch: " + ("augmentation changes the inputs" if augment else
                                                       "hint losses need its inner features"))
         validator = Validator(cfg.objective, teacher, splits)  # before the taps: they would catch its pass
+        if validator.name == AGREEMENT and notify:
+            notify(NO_LABELS_NOTE)
         # Built before the first step, so a wrong module path or shape fails up front (exit 2).
         make_adapters = (
             functools.partial(build_adapters, student, teacher, cfg.features, splits.sample)
@@ -181,6 +187,9 @@ def distill(
     if cfg.objective == "embedding":
         return DistillResult(student, weights_path, state.history, None, None, state.stopped_early,
                              student_val_cosine=state.best_val)
+    if validator.name == AGREEMENT:
+        return DistillResult(student, weights_path, state.history, None, None, state.stopped_early,
+                             student_val_agreement=state.best_val)
     return DistillResult(student, weights_path, state.history, validator.teacher_score, state.best_val,
                          state.stopped_early)
 
