@@ -67,8 +67,8 @@ def _check_quality_spec(cfg: Config) -> None:
     from edgedistill.errors import ConfigError
     from edgedistill.quality import is_user_metric, load_user_metric
 
-    if cfg.quality == "top1" and cfg.distill.objective == "embedding":
-        raise ConfigError('quality = "top1" scores class scores, but distill.objective = "embedding" '
+    if cfg.quality in ("top1", "agreement") and cfg.distill.objective == "embedding":
+        raise ConfigError(f'quality = "{cfg.quality}" scores class scores, but distill.objective = "embedding" '
                           "outputs vectors", 'use "auto" (cosine), "cosine", "recall@10" or "pkg.mod:fn"')
     if is_user_metric(cfg.quality) and cfg.quality != "auto":
         load_user_metric(cfg.quality)

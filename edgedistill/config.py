@@ -191,7 +191,8 @@ def _quality_spec(value: str) -> str:
 
 class Config(Strict):
     # The metric every artifact is scored and gated by (quality.py): "auto" (top-1 for
-    # distill.objective = "logits", cosine for "embedding"), "top1", "cosine", "recall@10", or
+    # distill.objective = "logits", or agreement with the teacher when the data has no labels;
+    # cosine for "embedding"), "top1", "agreement", "cosine", "recall@10", or
     # "pkg.mod:fn", a function fn(outputs, labels, teacher_outputs) -> float, higher is better.
     quality: Annotated[str, AfterValidator(_quality_spec)] = "auto"
     run: RunConfig = RunConfig()

@@ -4,6 +4,8 @@ Computed in the parent process, on numpy arrays: the outputs a probe wrote for t
 inputs, the labels, and the teacher's PyTorch outputs on the same inputs.
 
 - "top1": top-1 accuracy on the labels (classifiers);
+- "agreement": top-1 agreement with the teacher's answers (classifiers without labels: what
+  "auto" picks for them, the score their distillation was validated by);
 - "cosine": mean cosine to the teacher's embeddings (the teacher's own value is 1.0);
 - "recall@10": per sample, the share of its 10 nearest neighbours (cosine, itself excluded)
   among the held-out set under the model's embeddings that are also among its 10 nearest under
@@ -25,12 +27,12 @@ import numpy as np
 
 from edgedistill.errors import UsageError
 
-BUILTIN = ("top1", "cosine", "recall@10")
+BUILTIN = ("top1", "agreement", "cosine", "recall@10")
 AUTO = "auto"
 RECALL_K = 10
 # What `quality = "..."` may say (config.py validates against this and names the forms).
 ENTRYPOINT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$")
-FORMS = '"auto", "top1", "cosine", "recall@10" or a function "pkg.mod:fn"'
+FORMS = '"auto", "top1", "agreement", "cosine", "recall@10" or a function "pkg.mod:fn"'
 # The user metric is checked once before training on this many validation samples.
 CHECK_SAMPLES = 8
 
@@ -86,6 +88,12 @@ def top1(outputs: np.ndarray, labels: np.ndarray | None) -> tuple[float, int]:
                           f"{list(preds.shape)}, the labels have shape {list(labels.shape)}")
     keep = labels >= 0
     return float((preds[keep] == labels[keep]).mean()), int(keep.sum())
+
+
+def agreement(outputs: np.ndarray, teacher: np.ndarray | None) -> tuple[float, int]:
+    """Top-1 agreement with the teacher's answers on the same samples (argmax over the last axis)."""
+    _check_same_shape(outputs, teacher)
+    return float((np.asarray(outputs).argmax(-1) == np.asarray(teacher).argmax(-1)).mean()), len(outputs)
 
 
 def cosine_per_vector(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -198,6 +206,8 @@ class Task:
     def for_run(cls, spec: str, objective: str, labels: np.ndarray | None,
                 teacher_outputs: np.ndarray | None) -> Task:
         primary = primary_metric(spec, objective)
+        if spec == AUTO and primary == "top1" and _labelled(labels) is None:
+            primary = "agreement"  # no labels: the teacher's answers are the reference
         names = task_metrics(primary, objective)
         return cls(primary, labels, teacher_outputs, names[1:])
 
@@ -208,6 +218,8 @@ class Task:
     def _value(self, name: str, outputs: np.ndarray) -> tuple[float, int]:
         if name == "top1":
             return top1(outputs, self.labels)
+        if name == "agreement":
+            return agreement(outputs, self.teacher_outputs)
         if name == "cosine":
             return cosine(outputs, self.teacher_outputs)
         if name == "recall@10":

@@ -166,7 +166,7 @@ def test_config_names_the_forms_of_quality(tmp_path):
     assert Config().quality == "auto" and Config(quality="pkg.mod:fn").quality == "pkg.mod:fn"
     for bad in ("top5", "pkg.mod", "recall@5", "a b:c"):
         (tmp_path / "c.toml").write_text(f'quality = "{bad}"\n')
-        with pytest.raises(ConfigError, match='quality: expected "auto", "top1", "cosine", "recall@10" or a '
+        with pytest.raises(ConfigError, match='quality: expected "auto", "top1", "agreement", "cosine", "recall@10" or a '
                                               'function "pkg.mod:fn"'):
             load_config(tmp_path / "c.toml")
     with pytest.raises(ConfigError, match="quality_drop"):
@@ -266,3 +266,17 @@ def test_reports_show_the_metric_by_name():
     header, row = csv_report.render(doc).splitlines()
     cells = dict(zip(header.split(","), row.split(",")))
     assert cells["quality_metric"] == "cosine" and cells["quality"] == "0.97" and cells["recall_at_10"] == ""
+
+
+def test_auto_is_agreement_with_the_teacher_for_a_classifier_without_labels():
+    """Item 3: data without labels is scored by the task's metric: top-1 cannot be measured, so
+    "auto" scores a classifier by its agreement with the teacher's answers (1.0 for the teacher)."""
+    from edgedistill.quality import Task
+
+    teacher = np.array([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [0.0, 5.0]])
+    model = np.array([[1.0, 0.0], [1.0, 0.0], [2.0, 1.0], [0.0, 1.0]])  # 3 of 4 agree
+    task = Task.for_run("auto", "logits", np.full(4, -1), teacher)
+    q = task.measure(model)
+    assert q["metric"] == "agreement" and q["value"] == 0.75 and q["teacher"] == 1.0 and q["drop"] == 0.25
+    labelled = Task.for_run("auto", "logits", np.array([0, 1, 0, 1]), teacher)
+    assert labelled.metric == "top1" and labelled.measure(model)["value"] == 0.75

@@ -122,7 +122,7 @@ class MetricValue(_Block):
 
 
 class Quality(MetricValue):
-    """The run's metric ("top1", "cosine", "recall@10" or "pkg.mod:fn") and every metric of the
+    """The run's metric ("top1", "agreement", "cosine", "recall@10" or "pkg.mod:fn") and every metric of the
     task under `metrics` (an embedding's cosine and recall@10 whichever is primary)."""
 
     metric: str
