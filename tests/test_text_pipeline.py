@@ -86,7 +86,7 @@ def text_run(tmp_path_factory):
     text_data(tmp / "text.npz")
     # The teacher is trained here first (a few seconds), so that the distilled student has
     # something to learn and the weak-teacher check passes on merit.
-    train = textwrap.dedent(f"""
+    train = textwrap.dedent("""
         import numpy as np, torch
         from safetensors.torch import save_file
         from text_models import teacher
