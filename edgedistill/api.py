@@ -115,6 +115,7 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
     from safetensors.torch import load_file
 
     from edgedistill.data import load_data
+    from edgedistill.data.inputs import check_names
     from edgedistill.distill.defaults import resolve as resolve_defaults
     from edgedistill.distill.objectives import check_models, check_teacher_score, describe_score
     from edgedistill.distill.teacher_cache import model_digest
@@ -131,9 +132,11 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
                          trusted=ws.trusted_for("teacher"), pipeline_dir=cfg.run.out_dir)
     check_sequence_length(teacher, splits.x_train)  # past the position table: one line, before any forward
     torch.manual_seed(cfg.run.seed)  # the student's initial weights are part of the run's inputs
+    check_names(teacher, "teacher", splits.sample)  # before a derived student copies the teacher
     student = load_student(cfg.student.spec, cfg.student.weights, teacher=teacher,
-                           input_shape=splits.input_shape, note=ui.note, trusted=ws.trusted_for("student"),
+                           input_shape=splits.sample, note=ui.note, trusted=ws.trusted_for("student"),
                            pipeline_dir=cfg.run.out_dir)
+    check_names(student, "student", splits.sample)
     if getattr(teacher, "load_note", ""):
         ui.note(teacher.load_note)  # an hf: model: what it outputs (logits, or a pooled embedding) and how
     check_models(cfg.distill.objective, teacher, student, splits)
@@ -208,28 +211,36 @@ def _teacher_record(files: list[dict]) -> dict:
 
 def _eval_files(ws: Workspace, d: Distilled) -> dict[str, Path]:
     """Held-out inputs, labels and reference outputs: written by the export stage, read by
-    verification and by every later bench."""
+    verification and by every later bench. Named inputs go in one .npz, one array per name, in
+    the student's forward order (a .pte takes its unnamed inputs in that order)."""
     import io
 
     from edgedistill.artifacts import atomic_write_bytes
+    from edgedistill.data.inputs import in_forward_order
     from edgedistill.distill.trainer import predict
 
     folder = ws.run_dir / "data"
+    x = d.splits.x_test
+    named = isinstance(x, dict)
     files = {
-        "inputs": folder / "test_inputs.npy",
+        "inputs": folder / ("test_inputs.npz" if named else "test_inputs.npy"),
         "labels": folder / "test_labels.npy",
         "teacher_logits": folder / "teacher_test_logits.npy",
         "student_logits": folder / "student_test_logits.npy",
     }
+    (folder / ("test_inputs.npy" if named else "test_inputs.npz")).unlink(missing_ok=True)  # another run's
     arrays = {
-        "inputs": d.splits.x_test.numpy().astype(np.float32),
+        "inputs": {k: v.numpy() for k, v in in_forward_order(d.student, x).items()} if named else x.numpy(),
         "labels": d.splits.y_test.numpy(),
-        "teacher_logits": predict(d.teacher, d.splits.x_test).numpy(),
-        "student_logits": predict(d.student, d.splits.x_test).numpy(),
+        "teacher_logits": predict(d.teacher, x).numpy(),
+        "student_logits": predict(d.student, x).numpy(),
     }
     for name, path in files.items():
         buf = io.BytesIO()
-        np.save(buf, arrays[name])
+        if isinstance(arrays[name], dict):
+            np.savez(buf, **arrays[name])
+        else:
+            np.save(buf, arrays[name])
         atomic_write_bytes(path, buf.getvalue())
     return files
 
@@ -326,6 +337,8 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
     import torch
 
     from edgedistill.data import calibration_subset
+    from edgedistill.data.inputs import example as first_sample
+    from edgedistill.data.inputs import in_forward_order
     from edgedistill.distill.teachers import OnnxTeacher
     from edgedistill.exporters import export_onnx, export_program
 
@@ -348,7 +361,7 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
 
     out = stage.begin()
     eval_files = _eval_files(ws, d)
-    example = d.splits.x_test[:1].contiguous()
+    example = first_sample(d.splits.x_test)
     calibration = calibration_subset(d.splits, cfg.compress.calibration_samples, seed=cfg.run.seed)
     models = {"student": d.student, "teacher": d.teacher}
     intermediates: dict[tuple[str, str], Artifact] = {}
@@ -375,8 +388,10 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
                         intermediates[(role, kind)] = fn(models[role], example, path, role=role,
                                                          dynamic_batch=kind == "onnx")
             ui.step(f"export: {role} {precision} -> {backend_name}")
+            feeds = (in_forward_order(models[role], calibration) if isinstance(calibration, dict)
+                     else calibration)  # a program takes its inputs by position, in this order
             art = backend.export(intermediates[(role, kind)], out / backend_name, precision=precision,
-                                 calibration=calibration if precision == "int8" else None)
+                                 calibration=feeds if precision == "int8" else None)
             ref = np.load(eval_files[f"{role}_logits"])
             art.meta["verification"] = _verify(art, eval_files["inputs"], ref, cfg, out,
                                                embedding=cfg.distill.objective == "embedding")
@@ -494,7 +509,8 @@ def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts
     data = ws.run_dir / "data"
     labels = np.load(data / "test_labels.npy")
     teacher_pred = np.load(data / "teacher_test_logits.npy").argmax(1)
-    evalset = EvalSet(data / "test_inputs.npy", labels, teacher_pred)
+    named = data / "test_inputs.npz"  # a model with several inputs (_eval_files)
+    evalset = EvalSet(named if named.is_file() else data / "test_inputs.npy", labels, teacher_pred)
     results["reference"] = {"teacher_top1": float((teacher_pred == labels).mean()),
                             "test_samples": int(labels.size), **reference_teacher_fields(d.metrics),
                             "distill": d.metrics}

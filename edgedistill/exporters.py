@@ -19,10 +19,12 @@ from edgedistill.backends.common import (
     staged_output,
 )
 from edgedistill.errors import ExportError
-from edgedistill.onnx_files import check_onnx_external_data, onnx_input
+from edgedistill.onnx_files import check_onnx_external_data, onnx_inputs
 
 if TYPE_CHECKING:
     import torch
+
+    from edgedistill.data.inputs import Inputs
 
 ONNX_EXPORTER = "torch.onnx dynamo"
 INPUT_NAME = "input"
@@ -32,10 +34,31 @@ OUTPUT_NAME = "output"
 # ---------------------------------------------------------------- torch -> intermediates
 
 
-def _batch_dynamic_shapes(dynamic_batch: bool) -> tuple[dict[int, Any], ...] | None:
+def _traced(model: torch.nn.Module, example: Inputs) -> tuple[torch.nn.Module, tuple, list[str]]:
+    """What the exporters trace: the model, its positional example inputs and their names. Named
+    inputs go through data.inputs.Positional, in the order of the model's forward parameters."""
+    from edgedistill.data.inputs import Positional, in_forward_order
+
+    if not isinstance(example, dict):
+        return model, (example,), [INPUT_NAME]
+    ordered = in_forward_order(model, example)
+    return Positional(model, list(ordered)).eval(), tuple(ordered.values()), list(ordered)
+
+
+def _dynamic_shapes(args: tuple, dynamic_batch: bool, sequence: bool) -> tuple[dict[int, Any], ...] | None:
+    """A dynamic batch axis on every input; with `sequence`, axis 1 of every N×L integer input
+    (token ids, masks) too, left to torch.export to keep or to fix (Dim.AUTO): a model whose
+    positions are fixed in size exports with the data's length instead of failing."""
     import torch
 
-    return ({0: torch.export.Dim("batch", min=1)},) if dynamic_batch else None
+    if not dynamic_batch:
+        return None
+    batch = torch.export.Dim("batch", min=1)
+
+    def axes(t: torch.Tensor) -> dict[int, Any]:
+        token_like = sequence and t.dim() == 2 and not t.is_floating_point()
+        return {0: batch, 1: torch.export.Dim.AUTO} if token_like else {0: batch}
+    return tuple(axes(t) for t in args)
 
 
 def _export_failure(exporter: str, exc: BaseException, *, opset: int | str | None = None,
@@ -66,26 +89,34 @@ def _input_shape(example: torch.Tensor, dynamic_batch: bool) -> list[int | None]
     return [None if (i == 0 and dynamic_batch) else int(d) for i, d in enumerate(example.shape)]
 
 
-def export_onnx(model: torch.nn.Module, example: torch.Tensor, out_path: Path, *,
+def _inputs_meta(names: list[str], args: tuple, shapes: list[list[int | None]]) -> list[dict[str, Any]]:
+    return [{"name": n, "shape": shape, "dtype": str(t.dtype).removeprefix("torch.")}
+            for n, t, shape in zip(names, args, shapes, strict=True)]
+
+
+def export_onnx(model: torch.nn.Module, example: Inputs, out_path: Path, *,
                 role: str = "student", dynamic_batch: bool = True,
                 opset: int | None = None) -> Artifact:
     """Export `model` to ONNX with the dynamo-based exporter; weights inline unless past 2 GB.
 
-    The graph has one input "input" (batch axis dynamic when asked) and one output "output".
-    Any failure is an ExportError naming the exporter, the opset and the operator where known;
-    there is no fallback to the legacy TorchScript exporter.
+    One tensor gives a graph with one input "input"; named inputs keep their names (input_ids,
+    attention_mask, ...). The batch axis is dynamic when asked, and then so is the sequence axis
+    of token inputs where the model allows it (meta["dynamic_sequence"] says which). One output,
+    "output". Any failure is an ExportError naming the exporter, the opset and the operator where
+    known; there is no fallback to the legacy TorchScript exporter.
     """
     import torch
 
     out_path = Path(out_path)
     model = model.eval()
+    traced, args, names = _traced(model, example)
     start = time.perf_counter()
     with quiet_stdout() as captured:
         try:
             program = torch.onnx.export(
-                model, (example,), None, dynamo=True, verbose=False,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
-                dynamic_shapes=_batch_dynamic_shapes(dynamic_batch),
+                traced, args, None, dynamo=True, verbose=False,
+                input_names=names, output_names=[OUTPUT_NAME], opset_version=opset,
+                dynamic_shapes=_dynamic_shapes(args, dynamic_batch, sequence=isinstance(example, dict)),
             )
         except Exception as e:  # the exporter raises many types; all mean "could not export"
             raise _export_failure(ONNX_EXPORTER, e, opset=opset or _default_onnx_opset(),
@@ -94,7 +125,8 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, out_path: Path, *
         # external_data=False keeps weights inline; the exporter still switches to external data
         # on its own past ONNX's 2 GB protobuf limit, and staged_output moves the .data along.
         program.save(tmp_path, external_data=False)
-        _, input_shape = onnx_input(check_onnx_external_data(tmp_path))
+        shapes = list(onnx_inputs(check_onnx_external_data(tmp_path)).values())
+        input_shape = shapes[0]
         if dynamic_batch and input_shape[0] is not None:
             # The exporter applies torch.export's "suggested fixes" on its own, which quietly
             # turns a batch axis the model fixes into a constant.
@@ -110,26 +142,33 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, out_path: Path, *
             "input_name": INPUT_NAME,
             "output_name": OUTPUT_NAME,
             "input_shape": input_shape,
-            "input_dtype": str(example.dtype).removeprefix("torch."),
+            "input_dtype": str(args[0].dtype).removeprefix("torch."),
+            "inputs": _inputs_meta(names, args, shapes),
             "dynamic_batch": dynamic_batch,
+            # Token inputs' axis 1: dynamic, or fixed at the data's sequence length (recorded).
+            **({"dynamic_sequence": all(s[1] is None for s, t in zip(shapes, args) if t.dim() == 2
+                                        and not t.is_floating_point())}
+               if isinstance(example, dict) and dynamic_batch else {}),
             "external_data": Path(str(out_path) + ".data").exists(),
             "export_s": round(time.perf_counter() - start, 3),
         },
     )
 
 
-def export_program(model: torch.nn.Module, example: torch.Tensor, out_path: Path, *,
+def export_program(model: torch.nn.Module, example: Inputs, out_path: Path, *,
                    role: str = "student", dynamic_batch: bool = True) -> Artifact:
-    """Export `model` with torch.export and save the program (.pt2), the input ExecuTorch takes."""
+    """Export `model` with torch.export and save the program (.pt2), the input ExecuTorch takes.
+    Named inputs become positional, in the order of the model's forward parameters."""
     import torch
 
     out_path = Path(out_path)
     model = model.eval()
+    traced, args, names = _traced(model, example)
     start = time.perf_counter()
     with quiet_stdout() as captured:
         try:
             program = torch.export.export(
-                model, (example,), dynamic_shapes=_batch_dynamic_shapes(dynamic_batch)
+                traced, args, dynamic_shapes=_dynamic_shapes(args, dynamic_batch, sequence=False)
             )
         except Exception as e:
             raise _export_failure("torch.export", e, captured=captured.getvalue()) from e
@@ -140,8 +179,9 @@ def export_program(model: torch.nn.Module, example: torch.Tensor, out_path: Path
         meta={
             "exporter": "torch.export",
             "torch": torch.__version__,
-            "input_shape": _input_shape(example, dynamic_batch),
-            "input_dtype": str(example.dtype).removeprefix("torch."),
+            "input_shape": _input_shape(args[0], dynamic_batch),
+            "input_dtype": str(args[0].dtype).removeprefix("torch."),
+            "inputs": _inputs_meta(names, args, [_input_shape(t, dynamic_batch) for t in args]),
             "dynamic_batch": dynamic_batch,
             "export_s": round(time.perf_counter() - start, 3),
         },

@@ -118,7 +118,12 @@ def has_external_data(model: onnx.ModelProto) -> bool:
 
 def onnx_input(model: onnx.ModelProto) -> tuple[str, list[int | None]]:
     """Name and shape (None for symbolic dims) of the model's first real input."""
+    return next(iter(onnx_inputs(model).items()))
+
+
+def onnx_inputs(model: onnx.ModelProto) -> dict[str, list[int | None]]:
+    """Every real input (not an initializer), in the graph's order: name -> shape (None for
+    symbolic dims)."""
     initializers = {t.name for t in model.graph.initializer}
-    first = next(i for i in model.graph.input if i.name not in initializers)
-    dims = first.type.tensor_type.shape.dim
-    return first.name, [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    return {i.name: [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
+            for i in model.graph.input if i.name not in initializers}

@@ -12,6 +12,7 @@ import importlib
 import re
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Union
 
 import torch
 from safetensors import SafetensorError
@@ -27,6 +28,13 @@ from edgedistill.trust import (
     refuse_engine,
     trusted_hashes,
 )
+
+if TYPE_CHECKING:
+    from edgedistill.data.inputs import Inputs
+
+# What model checks run on: the data's first samples (one tensor or named ones), or a shape
+# whose zeros stand in for them.
+InputsOrShape = Union[tuple[int, ...], "Inputs"]
 
 _ENTRYPOINT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 MODEL_SPEC_FORMS = (
@@ -103,7 +111,7 @@ def load_student(
     weights: Path | None,
     *,
     teacher: nn.Module,
-    input_shape: tuple[int, ...],
+    input_shape: InputsOrShape,
     note: Callable[[str], None] | None = None,
     trusted: Collection[str] = frozenset(),
     pipeline_dir: Path | None = None,
@@ -233,7 +241,7 @@ def _first_line(e: BaseException) -> str:
 
 
 def check_compatible(
-    teacher: nn.Module, student: nn.Module, input_shape: tuple[int, ...], num_classes: int
+    teacher: nn.Module, student: nn.Module, input_shape: InputsOrShape, num_classes: int
 ) -> None:
     """Refuse, before any training, a teacher, student and data that do not fit together."""
     teacher_classes = _output_classes(teacher, "teacher", input_shape)
@@ -246,7 +254,7 @@ def check_compatible(
         )
 
 
-def check_embedding_compatible(teacher: nn.Module, student: nn.Module, input_shape: tuple[int, ...]) -> None:
+def check_embedding_compatible(teacher: nn.Module, student: nn.Module, input_shape: InputsOrShape) -> None:
     """Refuse, before any training, models whose embeddings cannot be compared sample by sample.
 
     Both must return (batch, D) or (batch, L, D) tensors of the same shape: the loss and the
@@ -268,7 +276,7 @@ def check_embedding_compatible(teacher: nn.Module, student: nn.Module, input_sha
         )
 
 
-def _output_classes(model: nn.Module, role: str, input_shape: tuple[int, ...]) -> int:
+def _output_classes(model: nn.Module, role: str, input_shape: InputsOrShape) -> int:
     out = _probe_output(model, role, input_shape)
     if not isinstance(out, torch.Tensor) or out.dim() != 2 or out.shape[0] != 2:
         raise ModelMismatchError(f"the {role} must return logits of shape (batch, classes), found {_shape_of(out)}")
@@ -280,18 +288,23 @@ def _shape_of(out: object) -> object:
     return tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
 
 
-def _probe_output(model: nn.Module, role: str, input_shape: tuple[int, ...]) -> object:
-    """The model's output for a batch of 2 zero inputs; a model that cannot take them: exit 2."""
+def _probe_output(model: nn.Module, role: str, input_shape: InputsOrShape) -> object:
+    """The model's output for a batch of 2 (the data's first samples, or zeros of a shape); a
+    model that cannot take them: exit 2."""
+    from edgedistill.data.inputs import describe, run
+
     # A batch of 2: BatchNorm in training mode refuses a batch of 1, and it catches models
     # exported with a fixed batch of 1.
+    batch = torch.zeros((2, *input_shape)) if isinstance(input_shape, tuple) else input_shape
     was_training = model.training
     set_mode(model, training=False)
     try:
         with torch.no_grad():
-            out = model(torch.zeros((2, *input_shape)))
+            out = run(model, batch)
     except Exception as e:  # shape errors surface as RuntimeError, export guards as AssertionError
+        found = tuple(input_shape) if isinstance(input_shape, tuple) else describe(batch)
         raise ModelMismatchError(
-            f"the {role} cannot take the data's input shape {tuple(input_shape)} "
+            f"the {role} cannot take the data's input shape {found} "
             f"(batch of 2): {_first_line(e)}",
             "check the data spec, or export the model with a dynamic batch axis",
         ) from e

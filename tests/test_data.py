@@ -126,8 +126,11 @@ def test_entrypoint_dataset(tmp_path, monkeypatch):
                 return torch.full((2, 3), float(i)), i % 4
         def make():
             return Pairs()
-        def not_pairs():
-            return [torch.zeros(3)] * 50
+        def not_pairs():  # pairs, then an item of inputs alone
+            return [(torch.zeros(3), 1)] * 49 + [torch.zeros(3)]
+        def named():  # a text model's inputs, unlabelled: ids stay integers
+            return [{"input_ids": torch.arange(i, i + 5), "attention_mask": torch.ones(5, dtype=torch.long)}
+                    for i in range(60)]
     """)
     )
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -135,8 +138,14 @@ def test_entrypoint_dataset(tmp_path, monkeypatch):
     assert splits.name == "my_data:make"
     assert splits.input_shape == (2, 3) and splits.num_classes == 4
     assert len(splits.x_train) + len(splits.x_val) + len(splits.x_test) == 120
-    with pytest.raises(UsageError, match=r"item 0 should be an \(x, y\) pair"):
+    with pytest.raises(UsageError, match=r"item 49 should be an \(x, y\) pair like item 0, found Tensor"):
         load_data(DataConfig(spec="my_data:not_pairs"), seed=0)
+    from edgedistill.data.datasets import _read_source
+
+    _, x, y = _read_source("my_data:named")
+    assert list(x) == ["input_ids", "attention_mask"] and (y == -1).all()
+    assert x["input_ids"].shape == (60, 5) and x["input_ids"].dtype == np.int64
+    np.testing.assert_array_equal(x["input_ids"][7], np.arange(7, 12))
 
 
 def test_calibration_subset(digits):
@@ -159,10 +168,24 @@ def test_missing_file(tmp_path):
 
 
 def test_npz_without_x(tmp_path):
-    """RELIABILITY 8: a wrong array name: the name expected, the names found, how to save it."""
-    np.savez(tmp_path / "d.npz", images=np.zeros((50, 3)), y=np.zeros(50, dtype=int))
-    with pytest.raises(UsageError, match=r"expected an array named 'x', found \['images', 'y'\]"):
-        load_data(DataConfig(spec=str(tmp_path / "d.npz")), seed=0)
+    """RELIABILITY 8: a wrong array name: arrays other than x are named inputs, and a model whose
+    forward does not take that name is refused with both lists (before any training); an archive
+    with labels alone names what it expected."""
+    from edgedistill.data.inputs import check_names
+    from edgedistill.errors import ModelMismatchError
+    from edgedistill.zoo import digits_student
+
+    np.savez(tmp_path / "d.npz", images=np.zeros((100, 1, 32, 32), np.float32), y=np.arange(100) % 2)
+    splits = load_data(DataConfig(spec=str(tmp_path / "d.npz")), seed=0)
+    assert list(splits.x_train) == ["images"] and splits.input_shape == {"images": (1, 32, 32)}
+    with pytest.raises(ModelMismatchError) as info:
+        check_names(digits_student(), "student", splits.sample)
+    assert "forward takes inputs ['input']" in info.value.message and "x for a model with one input" in info.value.hint
+    assert "the data has ['images'], which it does not take" in info.value.message
+    assert "the data lacks ['input']" in info.value.message
+    np.savez(tmp_path / "y.npz", y=np.zeros(50, dtype=int))
+    with pytest.raises(UsageError, match=r"expected an array x, or one array per input name, found \['y'\]"):
+        load_data(DataConfig(spec=str(tmp_path / "y.npz")), seed=0)
 
 
 def test_length_mismatch(tmp_path):

@@ -99,6 +99,44 @@ def check_calibration(calibration: numpy.ndarray | None, expected: list[int | No
         raise UsageError(f"{backend} int8 export needs calibration data; none was given",
                          "pass calibration samples (N x C x H x W float32)")
     calibration = np.asarray(calibration)
+    _check_shape(calibration, expected, input_name, backend)
+    if not np.issubdtype(calibration.dtype, np.floating):
+        raise UsageError(f"{backend} calibration data: expected float32, got {calibration.dtype}")
+    return calibration.astype(np.float32, copy=False)
+
+
+def calibration_feeds(calibration: numpy.ndarray | dict[str, numpy.ndarray] | None,
+                      expected: dict[str, list[int | None]], backend: str) -> dict[str, numpy.ndarray]:
+    """Calibration samples as the model's feeds, {input name: N x ... array}, checked against
+    the model's inputs (`expected`: name -> shape, None for dynamic dims). One array is a
+    one-input model's input (float32); named arrays (token ids and masks) keep integer dtypes."""
+    import numpy as np
+
+    if not isinstance(calibration, dict):
+        if len(expected) != 1:
+            raise UsageError(f"{backend} int8 export: the model has inputs {list(expected)}; "
+                             "the calibration data is one array",
+                             "give one calibration array per input name")
+        (name, shape), = expected.items()
+        return {name: check_calibration(calibration, shape, name, backend)}
+    if set(calibration) != set(expected):
+        raise UsageError(f"{backend} calibration data: expected inputs {list(expected)}, "
+                         f"got {list(calibration)}", "give one calibration array per input name")
+    feeds = {}
+    for name, shape in expected.items():
+        array = np.asarray(calibration[name])
+        if array.dtype.kind in "iub":
+            _check_shape(array, shape, name, backend)
+            feeds[name] = array.astype(np.int64, copy=False) if array.dtype.kind != "b" else array
+        else:
+            feeds[name] = check_calibration(array, shape, name, backend)
+    if len({len(a) for a in feeds.values()}) != 1:
+        raise UsageError(f"{backend} calibration data: every input needs as many samples, got "
+                         + ", ".join(f"{k} {len(a)}" for k, a in feeds.items()))
+    return feeds
+
+
+def _check_shape(calibration: numpy.ndarray, expected: list[int | None], input_name: str, backend: str) -> None:
     sample = list(calibration.shape[1:])
     if len(calibration.shape) != len(expected) or any(
         e is not None and e != a for e, a in zip(expected[1:], sample)
@@ -109,9 +147,11 @@ def check_calibration(calibration: numpy.ndarray | None, expected: list[int | No
             f"got {list(calibration.shape)}",
             "calibration samples must have the model's input shape, stacked on a batch axis",
         )
-    if not np.issubdtype(calibration.dtype, np.floating):
-        raise UsageError(f"{backend} calibration data: expected float32, got {calibration.dtype}")
-    return calibration.astype(np.float32, copy=False)
+
+
+def feed_rows(feeds: dict[str, numpy.ndarray], start: int, stop: int) -> dict[str, numpy.ndarray]:
+    """Samples start..stop of every input (a batch for a quantizer's calibration loop)."""
+    return {k: v[start:stop] for k, v in feeds.items()}
 
 
 def check_request(backend: str, accepts: tuple[str, ...], precisions: tuple[str, ...],

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from edgedistill.artifacts import Artifact, atomic_write_bytes
 from edgedistill.backends.base import Availability, installed, package_version
 from edgedistill.backends.common import (
-    check_calibration,
+    calibration_feeds,
     check_request,
     first_line,
     operator_from_message,
@@ -39,20 +39,27 @@ def availability() -> Availability:
 
 
 def export(source: Artifact, out_dir: Path, *, precision: str,
-           calibration: numpy.ndarray | None) -> Artifact:
+           calibration: numpy.ndarray | dict[str, numpy.ndarray] | None) -> Artifact:
+    """`calibration`: one array, or one per input in the program's input order (the model's
+    forward order: a program keeps positions, not the data's names)."""
     check_request(NAME, ACCEPTS, PRECISIONS, source, precision)
     import torch
 
     start = time.perf_counter()
     program = torch.export.load(str(source.path))
     example = _static_example(program)
-    meta: dict[str, Any] = {"input_shape": list(example.shape),
-                            "input_dtype": str(example.dtype).removeprefix("torch."),
+    meta: dict[str, Any] = {"input_shape": list(example[0].shape),
+                            "input_dtype": str(example[0].dtype).removeprefix("torch."),
+                            "inputs": [{"name": f"input_{i}", "shape": list(t.shape),
+                                        "dtype": str(t.dtype).removeprefix("torch.")} for i, t in enumerate(example)],
                             "delegate": DELEGATE, "executorch": package_version("executorch")}
     module = program.module()
     if precision == "int8":
-        samples = check_calibration(calibration, [None, *example.shape[1:]], "input", NAME)
-        module, quant_meta = _quantize(module, example, samples)
+        if isinstance(calibration, dict):  # by position: the names are the data's, not the program's
+            calibration = dict(zip([f"input_{i}" for i in range(len(calibration))], calibration.values()))
+        feeds = calibration_feeds(calibration, {f"input_{i}": [None, *t.shape[1:]] for i, t in enumerate(example)},
+                                  NAME)
+        module, quant_meta = _quantize(module, example, list(feeds.values()))
         meta.update(quant_meta)
     buffer, delegation = _lower(module, example)
     out_path = Path(out_dir) / f"{source.role}-{precision}-{NAME}.pte"
@@ -63,23 +70,26 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
                     role=source.role, backend=NAME, meta=meta)
 
 
-def _static_example(program: torch.export.ExportedProgram) -> torch.Tensor:
-    """A zero input of the program's shape with batch 1; other dims must be static."""
+def _static_example(program: torch.export.ExportedProgram) -> tuple[torch.Tensor, ...]:
+    """Zero inputs of the program's shapes with batch 1, one per input in its order; other dims
+    must be static (ExecuTorch plans memory ahead of time)."""
     import torch
 
     user_inputs = set(program.graph_signature.user_inputs)
-    node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name in user_inputs)
-    value = node.meta["val"]
-    dims = list(value.shape)
-    if any(not isinstance(d, int) for d in dims[1:]):
-        raise ExportError(f"{NAME} needs static input dims except the batch axis; "
-                          f"the program's input {node.name!r} has shape {dims}",
-                          "export the program with fixed spatial dims")
-    return torch.zeros([1, *dims[1:]], dtype=value.dtype)
+    example = []
+    for node in (n for n in program.graph.nodes if n.op == "placeholder" and n.name in user_inputs):
+        value = node.meta["val"]
+        dims = list(value.shape)
+        if any(not isinstance(d, int) for d in dims[1:]):
+            raise ExportError(f"{NAME} needs static input dims except the batch axis; "
+                              f"the program's input {node.name!r} has shape {dims}",
+                              "export the program with fixed spatial dims (and sequence length)")
+        example.append(torch.zeros([1, *dims[1:]], dtype=value.dtype))
+    return tuple(example)
 
 
-def _quantize(module: torch.nn.Module, example: torch.Tensor,
-              samples: numpy.ndarray) -> tuple[torch.nn.Module, dict[str, Any]]:
+def _quantize(module: torch.nn.Module, example: tuple[torch.Tensor, ...],
+              samples: list[numpy.ndarray]) -> tuple[torch.nn.Module, dict[str, Any]]:
     """PT2E static quantization with the XNNPACK quantizer (int8 symmetric, per-channel
     weights), calibrated one sample at a time, the batch the program is exported with."""
     import torch
@@ -93,23 +103,23 @@ def _quantize(module: torch.nn.Module, example: torch.Tensor,
     quantizer.set_global(get_symmetric_quantization_config(is_per_channel=True))
     try:
         with quiet_stdout():
-            graph = torch.export.export(module, (example,)).module()
+            graph = torch.export.export(module, example).module()
             prepared = prepare_pt2e(graph, quantizer)
             with torch.no_grad():
-                for sample in torch.from_numpy(samples):
-                    prepared(sample.unsqueeze(0))
+                for i in range(len(samples[0])):
+                    prepared(*(torch.from_numpy(s[i : i + 1]) for s in samples))
             converted = convert_pt2e(prepared)
     except Exception as e:
         raise _failure("int8 quantization (PT2E, XNNPACKQuantizer)", e) from e
     return converted, {
         "quantizer": "XNNPACKQuantizer (torchao pt2e prepare/convert)",
         "quantization_config": "get_symmetric_quantization_config(is_per_channel=True)",
-        "calibration_samples": len(samples),
+        "calibration_samples": len(samples[0]),
         "torchao": package_version("torchao"),
     }
 
 
-def _lower(module: torch.nn.Module, example: torch.Tensor) -> tuple[bytes, dict[str, Any]]:
+def _lower(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> tuple[bytes, dict[str, Any]]:
     """Export with a static batch, lower what XNNPACK supports to it, serialize the program."""
     import torch
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import (
@@ -120,7 +130,7 @@ def _lower(module: torch.nn.Module, example: torch.Tensor) -> tuple[bytes, dict[
 
     try:
         with quiet_stdout():
-            program = torch.export.export(module, (example,))
+            program = torch.export.export(module, example)
             edge = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()])
             info = get_delegation_info(edge.exported_program().graph_module)
             buffer = edge.to_executorch().buffer

@@ -13,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 from edgedistill.artifacts import Artifact
 from edgedistill.backends.base import Availability, package_version
 from edgedistill.backends.common import (
-    check_calibration,
+    calibration_feeds,
     check_request,
+    feed_rows,
     first_line,
     operator_from_message,
     quiet_stdout,
@@ -24,7 +25,7 @@ from edgedistill.errors import ExportError
 from edgedistill.onnx_files import (
     check_onnx_external_data,
     has_external_data,
-    onnx_input,
+    onnx_inputs,
 )
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def availability() -> Availability:
 
 
 def export(source: Artifact, out_dir: Path, *, precision: str,
-           calibration: numpy.ndarray | None) -> Artifact:
+           calibration: numpy.ndarray | dict[str, numpy.ndarray] | None) -> Artifact:
     check_request(NAME, ACCEPTS, PRECISIONS, source, precision)
     model = check_onnx_external_data(source.path)
     out_path = Path(out_dir) / f"{source.role}-{precision}-{NAME}.onnx"
@@ -57,9 +58,8 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
             copy_onnx(Path(source.path), tmp_path, external=has_external_data(model))
             meta: dict[str, Any] = {"conversion": "copy"}
         else:
-            name, shape = onnx_input(model)
-            samples = check_calibration(calibration, shape, name, NAME)
-            meta = quantize_qdq(Path(source.path), tmp_path, samples, input_name=name,
+            feeds = calibration_feeds(calibration, onnx_inputs(model), NAME)
+            meta = quantize_qdq(Path(source.path), tmp_path, feeds,
                                 external=has_external_data(model), symmetric_activations=False)
     meta.update(source_path=str(source.path), export_s=round(time.perf_counter() - start, 3))
     return Artifact(kind="onnx", path=out_path, precision=precision, role=source.role,  # type: ignore[arg-type]
@@ -80,26 +80,25 @@ def copy_onnx(src: Path, dst: Path, *, external: bool) -> None:
 
 
 class _Samples:
-    """onnxruntime CalibrationDataReader over an N x ... array, one sample per call: a batch of
-    one fits every model, dynamic batch axis or not, and min/max calibration is the same."""
+    """onnxruntime CalibrationDataReader over N samples of every input, one sample per call: a
+    batch of one fits every model, dynamic batch axis or not, and min/max calibration is the same."""
 
-    def __init__(self, input_name: str, samples: numpy.ndarray):
-        self._input_name = input_name
-        self._samples = samples
+    def __init__(self, feeds: dict[str, numpy.ndarray]):
+        self._feeds = feeds
+        self._count = len(next(iter(feeds.values())))
         self._next = 0
 
     def get_next(self) -> dict[str, numpy.ndarray] | None:
-        if self._next >= len(self._samples):
+        if self._next >= self._count:
             return None
-        sample = self._samples[self._next : self._next + 1]
         self._next += 1
-        return {self._input_name: sample}
+        return feed_rows(self._feeds, self._next - 1, self._next)
 
     def rewind(self) -> None:
         self._next = 0
 
 
-def quantize_qdq(src: Path, dst: Path, samples: numpy.ndarray, *, input_name: str,
+def quantize_qdq(src: Path, dst: Path, feeds: dict[str, numpy.ndarray], *,
                  external: bool, symmetric_activations: bool) -> dict[str, Any]:
     """Static post-training INT8 quantization into QDQ format; returns what was done.
 
@@ -131,7 +130,7 @@ def quantize_qdq(src: Path, dst: Path, samples: numpy.ndarray, *, input_name: st
                               all_tensors_to_one_file=True,
                               external_data_location=pre.name + ".data")
             quantize_static(
-                str(pre), str(dst), _Samples(input_name, samples),
+                str(pre), str(dst), _Samples(feeds),
                 quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=activation, weight_type=QuantType.QInt8,
                 reduce_range=not symmetric_activations,
@@ -157,7 +156,7 @@ def quantize_qdq(src: Path, dst: Path, samples: numpy.ndarray, *, input_name: st
         "activation_symmetric": symmetric_activations,
         "reduce_range": not symmetric_activations,
         "calibrate_method": "MinMax",
-        "calibration_samples": len(samples),
+        "calibration_samples": len(next(iter(feeds.values()))),
     }
 
 

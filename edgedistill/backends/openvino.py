@@ -13,14 +13,15 @@ from typing import TYPE_CHECKING, Any
 from edgedistill.artifacts import Artifact
 from edgedistill.backends.base import Availability, installed, package_version
 from edgedistill.backends.common import (
-    check_calibration,
+    calibration_feeds,
     check_request,
+    feed_rows,
     first_line,
     quiet_stdout,
     staged_output,
 )
 from edgedistill.errors import BackendUnavailableError, ExportError
-from edgedistill.onnx_files import check_onnx_external_data, onnx_input
+from edgedistill.onnx_files import check_onnx_external_data, onnx_inputs
 
 if TYPE_CHECKING:
     import numpy
@@ -36,7 +37,7 @@ def availability() -> Availability:
 
 
 def export(source: Artifact, out_dir: Path, *, precision: str,
-           calibration: numpy.ndarray | None) -> Artifact:
+           calibration: numpy.ndarray | dict[str, numpy.ndarray] | None) -> Artifact:
     check_request(NAME, ACCEPTS, PRECISIONS, source, precision)
     onnx_model = check_onnx_external_data(source.path)
     import openvino as ov
@@ -46,12 +47,11 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
     model = _convert(ov, Path(source.path))
     meta: dict[str, Any] = {"converter": "openvino.convert_model", "openvino": ov.__version__}
     if precision == "int8":
-        name, shape = onnx_input(onnx_model)
-        samples = check_calibration(calibration, shape, name, NAME)
-        model = _quantize(model, samples)
+        feeds = calibration_feeds(calibration, onnx_inputs(onnx_model), NAME)
+        model = _quantize(model, feeds)
         meta.update(quantizer="nncf.quantize", nncf=package_version("nncf"),
                     preset="performance (default: symmetric activations and weights)",
-                    calibration_samples=len(samples))
+                    calibration_samples=len(next(iter(feeds.values()))))
     # fp16 keeps fp32 activations and computes as the device prefers; only the stored weights
     # are halved. int8 weights are int8 already, so nothing is left to compress.
     compress = precision == "fp16"
@@ -85,20 +85,23 @@ def _unconverted_operators(text: str) -> str | None:
     return m.group(1).strip() if m else None
 
 
-def _quantize(model: Any, samples: numpy.ndarray) -> Any:
+def _quantize(model: Any, feeds: dict[str, numpy.ndarray]) -> Any:
     if importlib.util.find_spec("nncf") is None:  # fp32/fp16 work without it
         raise BackendUnavailableError(f"{NAME} int8 export needs nncf, which is not installed",
                                       "pip install 'edgedistill[openvino]'")
     import nncf
 
-    # One sample per item: the graph's batch axis may be static (1), and NNCF feeds items as is.
-    dataset = nncf.Dataset([samples[i : i + 1] for i in range(len(samples))])
+    # One sample per item: the graph's batch axis may be static (1), and NNCF feeds items as is
+    # (a dict of every input, by name, for a model with several).
+    count = len(next(iter(feeds.values())))
+    items = [feed_rows(feeds, i, i + 1) for i in range(count)]
+    dataset = nncf.Dataset(items if len(feeds) > 1 else [next(iter(item.values())) for item in items])
     try:
         with quiet_stdout():  # NNCF draws rich progress bars on stdout
             # Full bias correction: with NNCF's default fast one, an under-trained digits student
             # kept only 93 % top-1 agreement with its fp32 self on an AVX-512 VNNI CPU; the
             # full one kept 100 %, at a cost of seconds on small models.
-            return nncf.quantize(model, dataset, subset_size=len(samples), fast_bias_correction=False)
+            return nncf.quantize(model, dataset, subset_size=count, fast_bias_correction=False)
     except Exception as e:
         raise ExportError(f"{NAME} int8 quantization (nncf.quantize) failed: "
                           f"{type(e).__name__}: {first_line(str(e))}") from e

@@ -82,7 +82,7 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
 
             samples = check_calibration(calibration, shape, input_name, NAME)
             onnx_path = Path(work) / "qdq.onnx"
-            meta.update(quantize_qdq(Path(source.path), onnx_path, samples, input_name=input_name,
+            meta.update(quantize_qdq(Path(source.path), onnx_path, {input_name: samples},
                                      external=has_external_data(model), symmetric_activations=True))
         plan, build_meta = build_engine(onnx_path, input_name, shape, precision,
                                         timing_cache=out_dir / TIMING_CACHE)

@@ -35,6 +35,9 @@ def build_augment(specs: Sequence[str]) -> Augment | None:
         return None
 
     def augment(x: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, dict):  # token ids and masks: shifting or adding noise means nothing
+            raise UsageError(f"augmentation ({AUGMENT_FORMS}) takes models with one input, found named "
+                             f"inputs {', '.join(x)}", "remove [distill] augment for this model")
         for step in steps:
             out = step(x)
             if not isinstance(out, torch.Tensor) or out.shape != x.shape:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgedistill.data.inputs import Inputs, run
 from edgedistill.errors import UsageError
 from edgedistill.specs import set_mode
 
@@ -192,14 +193,14 @@ def _make_adapter(pair: PairSpec, s: torch.Tensor, t: torch.Tensor) -> FeatureAd
     return FeatureAdapter(s.shape, t.shape, project).to(device=s.device, dtype=s.dtype)
 
 
-def _tapped_forward(model: nn.Module, paths: list[str], x: torch.Tensor, role: str) -> dict[str, torch.Tensor]:
+def _tapped_forward(model: nn.Module, paths: list[str], x: Inputs, role: str) -> dict[str, torch.Tensor]:
     """One no-grad eval-mode forward, returning the tapped outputs; modes are restored after."""
     modes = [(m, m.training) for m in model.modules()]
     with FeatureTaps(model, paths, role=role) as taps:
         set_mode(model, training=False)  # BatchNorm accepts a batch of one; running stats stay
         try:
             with torch.no_grad():
-                model(x)
+                run(model, x)
         finally:
             for m, training in modes:
                 m.training = training
@@ -212,7 +213,7 @@ def _tapped_forward(model: nn.Module, paths: list[str], x: torch.Tensor, role: s
 
 
 def build_adapters(
-    student: nn.Module, teacher: nn.Module, pairs: Sequence[Any], example_input: torch.Tensor
+    student: nn.Module, teacher: nn.Module, pairs: Sequence[Any], example_input: Inputs
 ) -> FeatureAdapters:
     """An adapter per (student path, teacher path) pair, sized from one forward of each model.
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgedistill.data import DataSplits
+from edgedistill.data.inputs import Inputs
 from edgedistill.distill.teacher_cache import predict
 from edgedistill.errors import UsageError
 from edgedistill.specs import check_compatible, check_embedding_compatible
@@ -36,9 +37,9 @@ def check_models(objective: str, teacher: nn.Module, student: nn.Module, splits:
 
     check_objective(objective, teacher)  # an encoder's embedding is not a set of class scores
     if objective == "embedding":
-        check_embedding_compatible(teacher, student, splits.input_shape)
+        check_embedding_compatible(teacher, student, splits.sample)
     else:
-        check_compatible(teacher, student, splits.input_shape, splits.num_classes)
+        check_compatible(teacher, student, splits.sample, splits.num_classes)
 
 
 def check_teacher_score(score: float, num_classes: int, samples: int, *, allow: bool) -> None:
@@ -61,7 +62,7 @@ def check_teacher_score(score: float, num_classes: int, samples: int, *, allow: 
     )
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256) -> float:
+def evaluate(model: nn.Module, x: Inputs, y: torch.Tensor, batch_size: int = 256) -> float:
     """Top-1 accuracy in [0, 1]."""
     return (predict(model, x, batch_size).argmax(dim=1) == y).float().mean().item()
 

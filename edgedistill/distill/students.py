@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from edgedistill.backends.common import first_line
+from edgedistill.data.inputs import Inputs, run, take
 from edgedistill.errors import UsageError
 
 DERIVED_FORMS = '"prune:<width>" (0 < width < 1, e.g. prune:0.5) or "shallow:<k>" (integer k >= 2)'
@@ -30,7 +31,7 @@ def is_derived(spec: str) -> bool:
     return spec.startswith(("prune:", "shallow:"))
 
 
-def derive_student(spec: str, teacher: nn.Module, input_shape: tuple[int, ...]) -> Derived:
+def derive_student(spec: str, teacher: nn.Module, input_shape: tuple[int, ...] | Inputs) -> Derived:
     """Build the student a "prune:"/"shallow:" spec names from a copy of the teacher."""
     kind, _, arg = spec.partition(":")
     if not any(p.numel() for p in teacher.parameters()):
@@ -65,16 +66,16 @@ def _stride(spec: str, arg: str) -> int:
 # ---------------------------------------------------------------- prune
 
 
-def prune_student(teacher: nn.Module, width: float, input_shape: tuple[int, ...]) -> Derived:
+def prune_student(teacher: nn.Module, width: float, input_shape: tuple[int, ...] | Inputs) -> Derived:
     import torch_pruning as tp
 
     student = copy.deepcopy(teacher).eval()
-    example = torch.zeros((1, *input_shape))
+    example = torch.zeros((1, *input_shape)) if isinstance(input_shape, tuple) else take(input_shape, slice(0, 1))
     linears = [m for m in student.modules() if isinstance(m, nn.Linear)]
     # The classifier's outputs are the classes: pruning them would change the task.
     ignored = linears[-1:]
     with torch.no_grad():
-        before_out = student(example)
+        before_out = run(student, example)
     macs_before, params_before = tp.utils.count_ops_and_params(student, example)
     try:  # not under no_grad: torch-pruning traces the dependency graph through autograd
         pruner = tp.pruner.MetaPruner(
@@ -83,7 +84,7 @@ def prune_student(teacher: nn.Module, width: float, input_shape: tuple[int, ...]
         )
         pruner.step()
         with torch.no_grad():
-            after_out = student(example)
+            after_out = run(student, example)
     except Exception as e:  # torch-pruning fails in many ways on graphs it cannot trace
         raise UsageError(f"student spec 'prune:{width:g}': torch-pruning cannot prune this teacher "
                          f"({type(e).__name__}: {first_line(str(e), 200)})",

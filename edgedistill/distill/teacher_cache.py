@@ -20,6 +20,7 @@ from torch import nn
 
 from edgedistill.artifacts import atomic_write_bytes
 from edgedistill.data import DataSplits
+from edgedistill.data.inputs import Inputs, count, run, split
 from edgedistill.specs import set_mode
 
 # Metadata goes in one key: safetensors orders several keys at random, so bytes would differ.
@@ -55,13 +56,13 @@ def model_digest(model: nn.Module, spec: str = "") -> str:
     return h.hexdigest()
 
 
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def predict(model: nn.Module, x: Inputs, batch_size: int = 256) -> torch.Tensor:
     """Logits for every row of x, in eval mode and without gradients; the model's mode is restored."""
     was_training = model.training
     set_mode(model, training=False)
     try:
         with torch.no_grad():
-            return torch.cat([model(batch) for batch in x.split(batch_size)])
+            return torch.cat([run(model, batch) for batch in split(x, batch_size)])
     finally:
         set_mode(model, training=was_training)
 
@@ -79,4 +80,4 @@ def _read(path: Path, digest: str, splits: DataSplits) -> torch.Tensor | None:
     if meta != {"teacher": digest, "data": splits.fingerprint}:
         return None
     # (N, classes) logits or (N, D) / (N, L, D) embeddings: the cache holds whatever the teacher returns.
-    return logits if logits.dim() >= 2 and len(logits) == len(splits.x_train) else None
+    return logits if logits.dim() >= 2 and len(logits) == count(splits.x_train) else None

@@ -39,6 +39,7 @@ from torch import nn
 from edgedistill.artifacts import atomic_write_bytes, atomic_write_text
 from edgedistill.config import DistillConfig
 from edgedistill.data import DataSplits
+from edgedistill.data.inputs import Inputs, count, run, split, take
 from edgedistill.distill.augment import build_augment
 from edgedistill.distill.defaults import resolve as resolve_defaults
 from edgedistill.distill.features import FeatureAdapters, FeatureTaps, build_adapters
@@ -112,7 +113,7 @@ def distill(
         )
     augment = build_augment(cfg.augment)
     if augment is not None:
-        augment(splits.x_train[:2])  # a spec that does not fit the data fails here, before any step
+        augment(splits.sample)  # a spec that does not fit the data fails here, before any step
     with _training_settings(cfg.threads), contextlib.ExitStack() as taps:
         # Hint losses need the teacher's inner features, and augmented inputs the teacher's
         # outputs on them: only a live teacher gives either.
@@ -123,7 +124,7 @@ def distill(
         validator = Validator(cfg.objective, teacher, splits)  # before the taps: they would catch its pass
         # Built before the first step, so a wrong module path or shape fails up front (exit 2).
         make_adapters = (
-            functools.partial(build_adapters, student, teacher, cfg.features, splits.x_train[:2])
+            functools.partial(build_adapters, student, teacher, cfg.features, splits.sample)
             if cfg.features else None
         )
         key = _run_key(teacher, student, splits, cfg, seed)
@@ -133,7 +134,7 @@ def distill(
                 "(their digests differ between ranks)",
                 "give the teacher a weights file and load the same data on every node",
             )
-        state = _TrainingState(student, cfg, seed, len(splits.x_train), key, make_adapters, world)
+        state = _TrainingState(student, cfg, seed, count(splits.x_train), key, make_adapters, world)
         state.validator, state.augment = validator, augment
         if state.adapters is not None:
             state.taps = (
@@ -216,7 +217,7 @@ class _TeacherTargets:
     def __call__(self, idx: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.cached is not None:
             return self.cached[idx]
-        return predict(self.teacher, x, batch_size=len(x))
+        return predict(self.teacher, x, batch_size=count(x))
 
 
 class _TrainingState:
@@ -363,11 +364,11 @@ def _train_epoch(
     task = progress.add_task(label, total=state.steps_per_epoch, completed=state.step) if progress else None
     labels = splits.y_train
     set_mode(student, training=True)
-    batches = _batches(state.epoch_order(len(splits.x_train)), cfg.batch_size, world.size)
+    batches = _batches(state.epoch_order(count(splits.x_train)), cfg.batch_size, world.size)
     for step in range(state.step, len(batches)):
         start = time.perf_counter()
         idx = batches[step][world.rank :: world.size]  # this rank's slice of the global batch
-        x = splits.x_train[idx]
+        x = take(splits.x_train, idx)
         if state.augment is not None:
             x = state.augment(x)
         batch_labels = labels[idx] if labels is not None else None
@@ -405,7 +406,7 @@ def _train_epoch(
 
 def _step(
     state: _TrainingState,
-    x: torch.Tensor,
+    x: Inputs,
     soft_targets: torch.Tensor,
     labels: torch.Tensor | None,
     cfg: DistillConfig,
@@ -417,7 +418,7 @@ def _step(
     `share` weighs this rank's mean loss by its slice of the global batch, so the averaged
     gradient is that of the whole batch's mean loss.
     """
-    logits = state.model(x)
+    logits = run(state.model, x)
     total, parts = _objective_loss(logits, soft_targets, labels, cfg)
     hint = None
     if state.adapters is not None:  # the taps caught the student's and the live teacher's features
@@ -455,7 +456,7 @@ def _objective_loss(
     return loss.total, {"kd": loss.kd, "ce": loss.ce}
 
 
-def _recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int) -> None:
+def _recalibrate_batchnorm(model: nn.Module, x: Inputs, batch_size: int) -> None:
     """Re-estimate BatchNorm running statistics for the weights the epoch ended with.
 
     The running averages trail the weights by many steps; on a short schedule (a small data
@@ -474,8 +475,8 @@ def _recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int) -
         m.reset_running_stats()
         m.momentum = None  # None: a cumulative average over all batches of this pass
     with torch.no_grad():
-        for batch in x.split(batch_size):
-            model(batch)
+        for batch in split(x, batch_size):
+            run(model, batch)
     for m, momentum in zip(norms, momenta, strict=True):
         m.momentum = momentum
 

@@ -13,7 +13,9 @@ Modes: "describe" (import and load only: the model's inputs and outputs, nothing
 
 Inputs: `inputs` is an .npz with one array per model input, keyed by the input's name, samples
 along axis 0 (batch b of sample k is arr[k:k+b] for every input alike); a .npy is a one-input
-model's only input. A .pte keeps no names: its inputs are input_0, input_1, ... The probe
+model's only input. A .pte keeps no names: its inputs are input_0, input_1, ..., fed the
+file's arrays in the file's order when the file names them otherwise (the pipeline writes them
+in the order of the model's forward parameters, the order torch.export gives them). The probe
 runs every call with a dict {input name: array}; outputs are the model's FIRST output.
 `shapes` ({input name: [int, ...]}) fixes dynamic dimensions (OpenVINO reshapes to them).
 """
@@ -225,6 +227,9 @@ def _read_inputs(path, model_inputs):
             arrays = {key: loaded[key] for key in loaded.files}
     if len(arrays) == 1 and len(names) == 1:
         arrays = {names[0]: next(iter(arrays.values()))}
+    elif (len(arrays) == len(names) and names == ["input_%d" % i for i in range(len(names))]
+          and not any(n in arrays for n in names)):  # a .pte's unnamed inputs, by position
+        arrays = dict(zip(names, arrays.values()))
     missing = [n for n in names if n not in arrays]
     unexpected = [k for k in arrays if k not in names]
     if missing or unexpected:
