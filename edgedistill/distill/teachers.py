@@ -291,6 +291,10 @@ def load_hf(folder: str, role: str) -> nn.Module:
             raise UsageError(f"{spec}: {type(model).__name__} is an encoder without token ids as input; "
                              "only text encoders are supported as embedding models",
                              "save an *ForImageClassification model to distill its logits")
+        if getattr(model, "pooler", None) is not None:
+            # BERT's pooler (a dense + tanh over [CLS], for next-sentence prediction) is not part
+            # of a sentence embedding: dropped, it costs nothing in training or in the export.
+            model.pooler = None
         wrapped = _wrap_text(model, pooling=pooling, normalize=normalize)
         layers = getattr(model.config, "num_hidden_layers", "?")
         wrapped.load_note = (f"{role} hf:{folder}: {type(model).__name__} encoder, {layers} layers, "
