@@ -45,6 +45,14 @@ def _traced(model: torch.nn.Module, example: Inputs) -> tuple[torch.nn.Module, t
     return Positional(model, list(ordered)).eval(), tuple(ordered.values()), list(ordered)
 
 
+def _for_traced(traced: torch.nn.Module, shapes: tuple | None) -> tuple | None:
+    """Positional.forward(*args) has one (var-positional) parameter: torch.export takes the
+    shapes of all its arguments as one tuple, else "inputs has 1 elements, dynamic_shapes 3"."""
+    from edgedistill.data.inputs import Positional
+
+    return (shapes,) if shapes is not None and isinstance(traced, Positional) else shapes
+
+
 def _dynamic_shapes(args: tuple, dynamic_batch: bool, sequence: bool) -> tuple[dict[int, Any], ...] | None:
     """A dynamic batch axis on every input; with `sequence`, axis 1 of every N×L integer input
     (token ids, masks) too, left to torch.export to keep or to fix (Dim.AUTO): a model whose
@@ -116,7 +124,8 @@ def export_onnx(model: torch.nn.Module, example: Inputs, out_path: Path, *,
             program = torch.onnx.export(
                 traced, args, None, dynamo=True, verbose=False,
                 input_names=names, output_names=[OUTPUT_NAME], opset_version=opset,
-                dynamic_shapes=_dynamic_shapes(args, dynamic_batch, sequence=isinstance(example, dict)),
+                dynamic_shapes=_for_traced(traced, _dynamic_shapes(args, dynamic_batch,
+                                                                   sequence=isinstance(example, dict))),
             )
         except Exception as e:  # the exporter raises many types; all mean "could not export"
             raise _export_failure(ONNX_EXPORTER, e, opset=opset or _default_onnx_opset(),
@@ -168,7 +177,7 @@ def export_program(model: torch.nn.Module, example: Inputs, out_path: Path, *,
     with quiet_stdout() as captured:
         try:
             program = torch.export.export(
-                traced, args, dynamic_shapes=_dynamic_shapes(args, dynamic_batch, sequence=False)
+                traced, args, dynamic_shapes=_for_traced(traced, _dynamic_shapes(args, dynamic_batch, sequence=False))
             )
         except Exception as e:
             raise _export_failure("torch.export", e, captured=captured.getvalue()) from e
