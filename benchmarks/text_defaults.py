@@ -19,7 +19,7 @@ Printed: the held-out cosine (sentences neither arm saw: mean cosine of student 
 embeddings) and the wall time of each arm; exit 1 unless tool >= plain. `--lr` runs the tool arm
 at given learning rates instead of its default (how the default was picked).
 
-    .venv/bin/python benchmarks/text_defaults.py [--samples 2000] [--length 40] [--epochs 3] [--json out.json]
+    .venv/bin/python benchmarks/text_defaults.py [--samples 1000] [--length 32] [--epochs 3] [--json out.json]
 """
 
 from __future__ import annotations
@@ -79,15 +79,17 @@ def plain_loop(teacher, x_train, targets, epochs: int, lr: float, batch: int, se
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=2000, help="sentences for the tool's data file")
-    parser.add_argument("--held-out", type=int, default=400, help="further sentences neither arm trains on")
-    parser.add_argument("--length", type=int, default=40, help="tokens per sentence (padded/truncated)")
+    parser.add_argument("--samples", type=int, default=1000, help="sentences for the tool's data file")
+    parser.add_argument("--held-out", type=int, default=300, help="further sentences neither arm trains on")
+    parser.add_argument("--length", type=int, default=32, help="tokens per sentence (padded/truncated)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--plain-lr", type=float, default=5e-5)
     parser.add_argument("--plain-batch", type=int, default=32)
     parser.add_argument("--lr", type=float, nargs="*", help="run the tool arm at these lr instead of its default")
+    parser.add_argument("--also-lr", type=float, nargs="*", default=[],
+                        help="further tool arms at these lr, after the default one (e.g. 3e-3: the old default)")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain loop (with --lr sweeps)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -116,7 +118,7 @@ def main() -> int:
         splits = load_data(DataConfig(spec=str(work / "data.npz")), seed=args.seed)
         figures["train"] = len(splits.x_train)
 
-        for lr in args.lr or [None]:
+        for lr in (args.lr or [None]) + args.also_lr:
             cfg = DistillConfig(objective="embedding", epochs=args.epochs, threads=args.threads, lr=lr)
             torch.manual_seed(args.seed)
             student = shallow_student(teacher, STRIDE).student

@@ -199,3 +199,4 @@ def test_a_sequence_longer_than_the_position_table_is_refused(encoder_folder, tm
     result = run_distill(tmp_path, monkeypatch, encoder_folder, x, '[distill]\nobjective = "embedding"\n')
     assert_refused(result, tmp_path, f"sequences have {MAX_POSITIONS + 4} tokens",
                    f"max_position_embeddings {MAX_POSITIONS}")
+
