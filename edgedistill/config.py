@@ -111,7 +111,7 @@ class FeaturePair(Strict):
 class DistillConfig(Strict):
     epochs: int = Field(12, ge=1)
     # None = chosen by what the student is (distill/defaults.py): 3e-3 and 64 for a student
-    # trained from scratch, 1e-4 and 32 for one starting from a pretrained transformer.
+    # trained from scratch, 1e-3 and 32 for one starting from a pretrained transformer.
     batch_size: int | None = Field(None, ge=1)
     lr: float | None = Field(None, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
