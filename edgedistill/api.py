@@ -57,7 +57,35 @@ def open_workspace(cfg: Config, targets: list[Path] | None = None,
     for t in loaded:
         for name in t.backends:
             get_backend(name)
+    _check_quality_spec(cfg)
     return Workspace(cfg, checked_run_dir(cfg.run), loaded, trusted)  # a run never writes outside out_dir
+
+
+def _check_quality_spec(cfg: Config) -> None:
+    """The quality metric fits the task, and a user metric imports (exit 2, before any model is
+    loaded); distill() then calls it once on the teacher's outputs, before training."""
+    from edgedistill.errors import ConfigError
+    from edgedistill.quality import is_user_metric, load_user_metric
+
+    if cfg.quality == "top1" and cfg.distill.objective == "embedding":
+        raise ConfigError('quality = "top1" scores class scores, but distill.objective = "embedding" '
+                          "outputs vectors", 'use "auto" (cosine), "cosine", "recall@10" or "pkg.mod:fn"')
+    if is_user_metric(cfg.quality) and cfg.quality != "auto":
+        load_user_metric(cfg.quality)
+
+
+def _check_user_metric(cfg: Config, teacher, splits) -> None:
+    """A user quality metric that raises or returns a non-number stops the run here, before any
+    training: it is called once on the teacher's outputs for a few validation samples."""
+    from edgedistill.data.inputs import take
+    from edgedistill.distill.teacher_cache import predict
+    from edgedistill.quality import CHECK_SAMPLES, check_user_metric, is_user_metric
+
+    if cfg.quality == "auto" or not is_user_metric(cfg.quality):
+        return
+    outputs = predict(teacher, take(splits.x_val, slice(0, CHECK_SAMPLES))).numpy()
+    labels = None if splits.y_val is None else splits.y_val[:CHECK_SAMPLES].numpy()
+    check_user_metric(cfg.quality, outputs, labels)
 
 
 def _file_id(path: Path | None) -> str | None:
@@ -140,6 +168,7 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
     if getattr(teacher, "load_note", ""):
         ui.note(teacher.load_note)  # an hf: model: what it outputs (logits, or a pooled embedding) and how
     check_models(cfg.distill.objective, teacher, student, splits)
+    _check_user_metric(cfg, teacher, splits)
     # lr / batch_size the config leaves out, by what the student is; before the stage key.
     dc, why = resolve_defaults(cfg.distill, student)
     if why:
@@ -270,9 +299,10 @@ def _plan(cfg: Config, missing: dict[str, str]) -> list[tuple[str, str, str]]:
 
 
 def _verify(artifact: Artifact, inputs: Path, reference: np.ndarray, cfg: Config, work: Path,
-            embedding: bool = False) -> dict:
+            embedding: bool = False, task=None) -> dict:
     """Run the artifact in a fresh process on the held-out inputs and compare with PyTorch:
-    max-abs and top-1 agreement for logits, max-abs and cosine for embeddings."""
+    max-abs and top-1 agreement for logits, max-abs and cosine for embeddings. With `task`
+    (quality.Task), the artifact's quality value is in the report too."""
     from edgedistill.bench.runners.local import run_probe
 
     outputs = work / f"{artifact.name}.verify.npy"
@@ -308,11 +338,15 @@ def _verify(artifact: Artifact, inputs: Path, reference: np.ndarray, cfg: Config
         if report["mean_cosine"] < min_cos:
             problems.append(f"mean cosine {report['mean_cosine']:.5f} < {min_cos:g}")
     else:
-        agreement = float((got.argmax(1) == reference.argmax(1)).mean())
+        agreement = float((got.argmax(-1) == reference.argmax(-1)).mean())
         report["top1_agreement"] = agreement
         min_agree = cfg.export.min_top1_agreement.get(artifact.precision, 1.0)
         if agreement < min_agree:
             problems.append(f"top-1 agreement {agreement:.2%} < {min_agree:.0%}")
+    if task is not None:
+        q = task.measure(got)
+        report["quality"] = {"metric": q["metric"], "value": q["value"], "teacher": q["teacher"],
+                             **({} if q["measured"] else {"reason": q["reason"]})}
     report["verified"] = not problems
     if problems and cfg.export.allow_unverified:
         report["problems"] = problems
@@ -350,8 +384,11 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
         ui.step(f"export: skipping {name}: {reason}")
     plan = _plan(cfg, missing)
     versions = {BACKENDS[b][0]: package_version(b) for _, _, b in plan}
+    # Verification records each artifact's quality by the run's metric: another metric redoes
+    # it (the default "auto" leaves the key as it was before quality metrics existed).
+    metric = {} if cfg.quality == "auto" else {"quality": cfg.quality}
     key = stage_key(distill=d.key, export=cfg.export.model_dump(), compress=cfg.compress.model_dump(),
-                    versions=versions)
+                    versions=versions, **metric)
     stage = Stage(ws.run_dir, "export", key)
     if (manifest := stage.cached()) is not None:
         ui.step("export: unchanged, reusing the verified artifacts")
@@ -361,6 +398,7 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
 
     out = stage.begin()
     eval_files = _eval_files(ws, d)
+    scoring = quality_task(cfg, eval_files)
     example = first_sample(d.splits.x_test)
     calibration = calibration_subset(d.splits, cfg.compress.calibration_samples, seed=cfg.run.seed)
     models = {"student": d.student, "teacher": d.teacher}
@@ -392,9 +430,13 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
                      else calibration)  # a program takes its inputs by position, in this order
             art = backend.export(intermediates[(role, kind)], out / backend_name, precision=precision,
                                  calibration=feeds if precision == "int8" else None)
+            source = intermediates[(role, kind)].meta
+            for key in ("inputs", "dynamic_sequence"):  # the names, dtypes and axes it was exported with
+                if key in source:
+                    art.meta.setdefault(key, source[key])
             ref = np.load(eval_files[f"{role}_logits"])
             art.meta["verification"] = _verify(art, eval_files["inputs"], ref, cfg, out,
-                                               embedding=cfg.distill.objective == "embedding")
+                                               embedding=cfg.distill.objective == "embedding", task=scoring)
             v = art.meta["verification"]
             if v["verified"]:
                 ui.note(f"verified {art.name}: {verification_summary(v)}")
@@ -412,23 +454,25 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
 
 
 def verification_summary(v: dict) -> str:
-    """One line for a verification report, logits (top-1 agreement) or embeddings (cosine)."""
+    """One line for a verification report, logits (top-1 agreement) or embeddings (cosine),
+    and the artifact's quality where recorded."""
+    q = v.get("quality") or {}
+    score = f", {q['metric']} {q['value']:.4f}" if q.get("value") is not None else ""
     if "mean_cosine" in v:
-        return f"max abs {v['max_abs']:.2e}, mean cosine {v['mean_cosine']:.6f} (min {v['min_cosine']:.6f})"
-    return f"max abs {v['max_abs']:.2e}, top-1 agreement {v['top1_agreement']:.2%}"
+        return f"max abs {v['max_abs']:.2e}, mean cosine {v['mean_cosine']:.6f} (min {v['min_cosine']:.6f}){score}"
+    return f"max abs {v['max_abs']:.2e}, top-1 agreement {v['top1_agreement']:.2%}{score}"
+
+
+def quality_task(cfg: Config, eval_files: dict[str, Path]):
+    """The run's quality metric with its references: the held-out labels and the PyTorch
+    teacher's outputs on the held-out inputs (quality.Task)."""
+    from edgedistill.quality import Task
+
+    return Task.for_run(cfg.quality, cfg.distill.objective, np.load(eval_files["labels"]),
+                        np.load(eval_files["teacher_logits"]))
 
 
 # ---------------------------------------------------------------- bench, gate, report
-
-
-def _refuse_embedding_bench(cfg: Config) -> None:
-    """Bench scores top-1 on labels and gates on an accuracy drop: numbers an embedding lacks."""
-    if cfg.distill.objective == "embedding":
-        raise UsageError(
-            "bench and compress measure top-1 accuracy on labels, which needs distill.objective = "
-            "'logits'; found 'embedding'",
-            "run `edgedistill distill` and `edgedistill export` (verified by max-abs and cosine) for an embedding student",
-        )
 
 
 def bench(ws: Workspace, ui: UI, artifacts: list[Artifact] | None = None,
@@ -443,7 +487,6 @@ def bench(ws: Workspace, ui: UI, artifacts: list[Artifact] | None = None,
     from edgedistill.interrupts import Interrupted
     from edgedistill.report.results import new_results, write_results
 
-    _refuse_embedding_bench(ws.cfg)
     results_path = ws.run_dir / "results.json"
     results = new_results(ws.cfg.run.name, environment(seed=ws.cfg.run.seed),
                           {"teacher_top1": None, "test_samples": None, "distill": None})
@@ -507,13 +550,23 @@ def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts
     d = d or distill(ws, ui)
     artifacts = artifacts if artifacts is not None else export(ws, ui, d)
     data = ws.run_dir / "data"
-    labels = np.load(data / "test_labels.npy")
-    teacher_pred = np.load(data / "teacher_test_logits.npy").argmax(1)
+    files = {"labels": data / "test_labels.npy", "teacher_logits": data / "teacher_test_logits.npy"}
+    task = quality_task(ws.cfg, files)
+    labels = task.labels
     named = data / "test_inputs.npz"  # a model with several inputs (_eval_files)
-    evalset = EvalSet(named if named.is_file() else data / "test_inputs.npy", labels, teacher_pred)
-    results["reference"] = {"teacher_top1": float((teacher_pred == labels).mean()),
+    inputs = named if named.is_file() else data / "test_inputs.npy"
+    if ws.cfg.distill.objective == "embedding":
+        # Vectors have no classes: top-1 and agreement would be argmaxes of embeddings. The
+        # quality block (cosine, recall@10) is what an embedding is scored and gated by.
+        evalset = EvalSet(inputs, None, None, task, no_accuracy="an embedding model has no classes: see quality")
+        teacher_top1 = None
+    else:
+        teacher_pred = task.teacher_outputs.argmax(-1)
+        evalset = EvalSet(inputs, labels, teacher_pred, task)
+        teacher_top1 = float((teacher_pred == labels).mean())
+    results["reference"] = {"teacher_top1": teacher_top1,
                             "test_samples": int(labels.size), **reference_teacher_fields(d.metrics),
-                            "distill": d.metrics}
+                            "quality": task.reference(), "distill": d.metrics}
     plan = []
     for target in ws.targets:
         record = {"name": target.name, "runner": target.runner, "device": target.device,
@@ -627,8 +680,11 @@ def speedups(results: dict) -> list[str]:
             s50, t50 = r["warm"]["summary"]["p50_ms"], t["warm"]["summary"]["p50_ms"]
             # Model files name theirs "reference"; without labels no top-1 was measured.
             what = "reference" if results["reference"].get("models_from") == "files" else "teacher"
-            s1, t1 = r["accuracy"].get("top1"), t["accuracy"].get("top1")
+            s1, t1 = (r.get("accuracy") or {}).get("top1"), (t.get("accuracy") or {}).get("top1")
             top1 = "" if s1 is None or t1 is None else f", top-1 {s1:.2%} vs {t1:.2%}"
+            q, tq = r.get("quality") or {}, t.get("quality") or {}
+            if q.get("metric") not in (None, "top1") and q.get("value") is not None and tq.get("value") is not None:
+                top1 += f", {q['metric']} {q['value']:.4f} vs {tq['value']:.4f}"
             against = f"reference {t['artifact']}" if what == "reference" else "teacher"
             lines.append(f"{target['name']}: {r['artifact']} p50 {s50:.3f} ms vs {against} {t50:.3f} ms "
                          f"({t50 / s50:.1f}x faster){top1}")
@@ -704,7 +760,6 @@ def compare(base_path: Path, head_path: Path, max_regression_pct: float = MAX_RE
 
 
 def compress(ws: Workspace, ui: UI) -> dict:
-    _refuse_embedding_bench(ws.cfg)  # before the distill stage, not after minutes of training
     d = distill(ws, ui)
     artifacts = export(ws, ui, d)
     return bench(ws, ui, artifacts, d)
@@ -961,6 +1016,19 @@ def _compare_outputs(got: np.ndarray, ref: np.ndarray) -> dict:
     return out
 
 
+def _files_task(labels: np.ndarray | None, ref_outputs: np.ndarray | None):
+    """How `bench PATH` scores each model: top-1 with --data's labels (against the reference's
+    top-1 when there is one); without labels, cosine and recall@10 to --reference's outputs on
+    the same inputs; else nothing to score by (None)."""
+    from edgedistill.quality import Task
+
+    if labels is not None:
+        return Task("top1", labels, ref_outputs)
+    if ref_outputs is not None:
+        return Task("cosine", None, ref_outputs, ["recall@10"])
+    return None
+
+
 def bench_files(plan: FilesPlan, ui: UI, cold_disk: bool = False) -> dict:
     """Measure user-given model files with the pipeline's harness; write plan.output and the reports.
 
@@ -1030,7 +1098,7 @@ def bench_files(plan: FilesPlan, ui: UI, cold_disk: bool = False) -> dict:
             inputs_path = folder / f"{art.name}.inputs.npz"
             atomic_write_bytes(inputs_path, buf.getvalue())
             teacher_pred = ref_outputs.argmax(1) if ref_outputs is not None and ref_outputs.ndim == 2 else None
-            evalset = EvalSet(inputs_path, plan.labels, teacher_pred)
+            evalset = EvalSet(inputs_path, plan.labels, teacher_pred, _files_task(plan.labels, ref_outputs))
             result = bench_artifact(art, target, evalset, folder, on_step=ui.step, cold_disk=cold_disk,
                                     shapes=plan.shapes[art.name] or None, runner=runner)
             result["source"] = art.source()
@@ -1042,6 +1110,9 @@ def bench_files(plan: FilesPlan, ui: UI, cold_disk: bool = False) -> dict:
                         with file.lock:
                             results["reference"]["teacher_top1"] = (result.get("accuracy") or {}).get("top1")
                             results["reference"]["test_samples"] = int(len(plan.labels))
+                    if (task := _files_task(plan.labels, result["_outputs"])) is not None:
+                        with file.lock:
+                            results["reference"]["quality"] = task.reference()
             elif ref is not None:
                 result["reference_comparison"] = (
                     {"reference": ref.name, **_compare_outputs(np.load(outputs_file), ref_outputs)}

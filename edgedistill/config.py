@@ -183,7 +183,19 @@ class BenchConfig(Strict):
     cold_disk: bool = False
 
 
+def _quality_spec(value: str) -> str:
+    from edgedistill.quality import FORMS, valid_spec  # numpy and the standard library only
+
+    if not valid_spec(value):
+        raise ValueError(f"expected {FORMS}")
+    return value
+
+
 class Config(Strict):
+    # The metric every artifact is scored and gated by (quality.py): "auto" (top-1 for
+    # distill.objective = "logits", cosine for "embedding"), "top1", "cosine", "recall@10", or
+    # "pkg.mod:fn", a function fn(outputs, labels, teacher_outputs) -> float, higher is better.
+    quality: Annotated[str, AfterValidator(_quality_spec)] = "auto"
     run: RunConfig = RunConfig()
     teacher: TeacherConfig = TeacherConfig()
     student: StudentConfig = StudentConfig()
@@ -201,6 +213,10 @@ class Budgets(Strict):
     p90_ms: float | None = Field(None, gt=0)
     cold_start_ms: float | None = Field(None, gt=0)
     accuracy_drop_pt: float | None = Field(None, ge=0, le=100)  # top-1 points below the teacher
+    # The run's quality metric (quality = ... in edgedistill.toml): at most this far below the
+    # teacher, in the metric's own units (cosine 0.02, top-1 0.01 = 1 point), and at least this.
+    quality_drop: float | None = Field(None, ge=0)
+    min_quality: float | None = None
     size_mb: float | None = Field(None, gt=0)
     memory_mb: float | None = Field(None, gt=0)
 

@@ -8,6 +8,7 @@ and importing a backend must not import any runtime (torch included).
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,15 +46,7 @@ def _traced(model: torch.nn.Module, example: Inputs) -> tuple[torch.nn.Module, t
     return Positional(model, list(ordered)).eval(), tuple(ordered.values()), list(ordered)
 
 
-def _for_traced(traced: torch.nn.Module, shapes: tuple | None) -> tuple | None:
-    """Positional.forward(*args) has one (var-positional) parameter: torch.export takes the
-    shapes of all its arguments as one tuple, else "inputs has 1 elements, dynamic_shapes 3"."""
-    from edgedistill.data.inputs import Positional
-
-    return (shapes,) if shapes is not None and isinstance(traced, Positional) else shapes
-
-
-def _dynamic_shapes(args: tuple, dynamic_batch: bool, sequence: bool) -> tuple[dict[int, Any], ...] | None:
+def _dynamic_shapes(args: tuple, dynamic_batch: bool, sequence: bool, named: bool) -> Any:
     """A dynamic batch axis on every input; with `sequence`, axis 1 of every N×L integer input
     (token ids, masks) too, left to torch.export to keep or to fix (Dim.AUTO): a model whose
     positions are fixed in size exports with the data's length instead of failing."""
@@ -66,7 +59,8 @@ def _dynamic_shapes(args: tuple, dynamic_batch: bool, sequence: bool) -> tuple[d
     def axes(t: torch.Tensor) -> dict[int, Any]:
         token_like = sequence and t.dim() == 2 and not t.is_floating_point()
         return {0: batch, 1: torch.export.Dim.AUTO} if token_like else {0: batch}
-    return tuple(axes(t) for t in args)
+    shapes = tuple(axes(t) for t in args)
+    return {"args": shapes} if named else shapes  # Positional.forward(*args): one tuple for all
 
 
 def _export_failure(exporter: str, exc: BaseException, *, opset: int | str | None = None,
@@ -119,13 +113,15 @@ def export_onnx(model: torch.nn.Module, example: Inputs, out_path: Path, *,
     model = model.eval()
     traced, args, names = _traced(model, example)
     start = time.perf_counter()
-    with quiet_stdout() as captured:
+    with quiet_stdout() as captured, warnings.catch_warnings():
+        # "The axis name: batch will not be used, since it shares the same shape constraints
+        # with another axis": the exporter's note on inputs that share an axis, not a problem.
+        warnings.filterwarnings("ignore", message=r".*The axis name", category=UserWarning)
         try:
             program = torch.onnx.export(
                 traced, args, None, dynamo=True, verbose=False,
                 input_names=names, output_names=[OUTPUT_NAME], opset_version=opset,
-                dynamic_shapes=_for_traced(traced, _dynamic_shapes(args, dynamic_batch,
-                                                                   sequence=isinstance(example, dict))),
+                dynamic_shapes=_dynamic_shapes(args, dynamic_batch, sequence=True, named=isinstance(example, dict)),
             )
         except Exception as e:  # the exporter raises many types; all mean "could not export"
             raise _export_failure(ONNX_EXPORTER, e, opset=opset or _default_onnx_opset(),
@@ -148,7 +144,7 @@ def export_onnx(model: torch.nn.Module, example: Inputs, out_path: Path, *,
             "exporter": ONNX_EXPORTER,
             "torch": torch.__version__,
             "opset": program.model.opset_imports.get(""),
-            "input_name": INPUT_NAME,
+            "input_name": names[0],
             "output_name": OUTPUT_NAME,
             "input_shape": input_shape,
             "input_dtype": str(args[0].dtype).removeprefix("torch."),
@@ -177,7 +173,8 @@ def export_program(model: torch.nn.Module, example: Inputs, out_path: Path, *,
     with quiet_stdout() as captured:
         try:
             program = torch.export.export(
-                traced, args, dynamic_shapes=_for_traced(traced, _dynamic_shapes(args, dynamic_batch, sequence=False))
+                traced, args, dynamic_shapes=_dynamic_shapes(args, dynamic_batch, sequence=False,
+                                                 named=isinstance(example, dict))
             )
         except Exception as e:
             raise _export_failure("torch.export", e, captured=captured.getvalue()) from e

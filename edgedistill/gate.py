@@ -28,7 +28,7 @@ _PRECEDENCE = (FAIL, INVALID, INCONCLUSIVE, PASS)
 
 @dataclass(frozen=True)
 class Check:
-    """`metric <= limit` for one artifact on one target."""
+    """`metric <= limit` for one artifact on one target (`>=` for the floors in AT_LEAST)."""
 
     target: str
     artifact: str
@@ -56,6 +56,15 @@ def _accuracy_drop(r: dict, ref: dict) -> float | None:
     return None if top1 is None or teacher is None else round((teacher - top1) * 100.0, 4)
 
 
+def _quality_drop(r: dict, ref: dict) -> float | None:
+    """The teacher's value minus the artifact's, in the run's metric's units (quality.py)."""
+    return dig(r, "quality", "drop") if dig(r, "quality", "measured") else None
+
+
+def _quality(r: dict, ref: dict) -> float | None:
+    return dig(r, "quality", "value") if dig(r, "quality", "measured") else None
+
+
 def _size(r: dict, ref: dict) -> float | None:
     return None if r["size_bytes"] is None else r["size_bytes"] / 2**20
 
@@ -68,6 +77,8 @@ METRICS: dict[str, Callable[[dict, dict], float | None]] = {
     "p90_ms": _p90,
     "cold_start_ms": _cold,
     "accuracy_drop_pt": _accuracy_drop,
+    "quality_drop": _quality_drop,
+    "min_quality": _quality,
     "size_mb": _size,
     "memory_mb": _memory,
 }
@@ -79,7 +90,20 @@ def _not_measured(budget: str, result: dict, reference: dict) -> str:
             return f"not measured: {dig(result, 'accuracy', 'reason') or 'no labels'}"
         if reference.get("teacher_top1") is None:
             return "not measured: no reference top-1 to compare with (a model file needs --reference and --data with y)"
+    if budget in ("quality_drop", "min_quality"):
+        q = result.get("quality")
+        if not q:
+            return "not measured: this result has no quality record (a results file from before quality metrics)"
+        if not q.get("measured"):
+            return f"not measured: {q.get('metric')}: {q.get('reason') or 'no reason recorded'}"
+        if budget == "quality_drop" and q.get("teacher") is None:
+            return (f"not measured: no reference {q.get('metric')} to compare with"
+                    + (f" ({q['teacher_reason']})" if q.get("teacher_reason") else ""))
     return "not measured"
+
+
+# Budgets that are floors: the value must reach the limit (every other budget is a ceiling).
+AT_LEAST = frozenset({"min_quality"})
 
 
 def check_result(target: str, result: dict, budgets: BudgetTable, reference: dict) -> list[Check]:
@@ -93,6 +117,8 @@ def check_result(target: str, result: dict, budgets: BudgetTable, reference: dic
             outcome, detail = INVALID, result["status_detail"]
         elif value is None or value != value:  # NaN: unreadable (e.g. no /proc), not a number to compare
             outcome, detail = INCONCLUSIVE, _not_measured(budget, result, reference)
+        elif budget in AT_LEAST:
+            outcome, detail = (PASS, "") if value >= limit else (FAIL, f"{value:.4g} < {limit:g}")
         else:
             outcome, detail = (PASS, "") if value <= limit else (FAIL, f"{value:.4g} > {limit:g}")
         checks.append(Check(target, result["artifact"], budget, limit, value, outcome, detail))

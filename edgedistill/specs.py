@@ -302,10 +302,15 @@ def _probe_output(model: nn.Module, role: str, input_shape: InputsOrShape) -> ob
         with torch.no_grad():
             out = run(model, batch)
     except Exception as e:  # shape errors surface as RuntimeError, export guards as AssertionError
-        found = tuple(input_shape) if isinstance(input_shape, tuple) else describe(batch)
+        found = (tuple(input_shape) if isinstance(input_shape, tuple) else describe(batch) if isinstance(batch, dict)
+                 else f"{tuple(batch.shape[1:])} {str(batch.dtype).removeprefix('torch.')}")
+        tensors = batch.values() if isinstance(batch, dict) else [batch]
+        integer = any(not t.is_floating_point() for t in tensors)
         raise ModelMismatchError(
             f"the {role} cannot take the data's input shape {found} "
             f"(batch of 2): {_first_line(e)}",
+            "integer data stays int64 (token ids); store x as float32 for a model that takes floats"
+            if integer and ("dtype" in str(e).lower() or "long" in str(e).lower()) else
             "check the data spec, or export the model with a dynamic batch axis",
         ) from e
     finally:

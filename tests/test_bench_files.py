@@ -217,6 +217,10 @@ def test_reference_gives_agreement_max_abs_and_cosine(files, cli_env, tmp_path):
     assert comp["min_cosine"] > 0.9999
     assert r["accuracy"]["teacher_agreement"] == 1.0
     assert results["reference"]["teacher_top1"] == pytest.approx(0.75)
+    # the quality record: top-1 on --data's labels, against the reference's top-1 on them
+    q = r["quality"]
+    assert q["metric"] == "top1" and q["value"] == pytest.approx(0.75) and q["teacher"] == pytest.approx(0.75)
+    assert q["drop"] == pytest.approx(0.0) and results["reference"]["quality"]["teacher"] == pytest.approx(0.75)
     assert "vs reference model-onnxruntime: top-1 agreement 100.00 %" in done.stdout
     assert results["verdict"] == "PASS" and not results["not_gated"]
 

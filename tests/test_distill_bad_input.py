@@ -177,13 +177,25 @@ def test_e_nan_or_inf_in_the_data_names_the_first_bad_sample(tmp_path, monkeypat
     assert_refused(result, tmp_path, "x should hold finite numbers", "in 2 sample(s)", "first at index 17")
 
 
-def test_e_integer_data_too_large_for_float32(tmp_path, monkeypatch):
+def test_e_integer_data_stays_integer_and_a_float_model_is_told(tmp_path, monkeypatch):
+    """Integer x is kept as int64 (token ids must not become floats: 2**24 + 1 would round); a
+    model that takes floats is refused before training with a hint to store floats."""
     x = np.zeros((300, 64), np.int64)
-    x[5, 3] = 2**24 + 1  # float32 would round it to 2**24: a different token id
+    x[5, 3] = 2**24 + 1
     data = npz(tmp_path / "d.npz", x, samples()[1])
     result = distill_cli(tmp_path, monkeypatch, "--teacher", f"{MODULE}:mlp",
                          "--student", f"{MODULE}:mlp", "--data", data)
-    assert_refused(result, tmp_path, f"within ±{2**24}", f"found {2**24 + 1}", "first at index 5")
+    assert_refused(result, tmp_path, "cannot take the data's input shape (64,) int64")
+    assert "hint: integer data stays int64 (token ids); store x as float32" in result.stderr
+
+
+def test_e_uint64_data_beyond_int64_names_the_first_bad_sample(tmp_path, monkeypatch):
+    x = np.zeros((300, 64), np.uint64)
+    x[5, 3] = 2**63 + 1  # int64, which integer inputs become, would wrap it
+    data = npz(tmp_path / "d.npz", x, samples()[1])
+    result = distill_cli(tmp_path, monkeypatch, "--teacher", f"{MODULE}:mlp",
+                         "--student", f"{MODULE}:mlp", "--data", data)
+    assert_refused(result, tmp_path, "within int64's range", f"found {2**63 + 1}", "first at index 5")
 
 
 @pytest.mark.parametrize("bad", [1e39, -1e300])

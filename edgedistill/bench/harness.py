@@ -64,12 +64,15 @@ class EvalSet:
     `inputs_path`: an .npz with one array per model input, keyed by input name, samples along
     axis 0 (or a .npy: a one-input model's only input). Without `labels` accuracy is not
     measured (a model file brought by the user, fed synthetic inputs); without
-    `teacher_predictions` there is no agreement to report.
+    `teacher_predictions` there is no agreement to report. `quality` (quality.Task) scores the
+    outputs by the run's metric; `no_accuracy` says why top-1 means nothing here (embeddings).
     """
 
     inputs_path: Path
     labels: np.ndarray | None = None
     teacher_predictions: np.ndarray | None = None
+    quality: object | None = None
+    no_accuracy: str | None = None
 
 
 def probe_request(artifact: Artifact, target: TargetConfig, inputs: Path | None, mode: str, outputs: Path | None,
@@ -155,10 +158,12 @@ def warm_record(parts: list[dict]) -> dict:
 def _accuracy(outputs_path: Path, evalset: EvalSet) -> dict:
     """Top-1 against the labels, and agreement with the teacher's answers where there are any.
     The outputs file stays written either way (the probe writes every first output)."""
+    if evalset.no_accuracy:
+        return {"measured": False, "reason": evalset.no_accuracy}
     if evalset.labels is None:
         return {"measured": False,
                 "reason": "no labels were given with the inputs, so accuracy was not measured"}
-    preds = np.load(outputs_path).argmax(axis=1)
+    preds = np.load(outputs_path).argmax(axis=-1)
     accuracy = {"measured": True, "n": int(preds.size), "top1": float((preds == evalset.labels).mean())}
     if evalset.teacher_predictions is not None:
         accuracy["teacher_agreement"] = float((preds == evalset.teacher_predictions).mean())
@@ -499,6 +504,8 @@ def bench_artifact(
                            "caching_run_ratios": same.get("run_ratios")}
     record["memory"] = {"peak_rss_mb": full["peak_rss_mb"], "rss_after_load_mb": full["cold"]["rss_after_load_mb"]}
     record["accuracy"] = _accuracy(outputs, evalset)
+    if evalset.quality is not None:  # the run's metric on the same outputs (quality.py)
+        record["quality"] = evalset.quality.measure(np.load(outputs) if outputs.is_file() else None)
     record["session"] = full["session"]
     record["runtime_version"] = full["runtime_version"]
     record["sweep"] = []

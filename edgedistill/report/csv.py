@@ -11,7 +11,8 @@ from edgedistill.report.rows import cache_medians
 FIELDS = ["target", "artifact", "role", "precision", "backend", "status", "threads", "p50_ms", "p90_ms",
           "p99_ms", "mean_ms", "p90_early_stopping_ms", "cold_kind", "cold_total_ms", "interpreter_ms",
           "import_ms", "read_ms", "compile_ms", "first_inference_ms", "cache_miss_ms", "cache_hit_ms", "top1",
-          "teacher_agreement", "size_bytes", "peak_rss_mb"]
+          "teacher_agreement", "quality_metric", "quality", "quality_teacher", "quality_drop", "cosine",
+          "recall_at_10", "size_bytes", "peak_rss_mb"]
 
 
 def render(results: dict) -> str:
@@ -35,6 +36,10 @@ def render(results: dict) -> str:
                 "cache_miss_ms": cache_miss, "cache_hit_ms": cache_hit,
                 "top1": dig(r, "accuracy", "top1"),
                 "teacher_agreement": dig(r, "accuracy", "teacher_agreement"),
+                "quality_metric": dig(r, "quality", "metric"), "quality": dig(r, "quality", "value"),
+                "quality_teacher": dig(r, "quality", "teacher"), "quality_drop": dig(r, "quality", "drop"),
+                "cosine": dig(r, "quality", "metrics", "cosine", "value"),
+                "recall_at_10": dig(r, "quality", "metrics", "recall@10", "value"),
                 "size_bytes": r["size_bytes"], "peak_rss_mb": dig(r, "memory", "peak_rss_mb"),
             })
     # An interrupted run: the planned artifacts it never measured are rows too, so a sheet

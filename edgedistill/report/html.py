@@ -22,7 +22,7 @@ from edgedistill.report.markdown import (
     teacher_facts,
 )
 from edgedistill.report.results import incomplete_reason, shown_verdict
-from edgedistill.report.rows import ROW_HEADERS, result_rows
+from edgedistill.report.rows import ROW_HEADERS, reference_quality, result_rows
 
 OUTCOMES = ("FAIL", "INVALID", "INCONCLUSIVE", "PASS")
 
@@ -119,6 +119,7 @@ def _environment(results: dict) -> str:
         pairs += [("model files", line) for line in file_facts(results)]
     else:
         pairs += [("teacher top-1 (PyTorch)", None if teacher is None else f"{teacher * 100:.2f} %"),
+                  *([(f"{q[0]} (PyTorch)", q[1])] if (q := reference_quality(ref)) else []),
                   ("held-out samples", ref.get("test_samples")), *teacher_facts(ref)]
     return f"<section><h2>Environment</h2>{_kv_table(pairs)}</section>"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from edgedistill.gate import FAIL, INCONCLUSIVE, INVALID
+from edgedistill.gate import AT_LEAST, FAIL, INCONCLUSIVE, INVALID
 from edgedistill.report.results import incomplete_reason, shown_verdict
 
 
@@ -21,7 +21,7 @@ def check_message(c: dict) -> str:
     """One line with the value against its limit, e.g. "p90_ms 2.5 > 2"."""
     budget, value, limit = c["budget"], c.get("value"), c.get("limit")
     if c["outcome"] == FAIL and value is not None and limit is not None:
-        text = f"{budget} {_num(value)} > {limit:g}"
+        text = f"{budget} {_num(value)} {'<' if budget in AT_LEAST else '>'} {limit:g}"
     elif value is None:
         text = f"{budget} not measured (limit {limit:g})" if limit is not None else f"{budget} not measured"
     else:

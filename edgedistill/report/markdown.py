@@ -10,7 +10,7 @@ newer blocks altogether.
 from __future__ import annotations
 
 from edgedistill.report.results import incomplete_reason, shown_verdict
-from edgedistill.report.rows import ROW_HEADERS, cache_medians, fmt, result_rows
+from edgedistill.report.rows import ROW_HEADERS, cache_medians, fmt, reference_quality, result_rows
 
 DETAIL_HEADERS = ["artifact", "cold start", "p90 ms (early-stopping bound)", "overhead ms (loop / harness)",
                   "model cache: miss → hit ms (saving)"]
@@ -232,6 +232,8 @@ def render(results: dict) -> str:
         out += [
             (f"Teacher top-1 (PyTorch, held-out split of {ref.get('test_samples')}): "
              f"{'—' if teacher is None else f'{teacher * 100:.2f}%'}."),
+            *([f"{q[0][0].upper()}{q[0][1:]} (PyTorch, the reference of the quality metric): {q[1]}."]
+              if (q := reference_quality(ref)) else []),
             *(f"{label[0].upper()}{label[1:]}: {_cell(value)}." for label, value in teacher_facts(ref)),
             "",
         ]

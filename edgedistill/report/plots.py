@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-from edgedistill.report.rows import cache_medians
+from edgedistill.report.rows import cache_medians, metric_label
 
 # Cold-start parts in the order they happen. `load_ms` is the single read+compile part of
 # "edgedistill.results/1" files; a /2 file has read_ms and compile_ms instead.
@@ -143,20 +143,42 @@ def cold_start_parts(target: dict) -> Plot:
     return Plot(title, _to_svg(fig, _salt("cold", target["name"])))
 
 
-# ---------------------------------------------------------------- (c) accuracy vs latency
+# ---------------------------------------------------------------- (c) quality vs latency
+
+
+def run_metric(results: dict) -> str:
+    """The run's quality metric (results["reference"]["quality"]), else the first result's;
+    top-1 for a file from before quality metrics."""
+    metric = ((results.get("reference") or {}).get("quality") or {}).get("metric")
+    for target in results.get("targets") or []:
+        for r in target.get("results") or []:
+            metric = metric or (r.get("quality") or {}).get("metric")
+    return metric or "top1"
+
+
+def _quality_value(r: dict, metric: str) -> float | None:
+    q = r.get("quality")
+    if q and q.get("metric") == metric:
+        return q.get("value")
+    return (r.get("accuracy") or {}).get("top1") if metric == "top1" else None
 
 
 def accuracy_vs_latency(results: dict) -> Plot:
-    """Top-1 against p90, one labelled point per artifact; a marker and colour per target."""
-    title = "Accuracy against p90 latency (every artifact, every target)"
+    """The run's quality metric (top-1, cosine, recall@10 or the user's) against p90, one
+    labelled point per artifact; a marker and colour per target."""
+    metric = run_metric(results)
+    label = metric_label(metric)
+    title = ("Accuracy" if metric == "top1" else f"Quality ({label})") + " against p90 latency (every artifact, every target)"
+    scale = 100.0 if metric == "top1" else 1.0
     series = []
     for target in results.get("targets") or []:
-        points = [(r["artifact"], _p90(r), (r.get("accuracy") or {}).get("top1")) for r in _results(target)]
-        points = [(name, x, y * 100.0) for name, x, y in points if x is not None and y is not None]
+        points = [(r["artifact"], _p90(r), _quality_value(r, metric)) for r in _results(target)]
+        points = [(name, x, y * scale) for name, x, y in points if x is not None and y is not None]
         if points:
             series.append((target["name"], points))
     if not series:
-        return Plot(title, note="No artifact has both an accuracy and a warm latency.")
+        what = "an accuracy" if metric == "top1" else f"a {label} value"
+        return Plot(title, note=f"No artifact has both {what} and a warm latency.")
     n = sum(len(points) for _, points in series)
     fig = _figure(n, width=9.0, row_height=0.22, min_height=4.2)
     ax = fig.add_subplot()
@@ -181,7 +203,8 @@ def accuracy_vs_latency(results: dict) -> Plot:
     else:
         ax.set_xlim(left=0)  # latency is never negative; the margin would otherwise suggest it
     ax.set_xlabel("p90 latency, ms (lower is better)")
-    ax.set_ylabel("top-1 accuracy, % (higher is better)")
+    ax.set_ylabel("top-1 accuracy, % (higher is better)" if metric == "top1"
+                  else f"{label} (higher is better)")
     ax.legend(title="target", fontsize="small", loc="best")
     ax.grid(alpha=0.3)
     return Plot(title, _to_svg(fig, _salt("accuracy")))

@@ -110,6 +110,32 @@ class Accuracy(_Block):
     teacher_agreement: float | None = None
 
 
+class MetricValue(_Block):
+    """One metric of the task on one artifact (quality.py): higher is better; drop = teacher - value."""
+
+    value: float | None = None
+    teacher: float | None = None
+    drop: float | None = None
+    measured: bool
+    reason: str | None = None
+    n: Count | None = None
+
+
+class Quality(MetricValue):
+    """The run's metric ("top1", "cosine", "recall@10" or "pkg.mod:fn") and every metric of the
+    task under `metrics` (an embedding's cosine and recall@10 whichever is primary)."""
+
+    metric: str
+    metrics: dict[str, MetricValue] = {}
+
+
+class ReferenceQuality(_Block):
+    metric: str
+    teacher: float | None = None
+    metrics: dict[str, float | None] = {}
+    n: Count | None = None
+
+
 class Memory(_Block):
     peak_rss_mb: float | None = None
 
@@ -129,6 +155,7 @@ class Result(_Block):
     cold: Cold | None = None
     warm: Warm | None = None
     accuracy: Accuracy | None = None
+    quality: Quality | None = None
     memory: Memory | None = None
     sweep: list[SweepPoint] | None = None
 
@@ -165,6 +192,7 @@ class Environment(_Block):
 class Reference(_Block):
     teacher_top1: float | None = None
     test_samples: Count | None = None
+    quality: ReferenceQuality | None = None
 
 
 class Missing(_Block):
