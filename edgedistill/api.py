@@ -144,8 +144,10 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
 
     from edgedistill.data import load_data
     from edgedistill.data.inputs import check_names
+    from edgedistill.distill.defaults import resolve as resolve_defaults
     from edgedistill.distill.objectives import NO_LABELS_NOTE, check_models, check_teacher_score, describe_score
     from edgedistill.distill.teacher_cache import model_digest
+    from edgedistill.distill.teachers import check_sequence_length
     from edgedistill.distill.trainer import BOOKKEEPING_SETTINGS
     from edgedistill.distill.trainer import distill as train
     from edgedistill.distill.world import SINGLE
@@ -156,14 +158,21 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
     splits = load_data(cfg.data, seed=cfg.run.seed)
     teacher = load_model(cfg.teacher.spec, cfg.teacher.weights, role="teacher",
                          trusted=ws.trusted_for("teacher"), pipeline_dir=cfg.run.out_dir)
+    check_sequence_length(teacher, splits.x_train)  # past the position table: one line, before any forward
     torch.manual_seed(cfg.run.seed)  # the student's initial weights are part of the run's inputs
     check_names(teacher, "teacher", splits.sample)  # before a derived student copies the teacher
     student = load_student(cfg.student.spec, cfg.student.weights, teacher=teacher,
                            input_shape=splits.sample, note=ui.note, trusted=ws.trusted_for("student"),
                            pipeline_dir=cfg.run.out_dir)
     check_names(student, "student", splits.sample)
+    if getattr(teacher, "load_note", ""):
+        ui.note(teacher.load_note)  # an hf: model: what it outputs (logits, or a pooled embedding) and how
     check_models(cfg.distill.objective, teacher, student, splits)
     _check_user_metric(cfg, teacher, splits)
+    # lr / batch_size the config leaves out, by what the student is; before the stage key.
+    dc, why = resolve_defaults(cfg.distill, student)
+    if why:
+        ui.note(why)
     weights_files = teacher_weights_files(cfg.teacher.spec, cfg.teacher.weights, teacher)
     ui.note(f"teacher weights: {describe_teacher_weights(weights_files)}")
     key = stage_key(
@@ -172,7 +181,7 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
                  model_digest(teacher)),
         student=(cfg.student.spec, _file_id(cfg.student.weights)),
         data=splits.fingerprint, seed=cfg.run.seed,
-        distill=cfg.distill.model_dump(exclude=BOOKKEEPING_SETTINGS),
+        distill=dc.model_dump(exclude=BOOKKEEPING_SETTINGS),
         torch=package_version("torch"),
     )
     stage = Stage(ws.run_dir, "distill", key)
@@ -196,14 +205,13 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
             student.load_state_dict(load_file(weights))
         return Distilled(splits, teacher, student.eval(), key, metrics)
 
-    dc = cfg.distill
     processes = f", {world.size} processes" if world.distributed else ""
     ui.step(f"distill: {dc.epochs} epochs, " + (
         f"embedding MSE x{dc.embedding_mse_weight:g} + cosine x{dc.embedding_cosine_weight:g}"
         if dc.objective == "embedding" else f"T={dc.temperature:g}, alpha={dc.alpha:g}") + processes)
     out = stage.begin() if world.main else stage.dir
     with ui.progress() as progress:
-        result = train(teacher, student, splits, cfg.distill, out, seed=cfg.run.seed,
+        result = train(teacher, student, splits, dc, out, seed=cfg.run.seed,
                        cache_dir=cache_dir(cfg.run) / "teacher", progress=progress,
                        notify=ui.note, world=world, allow_weak_teacher=cfg.teacher.allow_weak_teacher,
                        on_epoch=None if progress else lambda r: ui.note(

@@ -110,8 +110,10 @@ class FeaturePair(Strict):
 
 class DistillConfig(Strict):
     epochs: int = Field(12, ge=1)
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(3e-3, gt=0)
+    # None = chosen by what the student is (distill/defaults.py): 3e-3 and 64 for a student
+    # trained from scratch, 1e-3 and 32 for one starting from a pretrained transformer.
+    batch_size: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     temperature: float = Field(4.0, gt=0)
     alpha: float = Field(0.3, ge=0, le=1)  # weight of cross-entropy on labels; 1 - alpha on KD

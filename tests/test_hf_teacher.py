@@ -111,8 +111,12 @@ def test_pickled_weights_only_are_refused_not_reported_as_a_wrong_class(hf_folde
         load_model(f"hf:{tmp_path}", role="teacher")
 
 
-def test_base_model_without_a_head_is_refused_instead_of_a_random_classifier(tmp_path):
+def test_classifier_without_its_head_is_refused_instead_of_a_random_classifier(tmp_path):
     transformers.BertModel(bert().config).save_pretrained(tmp_path)  # encoder only, no classifier
+    # ... but its config names the classifier: a base model (a sentence encoder) would load as
+    # an embedding model instead (tests/test_hf_encoder.py)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "architectures": ["BertForSequenceClassification"]}))
     with pytest.raises(UsageError, match=r"lack 2 tensor\(s\).*classifier.bias, classifier.weight"):
         load_model(f"hf:{tmp_path}", role="teacher")
 

@@ -3,6 +3,7 @@ onnxruntime's own quantizer. The runtime is imported inside functions only."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import shutil
 import tempfile
@@ -126,9 +127,16 @@ def quantize_qdq(src: Path, dst: Path, feeds: dict[str, numpy.ndarray], *,
         pre = Path(work) / "pre.onnx"
         dumps_before = {p for p in _SHAPE_INFERENCE_DUMPS if p.exists()}
         try:
-            quant_pre_process(str(src), str(pre), save_as_external_data=external,
-                              all_tensors_to_one_file=True,
-                              external_data_location=pre.name + ".data")
+            pre_process = functools.partial(quant_pre_process, str(src), str(pre), save_as_external_data=external,
+                                            all_tensors_to_one_file=True, external_data_location=pre.name + ".data")
+            try:
+                pre_process()
+            except Exception as e:  # noqa: BLE001 -- retried below, or re-raised
+                if "symbolic shape inference" not in str(e):
+                    raise
+                # A text model with a dynamic sequence axis (BERT's masks, Dim.AUTO) defeats
+                # onnxruntime's symbolic shape inference; ONNX's own shape inference still runs.
+                pre_process(skip_symbolic_shape=True)
             quantize_static(
                 str(pre), str(dst), _Samples(feeds),
                 quant_format=QuantFormat.QDQ, per_channel=True,

@@ -40,6 +40,9 @@ WEAK_TEACHER_CAUSES = (
 
 def check_models(objective: str, teacher: nn.Module, student: nn.Module, splits: DataSplits) -> None:
     """Refuse, before the first step, models whose outputs this objective cannot compare (exit 2)."""
+    from edgedistill.distill.teachers import check_objective
+
+    check_objective(objective, teacher)  # an encoder's embedding is not a set of class scores
     if objective == "embedding":
         check_embedding_compatible(teacher, student, splits.sample)
     else:  # num_classes None (no labels): teacher and student must agree with each other

@@ -41,6 +41,7 @@ from edgedistill.config import DistillConfig
 from edgedistill.data import DataSplits
 from edgedistill.data.inputs import Inputs, count, run, split, take
 from edgedistill.distill.augment import build_augment
+from edgedistill.distill.defaults import resolve as resolve_defaults
 from edgedistill.distill.features import FeatureAdapters, FeatureTaps, build_adapters
 from edgedistill.distill.losses import embedding_loss, feature_loss, hinton_loss
 from edgedistill.distill.objectives import (
@@ -105,6 +106,8 @@ def distill(
     first step (exit 2) unless `allow_weak_teacher` (see objectives.check_teacher_score).
     """
     out_dir = Path(out_dir)
+    # api.distill resolves (and logs) these before its stage key; a direct caller may leave them out.
+    cfg = resolve_defaults(cfg, student)[0]
     check_models(cfg.objective, teacher, student, splits)
     if cfg.batch_size < 2 * world.size:
         raise UsageError(
