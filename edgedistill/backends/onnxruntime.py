@@ -125,7 +125,7 @@ def quantize_qdq(src: Path, dst: Path, feeds: dict[str, numpy.ndarray], *,
         # Shape inference and graph fusions first, as onnxruntime's quantization guide asks:
         # unfused Conv+BatchNorm or unknown shapes leave tensors unquantized.
         pre = Path(work) / "pre.onnx"
-        dumps_before = {p for p in _SHAPE_INFERENCE_DUMPS if p.exists()}
+        dumps_before = _dumps()
         try:
             pre_process = functools.partial(quant_pre_process, str(src), str(pre), save_as_external_data=external,
                                             all_tensors_to_one_file=True, external_data_location=pre.name + ".data")
@@ -147,13 +147,14 @@ def quantize_qdq(src: Path, dst: Path, feeds: dict[str, numpy.ndarray], *,
                                "WeightSymmetric": True},
             )
         except Exception as e:  # the quantizer raises anything from KeyError to ORT's Fail
-            _remove_shape_inference_dump(dumps_before)
             op = operator_from_message(str(e))
             raise ExportError(
                 f"{NAME} int8 quantization failed{f' at operator {op}' if op else ''}: "
                 f"{type(e).__name__}: {first_line(str(e))}",
                 "try fp32 for this backend, or another backend's int8",
             ) from e
+        finally:  # a failed symbolic shape inference dumps its model here, retried or not
+            _remove_shape_inference_dump(dumps_before)
     return {
         "quantizer": "onnxruntime.quantization.quantize_static",
         "pre_process": "quant_pre_process",
@@ -169,11 +170,18 @@ def quantize_qdq(src: Path, dst: Path, feeds: dict[str, numpy.ndarray], *,
 
 
 # When its symbolic shape inference fails, onnxruntime saves the half-inferred model to the
-# current folder under a fixed name before raising: a failed export must not leave it there.
+# current folder under a fixed name (its weights in a <uuid>.data file beside it) before
+# raising: a quantization must not leave them there.
 _SHAPE_INFERENCE_DUMPS = (Path("sym_shape_infer_temp.onnx"), Path("sym_shape_infer_temp.onnx.data"))
 
 
+def _dumps() -> set[Path]:
+    """The dump files and external-data files in the current folder."""
+    return {p for p in (*_SHAPE_INFERENCE_DUMPS, *Path().glob("*.data")) if p.exists()}
+
+
 def _remove_shape_inference_dump(existing_before: set[Path]) -> None:
-    for path in _SHAPE_INFERENCE_DUMPS:
-        if path not in existing_before:
-            path.unlink(missing_ok=True)
+    if not _SHAPE_INFERENCE_DUMPS[0].exists():
+        return  # no dump: any new .data file here is not the quantizer's
+    for path in _dumps() - existing_before:
+        path.unlink(missing_ok=True)

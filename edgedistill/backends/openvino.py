@@ -48,9 +48,9 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
     meta: dict[str, Any] = {"converter": "openvino.convert_model", "openvino": ov.__version__}
     if precision == "int8":
         feeds = calibration_feeds(calibration, onnx_inputs(onnx_model), NAME)
-        model = _quantize(model, feeds)
+        model, model_type = _quantize(model, feeds)
         meta.update(quantizer="nncf.quantize", nncf=package_version("nncf"),
-                    preset="performance (default: symmetric activations and weights)",
+                    preset="performance (default: symmetric activations and weights)", model_type=model_type,
                     calibration_samples=len(next(iter(feeds.values()))))
     # fp16 keeps fp32 activations and computes as the device prefers; only the stored weights
     # are halved. int8 weights are int8 already, so nothing is left to compress.
@@ -85,7 +85,8 @@ def _unconverted_operators(text: str) -> str | None:
     return m.group(1).strip() if m else None
 
 
-def _quantize(model: Any, feeds: dict[str, numpy.ndarray]) -> Any:
+def _quantize(model: Any, feeds: dict[str, numpy.ndarray]) -> tuple[Any, str]:
+    """The INT8 model and the NNCF model type it was quantized as ("transformer" or "default")."""
     if importlib.util.find_spec("nncf") is None:  # fp32/fp16 work without it
         raise BackendUnavailableError(f"{NAME} int8 export needs nncf, which is not installed",
                                       "pip install 'edgedistill[openvino]'")
@@ -101,7 +102,12 @@ def _quantize(model: Any, feeds: dict[str, numpy.ndarray]) -> Any:
             # Full bias correction: with NNCF's default fast one, an under-trained digits student
             # kept only 93 % top-1 agreement with its fp32 self on an AVX-512 VNNI CPU; the
             # full one kept 100 %, at a cost of seconds on small models.
-            return nncf.quantize(model, dataset, subset_size=count, fast_bias_correction=False)
+            # A transformer (attention: Softmax in the graph) as NNCF's guide asks: model_type
+            # TRANSFORMER keeps the ops that lose most in INT8 (LayerNorm, Softmax, ...) in float.
+            transformer = any(op.get_type_name() == "Softmax" for op in model.get_ops())
+            quantized = nncf.quantize(model, dataset, subset_size=count, fast_bias_correction=False,
+                                      **({"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}))
+            return quantized, "transformer" if transformer else "default"
     except Exception as e:
         raise ExportError(f"{NAME} int8 quantization (nncf.quantize) failed: "
                           f"{type(e).__name__}: {first_line(str(e))}") from e
