@@ -33,17 +33,9 @@ def split(x: Inputs, size: int) -> list[Inputs]:
     return [take(x, slice(i, i + size)) for i in range(0, count(x), size)]
 
 
-def to_device(x: Inputs, device: torch.device | str) -> Inputs:
-    return {k: v.to(device) for k, v in x.items()} if isinstance(x, dict) else x.to(device)
-
-
 def run(model: nn.Module, x: Inputs) -> Any:
     """The model's outputs: model(**x) for named inputs, model(x) for one tensor."""
     return model(**x) if isinstance(x, dict) else model(x)
-
-
-def to_numpy(x: Inputs) -> np.ndarray | dict[str, np.ndarray]:
-    return {k: v.numpy() for k, v in x.items()} if isinstance(x, dict) else x.numpy()
 
 
 def as_tensor(array: np.ndarray) -> torch.Tensor:
