@@ -26,6 +26,7 @@ from edgedistill.trust import trusted_hashes
 from edgedistill.ui import UI
 
 if TYPE_CHECKING:
+    from edgedistill.data import DataSplits
     from edgedistill.distill.world import World
 
 
@@ -133,7 +134,7 @@ class Distilled:
     metrics: dict
 
 
-def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
+def distill(ws: Workspace, ui: UI, world: World | None = None, splits: DataSplits | None = None) -> Distilled:
     """Distill the student, or reuse the run's unchanged result.
 
     In a data-parallel run (`world`, from launch.py) every rank calls this: rank 0 decides
@@ -155,7 +156,8 @@ def distill(ws: Workspace, ui: UI, world: World | None = None) -> Distilled:
 
     cfg, world = ws.cfg, world or SINGLE
     ui.step(f"data: {cfg.data.spec}")
-    splits = load_data(cfg.data, seed=cfg.run.seed)
+    if splits is None:  # else the caller has loaded them already (suggest_labels)
+        splits = load_data(cfg.data, seed=cfg.run.seed)
     teacher = load_model(cfg.teacher.spec, cfg.teacher.weights, role="teacher",
                          trusted=ws.trusted_for("teacher"), pipeline_dir=cfg.run.out_dir)
     check_sequence_length(teacher, splits.x_train)  # past the position table: one line, before any forward
@@ -260,8 +262,7 @@ def suggest_labels(ws: Workspace, ui: UI, output: Path, top: int | None = None,
             "mark samples without a label as -1 in y (or leave y out), or set data.label_fraction below 1",
         )
     n = active.how_many(len(positions), top, top_percent)
-    d = distill(ws, ui)
-    positions = active.unlabelled_positions(d.splits.y_train, count(d.splits.x_train))
+    d = distill(ws, ui, splits=splits)
     index = torch.from_numpy(positions.astype(np.int64))
     teacher_out = teacher_logits(d.teacher, d.splits, cache_dir(cfg.run) / "teacher")[index]
     student_out = predict(d.student, take(d.splits.x_train, index))
@@ -349,6 +350,7 @@ def _verify(artifact: Artifact, inputs: Path, reference: np.ndarray, cfg: Config
     max-abs and top-1 agreement for logits, max-abs and cosine for embeddings. With `task`
     (quality.Task), the artifact's quality value is in the report too."""
     from edgedistill.bench.runners.local import run_probe
+    from edgedistill.quality import cosine_per_vector
 
     outputs = work / f"{artifact.name}.verify.npy"
     req = {"backend": artifact.backend, "model": str(Path(artifact.path).resolve()),
@@ -377,7 +379,7 @@ def _verify(artifact: Artifact, inputs: Path, reference: np.ndarray, cfg: Config
         problems.append(f"max abs diff {report['max_abs']:.3g} > {tol:g}")
     if embedding:
         # An embedding has no argmax worth agreeing on; its direction is what consumers compare.
-        cosine = _cosine_per_vector(got, reference)
+        cosine = cosine_per_vector(got, reference)
         report.update(mean_cosine=float(cosine.mean()), min_cosine=float(cosine.min()))
         min_cos = cfg.export.min_cosine.get(artifact.precision, 1.0)
         if report["mean_cosine"] < min_cos:
@@ -402,14 +404,6 @@ def _verify(artifact: Artifact, inputs: Path, reference: np.ndarray, cfg: Config
             "or set [export] allow_unverified = true to measure it marked unverified",
         )
     return report
-
-
-def _cosine_per_vector(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity over the last axis, one value per vector (per sample, or per token)."""
-    import torch
-    import torch.nn.functional as F
-
-    return F.cosine_similarity(torch.from_numpy(a).double(), torch.from_numpy(b).double(), dim=-1).numpy()
 
 
 def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
@@ -590,6 +584,7 @@ def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts
     """Plan every (target, artifact), then measure them one by one, rewriting the file after each."""
     from edgedistill.bench.fleet import Job, measure_all
     from edgedistill.bench.harness import EvalSet, bench_artifact, skipped_result, unreachable_result
+    from edgedistill.quality import labelled
     from edgedistill.report.results import write_results
 
     d = d or distill(ws, ui)
@@ -599,7 +594,7 @@ def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts
     task = quality_task(ws.cfg, files)
     # Data without labels (all -1): no top-1 to measure. Scored against -1 every model would get
     # 0 % and an accuracy budget would pass on nothing; not measured, it is INCONCLUSIVE instead.
-    labels = task.labels if (task.labels >= 0).any() else None
+    labels = labelled(task.labels)
     named = data / "test_inputs.npz"  # a model with several inputs (_eval_files)
     inputs = named if named.is_file() else data / "test_inputs.npy"
     if ws.cfg.distill.objective == "embedding":
@@ -1050,11 +1045,13 @@ def _describe_and_feed(plan: FilesPlan, shapes: dict[str, list[int]], data: Path
 
 def _compare_outputs(got: np.ndarray, ref: np.ndarray) -> dict:
     """How a model's outputs differ from the reference's on the same inputs (first output)."""
+    from edgedistill.quality import cosine_per_vector
+
     if got.shape != ref.shape:
         return {"comparable": False, "reason": f"output shape {list(got.shape)} vs reference {list(ref.shape)}"}
     a = got.reshape(len(got), -1).astype(np.float64)
     b = ref.reshape(len(ref), -1).astype(np.float64)
-    cosine = _cosine_per_vector(a, b)
+    cosine = cosine_per_vector(a, b)
     out = {"comparable": True, "samples": int(len(a)), "max_abs_diff": float(np.abs(a - b).max()),
            "mean_abs_diff": float(np.abs(a - b).mean()), "mean_cosine": float(cosine.mean()),
            "min_cosine": float(cosine.min())}

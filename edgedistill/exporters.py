@@ -91,7 +91,8 @@ def _input_shape(example: torch.Tensor, dynamic_batch: bool) -> list[int | None]
     return [None if (i == 0 and dynamic_batch) else int(d) for i, d in enumerate(example.shape)]
 
 
-def _inputs_meta(names: list[str], args: tuple, shapes: list[list[int | None]]) -> list[dict[str, Any]]:
+def inputs_meta(names: list[str], args: tuple, shapes: list[list[int | None]]) -> list[dict[str, Any]]:
+    """artifact.meta["inputs"]: each input's name, shape (None: dynamic) and dtype, in order."""
     return [{"name": n, "shape": shape, "dtype": str(t.dtype).removeprefix("torch.")}
             for n, t, shape in zip(names, args, shapes, strict=True)]
 
@@ -148,7 +149,7 @@ def export_onnx(model: torch.nn.Module, example: Inputs, out_path: Path, *,
             "output_name": OUTPUT_NAME,
             "input_shape": input_shape,
             "input_dtype": str(args[0].dtype).removeprefix("torch."),
-            "inputs": _inputs_meta(names, args, shapes),
+            "inputs": inputs_meta(names, args, shapes),
             "dynamic_batch": dynamic_batch,
             # Token inputs' axis 1: dynamic, or fixed at the data's sequence length (recorded).
             **({"dynamic_sequence": all(s[1] is None for s, t in zip(shapes, args) if t.dim() == 2
@@ -187,7 +188,7 @@ def export_program(model: torch.nn.Module, example: Inputs, out_path: Path, *,
             "torch": torch.__version__,
             "input_shape": _input_shape(args[0], dynamic_batch),
             "input_dtype": str(args[0].dtype).removeprefix("torch."),
-            "inputs": _inputs_meta(names, args, [_input_shape(t, dynamic_batch) for t in args]),
+            "inputs": inputs_meta(names, args, [_input_shape(t, dynamic_batch) for t in args]),
             "dynamic_batch": dynamic_batch,
             "export_s": round(time.perf_counter() - start, 3),
         },

@@ -68,7 +68,7 @@ def task_metrics(primary: str, objective: str) -> list[str]:
 # ---------------------------------------------------------------- the built-in metrics
 
 
-def _labelled(labels: np.ndarray | None) -> np.ndarray | None:
+def labelled(labels: np.ndarray | None) -> np.ndarray | None:
     """The labels, or None when there are none (-1 marks a sample without a label)."""
     if labels is None:
         return None
@@ -79,7 +79,7 @@ def _labelled(labels: np.ndarray | None) -> np.ndarray | None:
 def top1(outputs: np.ndarray, labels: np.ndarray | None) -> tuple[float, int]:
     """Top-1 accuracy over the labelled samples (argmax over the LAST axis: class scores of
     shape (N, C), or (N, seq, C) with one label per position); the value and how many counted."""
-    labels = _labelled(labels)
+    labels = labelled(labels)
     if labels is None:
         raise NotMeasured("no labels were given with the inputs")
     preds = np.asarray(outputs).argmax(axis=-1)
@@ -182,7 +182,7 @@ def check_user_metric(spec: str, teacher_outputs: np.ndarray, labels: np.ndarray
     """Call a user metric once on the teacher's outputs for a few samples (before any training):
     one that cannot be imported, raises or returns a non-number stops the run (exit 2)."""
     fn = load_user_metric(spec)
-    return call_user_metric(fn, spec, teacher_outputs, _labelled(labels), teacher_outputs)
+    return call_user_metric(fn, spec, teacher_outputs, labelled(labels), teacher_outputs)
 
 
 # ---------------------------------------------------------------- a task: metrics + references
@@ -206,7 +206,7 @@ class Task:
     def for_run(cls, spec: str, objective: str, labels: np.ndarray | None,
                 teacher_outputs: np.ndarray | None) -> Task:
         primary = primary_metric(spec, objective)
-        if spec == AUTO and primary == "top1" and _labelled(labels) is None:
+        if spec == AUTO and primary == "top1" and labelled(labels) is None:
             primary = "agreement"  # no labels: the teacher's answers are the reference
         names = task_metrics(primary, objective)
         return cls(primary, labels, teacher_outputs, names[1:])
@@ -226,7 +226,7 @@ class Task:
             return recall_at_k(outputs, self.teacher_outputs, RECALL_K)
         if self._fn is None:
             self._fn = load_user_metric(name)
-        return call_user_metric(self._fn, name, outputs, _labelled(self.labels), self.teacher_outputs), len(outputs)
+        return call_user_metric(self._fn, name, outputs, labelled(self.labels), self.teacher_outputs), len(outputs)
 
     def teacher_value(self, name: str) -> tuple[float | None, str | None]:
         """The reference's own value on the same samples (cosine and recall@10: 1.0 by

@@ -22,6 +22,7 @@ from edgedistill.backends.common import (
     quiet_stdout,
 )
 from edgedistill.errors import ExportError
+from edgedistill.exporters import inputs_meta
 
 if TYPE_CHECKING:
     import numpy
@@ -48,17 +49,16 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
     start = time.perf_counter()
     program = torch.export.load(str(source.path))
     example = _static_example(program)
+    names = [f"input_{i}" for i in range(len(example))]  # a .pte keeps positions, not names
     meta: dict[str, Any] = {"input_shape": list(example[0].shape),
                             "input_dtype": str(example[0].dtype).removeprefix("torch."),
-                            "inputs": [{"name": f"input_{i}", "shape": list(t.shape),
-                                        "dtype": str(t.dtype).removeprefix("torch.")} for i, t in enumerate(example)],
+                            "inputs": inputs_meta(names, example, [list(t.shape) for t in example]),
                             "delegate": DELEGATE, "executorch": package_version("executorch")}
     module = program.module()
     if precision == "int8":
         if isinstance(calibration, dict):  # by position: the names are the data's, not the program's
-            calibration = dict(zip([f"input_{i}" for i in range(len(calibration))], calibration.values()))
-        feeds = calibration_feeds(calibration, {f"input_{i}": [None, *t.shape[1:]] for i, t in enumerate(example)},
-                                  NAME)
+            calibration = dict(zip(names, calibration.values()))
+        feeds = calibration_feeds(calibration, {n: [None, *t.shape[1:]] for n, t in zip(names, example)}, NAME)
         module, quant_meta = _quantize(module, example, list(feeds.values()))
         meta.update(quant_meta)
     buffer, delegation = _lower(module, example)
@@ -75,9 +75,10 @@ def _static_example(program: torch.export.ExportedProgram) -> tuple[torch.Tensor
     must be static (ExecuTorch plans memory ahead of time)."""
     import torch
 
-    user_inputs = set(program.graph_signature.user_inputs)
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
     example = []
-    for node in (n for n in program.graph.nodes if n.op == "placeholder" and n.name in user_inputs):
+    for name in program.graph_signature.user_inputs:  # in the program's input order
+        node = placeholders[name]
         value = node.meta["val"]
         dims = list(value.shape)
         if any(not isinstance(d, int) for d in dims[1:]):
