@@ -349,6 +349,7 @@ def _verify(artifact: Artifact, inputs: Path, reference: np.ndarray, cfg: Config
     """Run the artifact in a fresh process on the held-out inputs and compare with PyTorch:
     max-abs and top-1 agreement for logits, max-abs and cosine for embeddings. With `task`
     (quality.Task), the artifact's quality value is in the report too."""
+    from edgedistill.bench import native
     from edgedistill.bench.runners.local import run_probe
     from edgedistill.quality import cosine_per_vector
 
@@ -356,7 +357,10 @@ def _verify(artifact: Artifact, inputs: Path, reference: np.ndarray, cfg: Config
     req = {"backend": artifact.backend, "model": str(Path(artifact.path).resolve()),
            "precision": artifact.precision, "threads": 1,
            "device": "CPU", "inputs": str(inputs), "mode": "outputs", "outputs_path": str(outputs)}
-    outcome = run_probe(req, threads=1, timeout_s=600)
+    # A .pte is checked by the native runner, the C++ runtime a device runs (and seconds sooner:
+    # ExecuTorch's Python runtime imports torch); by the Python runtime where it cannot be built.
+    command, runner = native.probe_command(artifact.backend, "native")
+    outcome = run_probe(req, threads=1, timeout_s=600, command=command)
     if outcome.status in ("crashed", "timeout"):
         # The runtime died (SIGSEGV) or hung: that says nothing certain about the file, so it is
         # not a usage error; but an unverified artifact must not stay where a reused stage or a
@@ -372,7 +376,8 @@ def _verify(artifact: Artifact, inputs: Path, reference: np.ndarray, cfg: Config
     got = np.load(outputs)
     outputs.unlink()
     diff = np.abs(got - reference)
-    report = {"samples": len(got), "max_abs": float(diff.max()), "mean_abs": float(diff.mean())}
+    report = {"samples": len(got), "max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
+              "runner": runner["kind"]}
     tol = {"fp32": cfg.export.fp32_max_abs, "fp16": cfg.export.fp16_max_abs}.get(artifact.precision)
     problems = []
     if tol is not None and report["max_abs"] > tol:

@@ -67,6 +67,8 @@ def test_recorded_by_pipeline_only_for_listed_unchanged_files(tmp_path, monkeypa
 def test_reliability_27_export_redoes_a_stage_whose_verified_artifact_was_flipped(tmp_path):
     """A byte flipped inside an exported, verified model: the next run says so, exports and
     verifies again, and the file on disk is again the one the manifest records."""
+    # The student alone (no teacher export) and fp32 alone: one artifact is enough to flip.
+    (tmp_path / "edgedistill.toml").write_text('[export]\nbenchmark_teacher = false\n[compress]\nprecisions = ["fp32"]\n')
     args = ["export", "--epochs", "1", "--backend", "onnxruntime", "--out-dir", "runs", "--run-name", "r27"]
     first = run_cli(args, cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
