@@ -85,6 +85,8 @@ METRICS: dict[str, Callable[[dict, dict], float | None]] = {
 
 
 def _not_measured(budget: str, result: dict, reference: dict) -> str:
+    if budget == "p90_ms" and dig(result, "warm", "summary", "p90_reason"):  # a tool that prints no p90
+        return f"not measured: p90 {dig(result, 'warm', 'summary', 'p90_reason')}"
     if budget == "accuracy_drop_pt":
         if dig(result, "accuracy", "measured") is False:
             return f"not measured: {dig(result, 'accuracy', 'reason') or 'no labels'}"
