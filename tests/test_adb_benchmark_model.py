@@ -222,14 +222,14 @@ def replaying(tmp_path_factory):
         runner = open_runner(target)
         n = iter(range(1000))
 
-        def bench(fixture: str, code: int = 0) -> dict:
+        def bench(fixture: str, code: int = 0, other: TargetConfig | None = None) -> dict:
             (home / "replay").write_text(fixture)
             (home / "replay-exit").write_text(str(code))
             work = folder / f"work-{next(n)}"
             work.mkdir()
-            return _bench_on(runner, target, TINY, work)
+            return _bench_on(runner, other or target, TINY, work)
 
-        yield bench, target
+        yield bench, target, home
         runner.close()
 
 
@@ -274,8 +274,9 @@ def test_bench_of_a_tflite_through_adb_runs_the_tool_and_records_its_numbers(pho
 
 
 def test_the_android_format_lands_in_the_record_end_to_end(replaying):
-    bench, target = replaying
-    record = bench("android-benchmark_model-reconstructed.txt")
+    bench, target, home = replaying
+    swept = target.model_copy(update={"sweep": {"threads": [1, 2], "batch_sizes": [1, 4]}})
+    record = bench("android-benchmark_model-reconstructed.txt", other=type(target).model_validate(swept.model_dump()))
     assert record["status"] == "ok", record["status_detail"]
     Result.model_validate(record)
     assert record["tool"]["format"] == bm.ANDROID_FORMAT
@@ -284,6 +285,12 @@ def test_the_android_format_lands_in_the_record_end_to_end(replaying):
     assert record["memory"]["peak_rss_mb"] == 9.33594
     checks = {c.budget: c for c in check_result("phone", record, target.budgets, {})}
     assert checks["memory_mb"].outcome == "PASS" and checks["memory_mb"].value == 9.33594
+    # Sweep: one more run of the tool per thread count; other batch sizes are not the tool's to run.
+    points = {(p["threads"], p["batch_size"]): p for p in record["sweep"]}
+    assert sorted(points) == [(1, 4), (2, 1), (2, 4)]
+    assert points[(2, 1)]["status"] == "ok" and points[(2, 1)]["summary"]["p50_ms"] == 0.596
+    assert points[(1, 4)]["status"] == points[(2, 4)]["status"] == "unsupported"
+    assert (home / "benchmark_model.args").read_text().splitlines()[-1].count("--num_threads=2") == 1
 
 
 @pytest.mark.parametrize("fixture, code, said", [
@@ -293,7 +300,7 @@ def test_the_android_format_lands_in_the_record_end_to_end(replaying):
     ("litert-benchmark-missing-model.stderr", 1, "Model file not found"),
 ])
 def test_a_failing_tool_is_one_line_with_its_own_error(replaying, fixture, code, said):
-    bench, target = replaying
+    bench, target, _ = replaying
     record = bench(fixture, code)
     assert record["status"] == "error" and said in record["status_detail"]
     assert f"(exit {code})" in record["status_detail"] and "\n" not in record["status_detail"]
