@@ -333,3 +333,27 @@ def test_a_binary_missing_not_a_program_or_for_another_cpu_is_refused_at_open(ph
     text.unlink()
     with pytest.raises(UsageError, match="benchmark_model .* does not exist"):
         open_runner(gone)
+
+
+def test_the_record_makes_a_results_file_that_loads_gates_and_renders(replaying, tmp_path):
+    """results.json as the bench writes it: read back through the schema, gated (p90 INCONCLUSIVE
+    naming why, so no PASS), and every report renders the tool's numbers (no samples needed)."""
+    from edgedistill.gate import gate_results
+    from edgedistill.report import csv, html, markdown
+    from edgedistill.report.results import load_results, new_results, write_results
+
+    bench, target, _ = replaying
+    record = bench("android-benchmark_model-reconstructed.txt")
+    results = new_results("r", {"tool_version": "test"}, {"teacher_top1": None})
+    results["targets"].append({"name": target.name, "device": target.device, "threads": target.threads,
+                               "runner": target.runner, "budgets": target.budgets.model_dump(), "results": [record]})
+    results["complete"] = True
+    path = tmp_path / "results.json"
+    write_results(path, results)
+    loaded = load_results(path)
+    verdict, checks = gate_results(loaded)
+    assert verdict == "INCONCLUSIVE"
+    assert {c.budget: c.outcome for c in checks} == {"p90_ms": "INCONCLUSIVE", "cold_start_ms": "PASS",
+                                                      "memory_mb": "PASS"}
+    for rendered in (markdown.render(loaded), html.render(loaded), csv.render(loaded)):
+        assert "0.596" in rendered  # the tool's median, as the p50 column

@@ -305,6 +305,8 @@ def _parsed(run: dict, serial: str) -> tuple[dict | None, tuple[str, str] | None
         parsed = parse(run["stdout"] + "\n" + run["stderr"])
     except ToolOutputError as e:
         return None, ("error", f"{TOOL} on {serial} printed no measurement: {e}")
+    if parsed["inference"] is not None and parsed["inference"]["count"] == 0:
+        return None, ("error", f"{TOOL} on {serial} timed no runs (count=0)")
     if parsed["inference"] is None or parsed["inference"].get("median_ms") is None:
         return None, ("error", f"{TOOL} on {serial} printed no median of its timed runs (a build without "
                                "percentiles): p50 cannot be measured")
