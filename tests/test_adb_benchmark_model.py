@@ -363,3 +363,19 @@ def test_the_record_makes_a_results_file_that_loads_gates_and_renders(replaying,
                                                       "memory_mb": "PASS"}
     for rendered in (markdown.render(loaded), html.render(loaded), csv.render(loaded)):
         assert "0.596" in rendered  # the tool's median, as the p50 column
+
+
+def test_a_phone_lost_during_a_run_is_inconclusive_and_keeps_what_was_measured(tmp_path, monkeypatch):
+    home = _install_phone(tmp_path / "fake-adb", monkeypatch)
+    fake_adb.configure(home, offline_at_probe=2)  # the second run of the tool finds the phone gone
+    (home / "replay").write_text("android-benchmark_model-reconstructed.txt")
+    (home / "replay-exit").write_text("0")
+    target = _target(_replay_stand_in(tmp_path))
+    runner = open_runner(target)
+    try:
+        record = _bench_on(runner, target, TINY, tmp_path)
+    finally:
+        runner.close()
+    assert record["status"] == "inconclusive" and "lost the link to FA6X01234" in record["status_detail"]
+    assert len(record["tool"]["runs"]) == 1 and record["warm"]["runs"][0]["p50_ms"] == 0.596
+    assert {c.outcome for c in check_result("phone", record, target.budgets, {})} == {"INCONCLUSIVE"}

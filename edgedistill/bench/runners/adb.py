@@ -1,4 +1,4 @@
-"""An Android phone through the adb client: the native ExecuTorch runner pushed to it.
+"""An Android phone through the adb client: the native ExecuTorch runner and LiteRT's benchmark_model pushed to it.
 
 A phone has no Python, so every measurement is a native program: ExecuTorch's through the native
 runner (`edgedistill/probe/native/`, cross-built for arm64 with the NDK: README), driven with the
@@ -652,7 +652,9 @@ class AdbRunner(RemoteRunner):
         out = self.transport.last_output
         stdout = "".join(line for line in (out.stdout if out else "").splitlines(keepends=True)
                          if not line.startswith(MARKER))
-        return {"status": run.status, "returncode": run.returncode, "detail": run.detail, "stdout": stdout,
+        detail = f"lost the link to {self.transport.serial} during the run: {run.detail}" if run.status == "lost" \
+            else run.detail
+        return {"status": run.status, "returncode": run.returncode, "detail": detail, "stdout": stdout,
                 "stderr": out.stderr if out else "", "argv": argv, "mask": f"{mask:x}" if mask else None}
 
     def _count_cool_down(self, cool: dict) -> None:
