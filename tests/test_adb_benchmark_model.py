@@ -256,7 +256,9 @@ def test_bench_of_a_tflite_through_adb_runs_the_tool_and_records_its_numbers(pho
     assert tool["command"].startswith("taskset c0 /data/local/tmp/edgedistill/run-")
     assert record["runner"]["kind"] == "benchmark_model" and record["runner"]["binary"].endswith("benchmark_model")
     # The record's numbers are the tool's: each run's median as it printed it (its logs are kept).
-    logs = [Path(p).read_text() for p in tool["logs"]]
+    logs = [(tmp_path / "bench" / f"student-fp32-litert.benchmark_model.{i}.log").read_text() for i in (1, 2)]
+    assert tool["runs"][0]["evidence"] == [line for line in logs[0].splitlines()  # the 10 lines read, as printed
+                                           if re.match(r"(Model initialization|Warmup \(|Inference \()", line)]
     medians = [float(re.search(r"Inference \(median\):\s+([\d.]+) ms", log).group(1)) for log in logs]
     assert [r["p50_ms"] for r in record["warm"]["runs"]] == medians
     assert record["warm"]["summary"]["p50_ms"] == pytest.approx(float(np.median(medians)))
@@ -284,6 +286,7 @@ def test_the_android_format_lands_in_the_record_end_to_end(replaying):
     assert record["status"] == "ok", record["status_detail"]
     Result.model_validate(record)
     assert record["tool"]["format"] == bm.ANDROID_FORMAT
+    assert any(line.startswith("INFO: count=84 ") for line in record["tool"]["runs"][0]["evidence"])
     assert record["cold"]["init_ms"]["median"] == 3.412 and record["cold"]["first_inference_ms"]["median"] == 1.731
     assert record["warm"]["summary"]["p50_ms"] == 0.596 and record["warm"]["summary"]["p95_ms"] == 0.622
     assert record["memory"]["peak_rss_mb"] == 9.33594

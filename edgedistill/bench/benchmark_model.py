@@ -147,7 +147,13 @@ def parse(text: str) -> dict:
                    "peak_mb": _f(peak.group(1)) if peak else None},
         "model_size_mb": _f(size.group(1)) if size else None,
         "errors": errors(text),
+        "evidence": _evidence(text, (_STAT, _TIMINGS, _SESSION, _MEMORY, _PEAK)),
     }
+
+
+def _evidence(text: str, patterns) -> list[str]:
+    """The lines the numbers were read from, as the tool printed them (kept in the results)."""
+    return [line.strip() for line in text.splitlines() if any(p.search(line) for p in patterns)]
 
 
 def _parse_wheel(text: str) -> dict:
@@ -166,7 +172,7 @@ def _parse_wheel(text: str) -> dict:
     return {"format": WHEEL_FORMAT, "init_ms": values.get("init"), "first_inference_ms": values.get("warmup_first"),
             "warmup": warmup, "inference": inference, "inference_avg_ms": values.get("avg"), "requested_runs": [],
             "memory": {"init_delta_mb": None, "overall_delta_mb": None, "peak_mb": None},
-            "model_size_mb": None, "errors": errors(text)}
+            "model_size_mb": None, "errors": errors(text), "evidence": _evidence(text, (_WHEEL,))}
 
 
 # ---------------------------------------------------------------- into the result schema
@@ -330,15 +336,13 @@ def measure(runner, artifact, target, evalset, work_dir, record: dict, on_step=l
     n = target.measurement.cold_runs if student else 1
     conditions = runner.conditions()
     record["conditions"] = conditions
-    parsed_runs, logs, argv, mask = [], [], None, None
+    parsed_runs, argv, mask = [], None, None
     for i in range(n):
         on_step(f"{artifact.name}: {TOOL} on {serial}, fresh process {i + 1}/{n}")
         run = _run(runner, artifact, target, target.threads)
         argv, mask = run["argv"] or argv, run["mask"] or mask
-        if run["stdout"] or run["stderr"]:  # what the tool printed, kept beside the results
-            log = work_dir / f"{artifact.name}.{TOOL}.{i + 1}.log"
-            atomic_write_bytes(log, (run["stdout"] + run["stderr"]).encode())
-            logs.append(str(log))
+        if run["stdout"] or run["stderr"]:  # all it printed, in the bench folder (results keep the evidence)
+            atomic_write_bytes(work_dir / f"{artifact.name}.{TOOL}.{i + 1}.log", (run["stdout"] + run["stderr"]).encode())
         parsed, failed = _parsed(run, serial)
         if failed is not None:
             record["status"], record["status_detail"] = failed
@@ -348,7 +352,7 @@ def measure(runner, artifact, target, evalset, work_dir, record: dict, on_step=l
                       "command": (f"taskset {mask} " if mask else "") + command_line(argv) if argv else None,
                       "format": parsed_runs[0]["format"] if parsed_runs else None,
                       "inputs": "random (the tool's own; --input_layer_value_files not used)",
-                      "runs": parsed_runs, "logs": logs}
+                      "runs": parsed_runs}
     if not parsed_runs:
         return record
     record["cold"] = {"kind": "warm-disk", "kind_detail": "the model was pushed to the phone just before: "
