@@ -26,7 +26,7 @@ from edgedistill.backends.base import BACKENDS
 from edgedistill.bench import benchmark_model as bm
 from edgedistill.bench.harness import EvalSet, bench_artifact
 from edgedistill.bench.runners import open_runner
-from edgedistill.config import BudgetTable, TargetConfig
+from edgedistill.config import TargetConfig
 from edgedistill.errors import UsageError
 from edgedistill.gate import check_result
 from edgedistill.report.schema import Result
