@@ -304,6 +304,9 @@ class AdbTarget(Strict):
     workdir: str = "/data/local/tmp/edgedistill"
     # The native ExecuTorch runner cross-built for the device (README: Android arm64 with the NDK).
     executorch_runner: FilePath | None = None
+    # LiteRT's benchmark_model built for the device (Google's prebuilt Android arm64 binary): what
+    # measures the target's .tflite artifacts (bench/benchmark_model.py).
+    benchmark_model: FilePath | None = None
     big_cores_only: bool = True  # taskset to the cores with the highest maximum frequency
     max_cool_down_s: float = Field(120.0, ge=0)  # wait this long at most for the thermal status to drop
     max_thermal_status: int = Field(1, ge=0, le=6)  # Android's PowerManager THERMAL_STATUS_*: 1 = light

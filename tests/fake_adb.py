@@ -192,8 +192,9 @@ def _shell(home: Path, control: dict, serial: str, script: str) -> int:
            "PATH": f"{home / 'phone' / 'system' / 'bin'}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
     if control.get("crash_after_run"):
         env["FAKE_ADB_CRASH_AFTER_RUN"] = "1"
+    # A phone's programs print any bytes (a model's garbage name in an error line): passed on, as adb does.
     out = subprocess.run(["sh", "-c", _map(home, script)], cwd=home / "phone", env=env,
-                         capture_output=True, text=True, check=False)
+                         capture_output=True, text=True, errors="replace", check=False)
     stdout = out.stdout
     if control.get("drop_marker") and "timeout -s KILL" in script:  # a probe's command
         stdout = "".join(line for line in stdout.splitlines(keepends=True) if "EDGEDISTILL-EXIT:" not in line)

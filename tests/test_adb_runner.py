@@ -371,7 +371,8 @@ def test_usage_errors_name_what_is_expected_and_found(tmp_path, monkeypatch, run
     try:
         with pytest.raises(UsageError) as e:
             runner.probe_command("onnxruntime", "native")
-        assert "ExecuTorch (.pte) only; this artifact is onnxruntime" in e.value.message
+        assert "ExecuTorch (.pte) with the native runner and LiteRT (.tflite) with benchmark_model; " \
+               "this artifact is onnxruntime" in e.value.message
     finally:
         runner.close()
     with pytest.raises(UsageError) as e:

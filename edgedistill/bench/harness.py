@@ -458,6 +458,9 @@ def bench_artifact(
         "problems": [],
     }
     work_dir.mkdir(parents=True, exist_ok=True)
+    # A device tool that measures this backend whole (adb: LiteRT's benchmark_model) fills the record.
+    if runner is not None and (tool := getattr(runner, "own_tool", lambda backend: None)(artifact.backend)):
+        return tool(artifact, target, evalset, work_dir, record, on_step)
     outputs = work_dir / f"{artifact.name}.outputs.npy"
     runner = _ArtifactProbes(artifact, target, evalset, cold_disk, shapes, on_step, runner)
     record["runner"] = runner.runner_record  # which program measured: native or python (and why)

@@ -1,8 +1,11 @@
-"""An Android phone through the adb client: the native ExecuTorch runner pushed to it.
+"""An Android phone through the adb client: the native ExecuTorch runner and LiteRT's benchmark_model pushed to it.
 
-A phone has no Python, so every measurement is the native runner (`edgedistill/probe/native/`,
-cross-built for arm64 with the NDK: README), driven with the flags `native.NativeCommand` builds
-for a local run. What this module adds on top of `remote.RemoteRunner`:
+A phone has no Python, so every measurement is a native program: ExecuTorch's through the native
+runner (`edgedistill/probe/native/`, cross-built for arm64 with the NDK: README), driven with the
+flags `native.NativeCommand` builds for a local run; LiteRT's (`.tflite`) through LiteRT's own
+`benchmark_model` (`[adb] benchmark_model`, Google's prebuilt Android binary), whose log
+bench/benchmark_model.py turns into the result schema. What this module adds on top of
+`remote.RemoteRunner`:
 
 - real adb command semantics: `adb -s SERIAL push|pull|shell|get-state`; a shell command is one
   string whose every argument is `shlex.quote`d (the device's shell is mksh: POSIX quoting);
@@ -43,7 +46,7 @@ from pathlib import Path
 
 from edgedistill.bench.native import NativeBuild, NativeCommand, _sha256
 from edgedistill.bench.runners.local import ProbeCommand, ProbeOutcome, run_group
-from edgedistill.bench.runners.remote import DeviceLost, Execution, RemoteRunner
+from edgedistill.bench.runners.remote import DeviceLost, Execution, RemoteRunner, thread_vars
 from edgedistill.errors import InconclusiveError, UsageError
 
 MARKER = "EDGEDISTILL-EXIT:"
@@ -52,6 +55,11 @@ CALL_TIMEOUT_S = 60.0  # one adb call that is not a probe (push, pull, a short s
 PROBE_SLACK_S = 30.0  # the host waits this much longer than the device-side timeout
 LOCK_GRACE_S = 300.0  # a lock's deadline: the next probe's timeout plus this, renewed per probe
 LOCK_POLL_S = 1.0  # one adb call a second while another job holds the phone
+TOOL_HINT = ("download Google's prebuilt benchmark_model for Android arm64 (LiteRT docs, \"Performance "
+             "measurement\": android_aarch64_benchmark_model) and set [adb] benchmark_model = "
+             "\"path/to/benchmark_model\"")
+# The ELF machine (binary_arch) a program needs on each Android ABI (ro.product.cpu.abi).
+ABI_ARCH = {"arm64-v8a": "aarch64", "armeabi-v7a": "arm", "x86_64": "x86-64", "x86": "x86"}
 CROSS_BUILD_HINT = ("cross-build the native ExecuTorch runner for arm64 with the Android NDK "
                     "(README: \"The native ExecuTorch runner, and cross-building it\") and set "
                     "[adb] executorch_runner = \"build-android/executorch_runner\"")
@@ -195,6 +203,7 @@ class AdbTransport:
         self.last_execution: Execution | None = None  # the last probe's, for the runner's signal check
         self.made: set[str] = set()  # device folders known to exist (made by this run)
         self.clock_ns = True  # the device's `date +%s%N` gives nanoseconds (checked at prepare)
+        self.last_output: subprocess.CompletedProcess | None = None  # the last probe's adb shell call
 
     # ------------------------------------------------------------ adb itself
 
@@ -278,10 +287,12 @@ class AdbTransport:
 
     def _execute(self, line: str, timeout_s: float) -> Execution:
         began = time.monotonic()
+        self.last_output = None
         try:
             out = self.shell(line, timeout_s=timeout_s + PROBE_SLACK_S)
         except DeviceLost as e:
             return Execution("lost", None, str(e))
+        self.last_output = out  # a tool that prints its measurement (benchmark_model) is read from it
         elapsed = time.monotonic() - began
         code = _marker(out.stdout)
         if code is None:
@@ -459,6 +470,25 @@ def _devices(adb: str) -> list[tuple[str, str]]:
     return found
 
 
+def _check_tool(target: str, configured) -> Path | None:
+    """The local copy of benchmark_model `[adb] benchmark_model` names: a file that is a program
+    (an ELF binary, or a script: a stand-in), else a usage error saying what was found."""
+    if configured is None:
+        return None
+    tool = Path(configured).expanduser()
+    if not tool.is_file():
+        raise UsageError(f"target {target}: [adb] benchmark_model {tool} does not exist", TOOL_HINT)
+    try:
+        with open(tool, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise UsageError(f"target {target}: [adb] benchmark_model {tool} cannot be read: {e.strerror}", TOOL_HINT) from e
+    if head != b"\x7fELF" and not head.startswith(b"#!"):
+        raise UsageError(f"target {target}: [adb] benchmark_model {tool} is not a program (expected an ELF "
+                         f"binary, found {len(head)} bytes starting {head!r})", TOOL_HINT)
+    return tool
+
+
 class AdbCommand(NativeCommand):
     """The native runner's command line with the binary at its path on the phone."""
 
@@ -483,6 +513,8 @@ class AdbRunner(RemoteRunner):
         self.max_khz: dict[int, int] = {}
         self.device_runner: str | None = None
         self.record: dict = {}
+        self.tool: str | None = None  # benchmark_model's path on the phone (None: not configured)
+        self.tool_record: dict = {}
         self._conditions: dict | None = None  # the current artifact's, updated by each probe's thermal check
 
     @classmethod
@@ -491,12 +523,16 @@ class AdbRunner(RemoteRunner):
         if target.executorch_runtime == "python":
             raise UsageError(f"target {target.name}: executorch_runtime = \"python\" cannot run over adb "
                              "(a phone has no Python)", "remove it: the adb runner measures with the native runner")
-        if s.executorch_runner is None:
+        if s.executorch_runner is None and ("executorch" in target.backends or s.benchmark_model is None):
             raise UsageError(f"target {target.name}: [adb] executorch_runner is not set (the native ExecuTorch "
                              "runner built for the phone)", CROSS_BUILD_HINT)
-        binary = Path(s.executorch_runner).expanduser()
-        if not binary.is_file():
+        binary = Path(s.executorch_runner).expanduser() if s.executorch_runner is not None else None
+        if binary is not None and not binary.is_file():
             raise UsageError(f"target {target.name}: [adb] executorch_runner {binary} does not exist", CROSS_BUILD_HINT)
+        if "litert" in target.backends and s.benchmark_model is None:
+            raise UsageError(f"target {target.name}: [adb] benchmark_model is not set (LiteRT's benchmark tool "
+                             "built for the phone: the adb runner measures .tflite models with it)", TOOL_HINT)
+        tool = _check_tool(target.name, s.benchmark_model)
         adb = shutil.which(s.adb)
         if adb is None:
             raise UsageError(f"target {target.name}: the adb client {s.adb!r} was not found",
@@ -522,9 +558,20 @@ class AdbRunner(RemoteRunner):
                 note(f"{serial}: the phone's `date +%s%N` gives no nanoseconds: process start "
                      "(interpreter_ms) is not measured, the rest of the cold start is")
             runner.max_khz = facts["max_khz"]
-            runner.device_runner = posixpath.join(transport.run_dir, RUNNER_NAME)
-            transport.put([(binary, runner.device_runner)])
-            transport.checked(f"chmod 755 {q(runner.device_runner)}", "making the runner executable")
+            abi = props.get("ro.product.cpu.abi")
+            if tool is not None and binary_arch(tool) not in (None, ABI_ARCH.get(abi, binary_arch(tool))):
+                raise UsageError(f"target {target.name}: [adb] benchmark_model {tool} is built for "
+                                 f"{binary_arch(tool)}, the phone {serial} is {abi}", TOOL_HINT)
+            programs = []
+            if binary is not None:
+                runner.device_runner = posixpath.join(transport.run_dir, RUNNER_NAME)
+                programs.append((binary, runner.device_runner))
+            if tool is not None:  # under its own name, as the user's copy is called
+                runner.tool = posixpath.join(transport.run_dir, "bin", tool.name)
+                programs.append((tool, runner.tool))
+            transport.put(programs)
+            transport.checked("chmod 755 " + " ".join(q(remote) for _, remote in programs),
+                              "making the runner executable")
         except DeviceLost as e:
             runner.close()
             raise InconclusiveError(f"lost adb device {serial} while preparing it: {e}",
@@ -532,9 +579,13 @@ class AdbRunner(RemoteRunner):
         except BaseException:
             runner.close()
             raise
+        if tool is not None:
+            runner.tool_record = {"kind": "benchmark_model", "device": "adb", "binary": str(tool),
+                                  "binary_sha256": _sha256(tool), "binary_arch": binary_arch(tool)}
+        if binary is None:
+            return runner
         runner.record = {"kind": "native", "device": "adb", "binary": str(binary),
                          "binary_sha256": _sha256(binary), "binary_arch": binary_arch(binary)}
-        abi = props.get("ro.product.cpu.abi")
         if abi == "arm64-v8a" and runner.record["binary_arch"] != "aarch64":
             note(f"{serial}: warning: [adb] executorch_runner is built for {runner.record['binary_arch']}, "
                  f"the phone is {abi}")
@@ -554,10 +605,65 @@ class AdbRunner(RemoteRunner):
     # ------------------------------------------------------------ the protocol
 
     def probe_command(self, backend: str, executorch_runtime: str, note=lambda s: None):
-        if backend != "executorch":
-            raise UsageError(f"the adb runner measures ExecuTorch (.pte) only; this artifact is {backend}",
-                             "list only \"executorch\" in the adb target's backends")
+        if backend == "litert":  # measured whole by benchmark_model (own_tool), never by a probe
+            raise UsageError("the adb runner measures LiteRT (.tflite) with benchmark_model; [adb] benchmark_model "
+                             "is not set", TOOL_HINT)
+        if backend != "executorch" or self.device_runner is None:
+            raise UsageError(f"the adb runner measures ExecuTorch (.pte) with the native runner and LiteRT (.tflite) "
+                             f"with benchmark_model; this artifact is {backend}",
+                             "list only \"executorch\" and \"litert\" in the adb target's backends"
+                             if backend != "executorch" else CROSS_BUILD_HINT)
         return AdbCommand(self.device_runner, self.record), dict(self.record)
+
+    def own_tool(self, backend: str):
+        """The device tool that measures an artifact of `backend` whole, instead of probes (the
+        harness calls it with the artifact, target, eval set, work folder, record and on_step):
+        LiteRT's benchmark_model when it is configured, else None."""
+        if backend != "litert" or self.tool is None:
+            return None
+        from edgedistill.bench import benchmark_model
+
+        return lambda *args, **kwargs: benchmark_model.measure(self, *args, **kwargs)
+
+    def run_tool(self, artifact, argv_for: Callable[[str], list[str]], *, threads: int, timeout_s: float) -> dict:
+        """One run of a device tool on `artifact` as a probe runs: the lock renewed, the phone
+        cooled down (bounded), the model's files pushed once per run, the command pinned to the
+        big cores under `timeout -s KILL`. `argv_for(model path on the phone)` is its command line.
+        Returns {"status", "returncode", "detail", "stdout", "stderr", "argv", "mask"}."""
+        probe_dir = posixpath.join(self.transport.run_dir, f"p{self._probes + 1}")
+        failed = {"returncode": None, "stdout": "", "stderr": "", "argv": None, "mask": None}
+        try:
+            cool = self.cool_down(self.transport.renew_and_read_thermal(timeout_s + LOCK_GRACE_S, probe_dir))
+        except DeviceLost as e:
+            return {**failed, "status": "lost", "detail": f"lost the link to {self.transport.serial}: {e}"}
+        self._probes += 1
+        self._count_cool_down(cool)
+        pending: list[tuple[Path, str]] = []
+        model = self._model_paths({"model": str(Path(artifact.path).resolve()),
+                                   "model_files": [str(Path(f).resolve()) for f in artifact.files()]}, pending)
+        argv = argv_for(model)
+        mask = self.mask_for(threads)[0] or None
+        self.transport.mask = mask
+        try:
+            self.transport.put(pending)
+            run = self.transport.execute(argv, cwd=probe_dir, env=thread_vars(threads), timeout_s=timeout_s)
+        except DeviceLost as e:
+            return {**failed, "status": "lost", "detail": f"lost the link to {self.transport.serial}: {e}"}
+        out = self.transport.last_output
+        stdout = "".join(line for line in (out.stdout if out else "").splitlines(keepends=True)
+                         if not line.startswith(MARKER))
+        detail = f"lost the link to {self.transport.serial} during the run: {run.detail}" if run.status == "lost" \
+            else run.detail
+        return {"status": run.status, "returncode": run.returncode, "detail": detail, "stdout": stdout,
+                "stderr": out.stderr if out else "", "argv": argv, "mask": f"{mask:x}" if mask else None}
+
+    def _count_cool_down(self, cool: dict) -> None:
+        """Add a measurement's own cool-down to the artifact's conditions (see conditions())."""
+        if self._conditions is not None and cool["status"] is not None:
+            c = self._conditions
+            c["cool_down_s"] = round((c.get("cool_down_s") or 0.0) + cool["waited_s"], 2)
+            c["thermal_hot"] = bool(c.get("thermal_hot")) or cool["hot"]
+            c["thermal_status_max"] = max(c.get("thermal_status_max") or 0, cool["status"])
 
     def mask_for(self, threads: int) -> tuple[int, list[int]]:
         return big_core_mask(self.max_khz, threads) if self.settings.big_cores_only else (0, [])
@@ -641,11 +747,7 @@ class AdbRunner(RemoteRunner):
             cool = self.cool_down(self.transport.renew_and_read_thermal(timeout_s + LOCK_GRACE_S, probe_dir))
         except DeviceLost as e:
             return ProbeOutcome("lost", None, f"lost the link to {self.transport.serial}: {e}")
-        if self._conditions is not None and cool["status"] is not None:
-            c = self._conditions
-            c["cool_down_s"] = round((c.get("cool_down_s") or 0.0) + cool["waited_s"], 2)
-            c["thermal_hot"] = bool(c.get("thermal_hot")) or cool["hot"]
-            c["thermal_status_max"] = max(c.get("thermal_status_max") or 0, cool["status"])
+        self._count_cool_down(cool)
         self.transport.mask = self.mask_for(threads)[0] or None
         self.transport.last_execution = None
         outcome = super().run_probe(request, threads=threads, timeout_s=timeout_s, command=command)
