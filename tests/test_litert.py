@@ -240,3 +240,26 @@ def test_a_missing_runtime_refuses_bench_tflite_in_one_line(exported, tmp_path):
     assert lines[0].startswith("error: ") and "ai-edge-litert is not installed" in lines[0], lines
     assert "edgedistill[litert]" in lines[0] and all(ln.startswith("  hint: ") for ln in lines[1:])
     assert not out.parent.exists()
+
+
+def _agreement_script():
+    import importlib.util as util
+
+    root = Path(__file__).resolve().parent.parent
+    spec = util.spec_from_file_location("litert_agreement", root / "benchmarks" / "litert_agreement.py")
+    module = util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_agreement_script_runs_litert_benchmark_and_reads_its_figures(exported):
+    """benchmarks/litert_agreement.py (issue 13 item 2): the wheel's litert-benchmark on a real
+    .tflite with its real flags, its JSON read into the figures compared; the +-5 % verdict.
+    No timing assertions: the agreement figures are the script's output."""
+    agreement = _agreement_script()
+    figures = agreement.run_litert_benchmark(exported["fp32"].path, threads=1, runs=30, timeout_s=120)
+    assert figures["runs"] == 30 and figures["compile_ms"] > 0 and figures["first_inference_ms"] > 0
+    assert "--num_threads=1" in figures["command"] and "--warmup_runs=10" in figures["command"]
+    summary = {"ratio": 1.049}
+    assert agreement.verdict(dict(summary))["agrees"] and not agreement.verdict({"ratio": 0.949})["agrees"]
