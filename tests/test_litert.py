@@ -105,9 +105,11 @@ def test_int8_is_static_integer_and_its_scaling_is_recorded_and_applied(exported
     got, expected = _run_all(session, x), _expected(model, x)
     agreement = (got.argmax(1) == expected.argmax(1)).mean()
     assert agreement >= 0.8, f"int8 top-1 agreement {agreement:.2f}"
-    # Dequantized: the logits' scale (int8 codes would be ~100x larger); calibration's min/max
-    # ranges clip the extremes a little (measured 0.8 of the std here).
-    assert 0.6 < got.std() / expected.std() < 1.5
+    # Dequantized at the logits' scale (int8 codes would be ~100x larger), and not clipped: the
+    # ranges are min/max over the calibration samples (the quantizer's default moving average
+    # gave 0.79 of the std here).
+    assert 0.9 < got.std() / expected.std() < 1.1
+    assert meta["calibration_ranges"].startswith("min/max")
     # The recorded scaling is the one applied: quantizing by hand and running the raw
     # interpreter gives the session's output exactly.
     from ai_edge_litert.interpreter import Interpreter

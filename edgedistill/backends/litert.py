@@ -167,8 +167,17 @@ def _signature(path: Path) -> tuple[str, list[str]]:
 
 def _quantize(float_path: Path, out_path: Path, samples: list[numpy.ndarray]) -> dict[str, Any]:
     """Static INT8 (int8 weights per channel, int8 activations) with ai-edge-quantizer, its
-    ranges calibrated on every sample, one per call: the batch the model was converted with."""
-    from ai_edge_quantizer import quantizer, recipe
+    ranges calibrated on every sample, one per call: the batch the model was converted with.
+
+    The ranges are each tensor's min and max over all samples (the library's
+    qsv_utils.min_max_update), not Quantizer.calibrate's default, a moving average (0.95) of each
+    call's min/max: fed one sample at a time, that average sits near a typical sample's range and
+    clips the rest. Measured on the built-in student (359 held-out digits, 128 calibration
+    samples): the default clipped its logits to [-1.0, 1.5] where PyTorch's reach 5.1, max abs
+    diff 3.3 and mean 0.10; min/max: 0.74 and 0.017, top-1 agreement 98.3 vs 98.6 %.
+    """
+    from ai_edge_quantizer import calibrator, quantizer, recipe, recipe_manager
+    from ai_edge_quantizer.utils import qsv_utils
 
     key, sig_names = _signature(float_path)
     count = len(samples[0])
@@ -178,10 +187,16 @@ def _quantize(float_path: Path, out_path: Path, samples: list[numpy.ndarray]) ->
         # calibration keeps every tensor (it has to: it reads their ranges) to warnings.
         with quiet_stdout(), contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
+            chosen = getattr(recipe, RECIPE)()
             q = quantizer.Quantizer(str(float_path))
-            q.load_quantization_recipe(getattr(recipe, RECIPE)())
-            ranges = q.calibrate(data, num_threads=max(1, min(16, os.cpu_count() or 1)))
-            q.quantize(ranges, enable_progress_report=False).export_model(str(out_path), overwrite=True)
+            q.load_quantization_recipe(chosen)
+            # Quantizer.calibrate, with the update function it does not expose (see above).
+            recipes = recipe_manager.RecipeManager()
+            recipes.load_quantization_recipe(chosen)
+            calib = calibrator.Calibrator(float_path.read_bytes(), num_threads=max(1, min(16, os.cpu_count() or 1)),
+                                          qsv_update_func=qsv_utils.min_max_update)
+            calib.calibrate(data, recipes)
+            q.quantize(calib.get_model_qsvs(), enable_progress_report=False).export_model(str(out_path), overwrite=True)
     except Exception as e:
         op = operator_from_message(str(e))
         raise ExportError(f"{NAME} int8 quantization ({QUANTIZER} {RECIPE}) failed"
@@ -194,6 +209,7 @@ def _quantize(float_path: Path, out_path: Path, samples: list[numpy.ndarray]) ->
         "recipe": RECIPE,
         "recipe_meaning": "static post-training: int8 weights (per channel) and int8 activations",
         "calibration_samples": count,
+        "calibration_ranges": "min/max over every sample (qsv_utils.min_max_update), not the moving average",
         # The integer boundary: the probe quantizes float inputs and dequantizes outputs with these.
         "io_quantization": {side: [{k: t[k] for k in ("name", "dtype", "scale", "zero_point") if k in t}
                                    for t in tensors[side]] for side in ("inputs", "outputs")},
