@@ -918,6 +918,8 @@ def _keyed_like(arrays: dict[str, np.ndarray], first: list[dict], inputs: list[d
     names = [i["name"] for i in inputs]
     if all(n in arrays for n in names):
         return {n: arrays[n] for n in names}
+    if len(arrays) == 1 and len(names) == 1:  # one array is a one-input model's input whatever its key
+        return {names[0]: next(iter(arrays.values()))}
     if len(first) == len(inputs):
         return {n: arrays[f["name"]] for n, f in zip(names, first) if f["name"] in arrays}
     return arrays

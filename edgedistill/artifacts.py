@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 # What a file is, not which runtime runs it: a backend declares which kinds it accepts.
-ArtifactKind = Literal["onnx", "exported_program", "openvino_ir", "pte", "tensorrt_plan"]
+ArtifactKind = Literal["onnx", "exported_program", "openvino_ir", "pte", "tensorrt_plan", "tflite"]
 Precision = Literal["fp32", "fp16", "int8"]
 
 

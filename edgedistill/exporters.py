@@ -193,3 +193,24 @@ def export_program(model: torch.nn.Module, example: Inputs, out_path: Path, *,
             "export_s": round(time.perf_counter() - start, 3),
         },
     )
+
+
+def static_example(program: torch.export.ExportedProgram, backend: str) -> tuple[torch.Tensor, ...]:
+    """Zero inputs of the program's shapes with batch 1, one per input in its order, for the
+    backends that convert a static batch (ExecuTorch plans memory ahead of time; LiteRT's
+    converter fixes every shape). Other dims must be static: a dynamic one is refused here,
+    naming the input and its shape, before any converter runs."""
+    import torch
+
+    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    example = []
+    for name in program.graph_signature.user_inputs:  # in the program's input order
+        node = placeholders[name]
+        value = node.meta["val"]
+        dims = list(value.shape)
+        if any(not isinstance(d, int) for d in dims[1:]):
+            raise ExportError(f"{backend} needs static input dims except the batch axis; "
+                              f"the program's input {node.name!r} has shape {dims}",
+                              "export the program with fixed spatial dims (and sequence length)")
+        example.append(torch.zeros([1, *dims[1:]], dtype=value.dtype))
+    return tuple(example)

@@ -24,6 +24,7 @@ KINDS: dict[str, tuple[str, str]] = {
     ".ort": ("ort", "onnxruntime"),  # ONNX Runtime's own (mobile) format
     ".xml": ("openvino_ir", "openvino"),
     ".pte": ("pte", "executorch"),
+    ".tflite": ("tflite", "litert"),  # LiteRT (TFLite) flatbuffer
 }
 # kind -> every runtime that reads it directly (OpenVINO and TensorRT parse ONNX themselves).
 READERS: dict[str, tuple[str, ...]] = {
@@ -31,8 +32,10 @@ READERS: dict[str, tuple[str, ...]] = {
     "ort": ("onnxruntime",),
     "openvino_ir": ("openvino",),
     "pte": ("executorch",),
+    "tflite": ("litert",),
 }
-_FORMATS = "an .onnx (with its external data), an OpenVINO .xml (with its .bin), an ExecuTorch .pte or an ONNX Runtime .ort"
+_FORMATS = ("an .onnx (with its external data), an OpenVINO .xml (with its .bin), an ExecuTorch .pte, "
+            "an ONNX Runtime .ort or a LiteRT .tflite")
 # ONNX operators that only a quantized graph has.
 _INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
              "MatMulInteger", "DynamicQuantizeLinear"}
@@ -160,7 +163,7 @@ def backends_for(model: ModelFile, asked: list[str]) -> list[str]:
     usable = [b for b in asked if b in readers]
     if wrong and not usable:
         what = {"onnx": "an ONNX model", "ort": "an ONNX Runtime .ort model", "openvino_ir": "an OpenVINO IR",
-                "pte": "an ExecuTorch program"}[model.kind]
+                "pte": "an ExecuTorch program", "tflite": "a LiteRT .tflite model"}[model.kind]
         raise UsageError(f"{model.path}: --backend {wrong[0]} cannot read {what}; expected one of "
                          f"{', '.join(readers)}",
                          "drop --backend to use the file's own runtime"

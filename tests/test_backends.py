@@ -25,7 +25,7 @@ from edgedistill.exporters import export_onnx, export_program
 from edgedistill.probe import runtimes
 
 RUNTIME_MODULES = {"onnxruntime", "openvino", "executorch", "tensorrt", "torch", "onnx", "nncf",
-                   "torchao", "numpy"}
+                   "torchao", "numpy", "ai_edge_litert", "litert_torch", "ai_edge_quantizer", "jax"}
 CASES = [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"),
          ("openvino", "fp16"), ("openvino", "int8"), ("executorch", "fp32"), ("executorch", "int8")]
 MAX_ABS = {"fp32": 1e-3, "fp16": 2e-2}
@@ -191,7 +191,7 @@ def test_onnxruntime_int8_failure_leaves_nothing_in_the_current_folder(tmp_path,
 def test_importing_backends_and_probe_imports_no_runtime():
     code = (
         "import sys, edgedistill.backends.openvino, edgedistill.backends.onnxruntime, "
-        "edgedistill.backends.executorch, edgedistill.backends.tensorrt, "
+        "edgedistill.backends.executorch, edgedistill.backends.tensorrt, edgedistill.backends.litert, "
         "edgedistill.probe.runtimes, edgedistill.exporters; "
         f"loaded = {sorted(RUNTIME_MODULES - {'numpy'})!r}; "
         "print(sorted(set(loaded) & set(sys.modules)))"

@@ -320,8 +320,8 @@ def _copy(files, tmp_path, *names) -> Path:
 def test_bad_input_is_one_line_with_its_exit_code_and_nothing_written(case, files, cli_env, tmp_path):
     out = tmp_path / "out" / "results.json"
     if case == "extension":
-        (tmp_path / "model.tflite").write_bytes(b"x")
-        args, code, words = [tmp_path / "model.tflite"], 2, [".tflite", "expected an .onnx"]
+        (tmp_path / "model.h5").write_bytes(b"x")  # a Keras file: not a format bench reads
+        args, code, words = [tmp_path / "model.h5"], 2, [".h5", "expected an .onnx"]
     elif case == "bin":
         args, code, words = [files["dir"] / "model.bin"], 2, ["model.xml", "found its weights file"]
     elif case == "missing_bin":

@@ -28,6 +28,7 @@ BACKENDS: dict[str, tuple[str, str | None]] = {
     "openvino": ("edgedistill.backends.openvino", "openvino"),
     "executorch": ("edgedistill.backends.executorch", "executorch"),
     "tensorrt": ("edgedistill.backends.tensorrt", "tensorrt"),
+    "litert": ("edgedistill.backends.litert", "litert"),
 }
 
 

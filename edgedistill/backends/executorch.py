@@ -22,7 +22,7 @@ from edgedistill.backends.common import (
     quiet_stdout,
 )
 from edgedistill.errors import ExportError
-from edgedistill.exporters import inputs_meta
+from edgedistill.exporters import inputs_meta, static_example
 
 if TYPE_CHECKING:
     import numpy
@@ -48,7 +48,7 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
 
     start = time.perf_counter()
     program = torch.export.load(str(source.path))
-    example = _static_example(program)
+    example = static_example(program, NAME)
     names = [f"input_{i}" for i in range(len(example))]  # a .pte keeps positions, not names
     meta: dict[str, Any] = {"input_shape": list(example[0].shape),
                             "input_dtype": str(example[0].dtype).removeprefix("torch."),
@@ -68,25 +68,6 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
                 export_s=round(time.perf_counter() - start, 3))
     return Artifact(kind="pte", path=out_path, precision=precision,  # type: ignore[arg-type]
                     role=source.role, backend=NAME, meta=meta)
-
-
-def _static_example(program: torch.export.ExportedProgram) -> tuple[torch.Tensor, ...]:
-    """Zero inputs of the program's shapes with batch 1, one per input in its order; other dims
-    must be static (ExecuTorch plans memory ahead of time)."""
-    import torch
-
-    placeholders = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
-    example = []
-    for name in program.graph_signature.user_inputs:  # in the program's input order
-        node = placeholders[name]
-        value = node.meta["val"]
-        dims = list(value.shape)
-        if any(not isinstance(d, int) for d in dims[1:]):
-            raise ExportError(f"{NAME} needs static input dims except the batch axis; "
-                              f"the program's input {node.name!r} has shape {dims}",
-                              "export the program with fixed spatial dims (and sequence length)")
-        example.append(torch.zeros([1, *dims[1:]], dtype=value.dtype))
-    return tuple(example)
 
 
 def _quantize(module: torch.nn.Module, example: tuple[torch.Tensor, ...],

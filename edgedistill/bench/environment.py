@@ -10,7 +10,8 @@ from pathlib import Path
 from edgedistill import __version__
 from edgedistill.backends.base import package_version
 
-_DISTS = ("torch", "onnx", "onnxruntime", "openvino", "nncf", "executorch", "tensorrt", "numpy")
+_DISTS = ("torch", "onnx", "onnxruntime", "openvino", "nncf", "executorch", "tensorrt", "numpy",
+          "litert-torch", "ai-edge-litert", "ai-edge-quantizer")
 
 
 def _read(path: str) -> str | None:

@@ -36,9 +36,10 @@ RUNTIME_DISTRIBUTIONS = {
     "openvino": ("openvino",),
     "executorch": ("executorch",),
     "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt-cu11", "tensorrt-cu13"),
+    "litert": ("ai-edge-litert", "ai-edge-litert-nightly"),
 }
 RUNTIME_MODULES = {"numpy": "numpy", "onnxruntime": "onnxruntime", "openvino": "openvino",
-                   "executorch": "executorch", "tensorrt": "tensorrt"}
+                   "executorch": "executorch", "tensorrt": "tensorrt", "litert": "ai_edge_litert"}
 
 # Arm Ltd's core part numbers (MIDR_EL1.PartNum, the "CPU part" line of /proc/cpuinfo on Arm,
 # which has no "model name"; implementer 0x41), as Linux names them in

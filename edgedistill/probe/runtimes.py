@@ -32,6 +32,7 @@ RUNTIME_MODULE: dict[str, str] = {
     "openvino": "openvino",
     "executorch": "executorch.runtime",
     "tensorrt": "tensorrt",
+    "litert": "ai_edge_litert.interpreter",  # the runtime alone: no torch, no TensorFlow, no jax
 }
 
 # Distribution names each runtime ships under, most common first.
@@ -41,6 +42,7 @@ _DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "openvino": ("openvino",),
     "executorch": ("executorch",),
     "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11"),
+    "litert": ("ai-edge-litert", "ai-edge-litert-nightly"),
 }
 
 
@@ -95,6 +97,7 @@ def load(backend: str, path: str, *, threads: int, device: str = "CPU",
         "openvino": OpenVinoSession,
         "executorch": ExecuTorchSession,
         "tensorrt": TensorRTSession,
+        "litert": LiteRTSession,
     }[backend]
     options = dict(options or {})
     if backend == "openvino" and precision != "fp16":
@@ -421,6 +424,107 @@ def _executorch_threads(portable_lib: Any, threads: int) -> tuple[int | None, st
         return None, "this executorch build cannot set its thread count from Python"
     reset(threads)
     return int(count()), None
+
+
+# ---------------------------------------------------------------- LiteRT
+
+
+def _litert_quantization(detail: dict) -> tuple[float, int] | None:
+    """(scale, zero point) of a quantized tensor (a float quantized to int8), None for a plain one
+    (a float tensor, or integer data such as token ids: scale 0)."""
+    params = detail.get("quantization_parameters") or {}
+    scales = list(params.get("scales", []))
+    if len(scales) > 1:
+        raise ValueError(f"LiteRT tensor {detail['name']!r} is quantized per channel at the model's "
+                         "boundary; only a per-tensor scale and zero point can be converted from floats")
+    scale, zero_point = (scales[0], list(params["zero_points"])[0]) if scales else detail["quantization"]
+    return (float(scale), int(zero_point)) if scale else None
+
+
+class LiteRTSession(Session):
+    """ai_edge_litert's Interpreter (the TFLite interpreter; its default op resolver applies the
+    XNNPACK delegate on CPU), with the thread count set explicitly.
+
+    A .tflite keeps positions, not the exporter's names (litert-torch names them args_0, ...):
+    its inputs are input_0, input_1, ... in the model's order, as a .pte's, and the probe feeds
+    them the same way; describe() gives the model's own tensor names. An input or output that
+    is quantized (a static INT8 model takes int8) is declared float32: the session quantizes
+    floats to it with the tensor's scale and zero point, and dequantizes the output, inside
+    each call, as an application must, so the caller compares floats with PyTorch's.
+    """
+
+    def __init__(self, path: str, *, threads: int, device: str, options: dict, cache: dict | None,
+                 shapes: dict):
+        from ai_edge_litert.interpreter import Interpreter
+
+        _no_options("litert", options)
+        if device.upper() != "CPU":
+            raise ValueError(f"litert's interpreter runs on CPU here; got device {device!r}")
+        self._threads = threads
+        start = time.perf_counter()
+        # model_path: the interpreter maps the file itself, as an application does; reading is
+        # inside building the interpreter (timed as a whole).
+        self._interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        interpreter_ms = _ms(start)
+        details = self._interpreter.get_input_details()
+        names = ["input_%d" % i for i in range(len(details))]
+        for name, d in zip(names, details):  # a dynamic dim fixed by `shapes`, before allocating
+            if name in shapes:
+                self._interpreter.resize_input_tensor(d["index"], [int(x) for x in shapes[name]], strict=True)
+        start = time.perf_counter()
+        self._interpreter.allocate_tensors()  # plans memory; delegates are prepared here
+        self.load_parts = {"read_ms": 0.0, "interpreter_ms": interpreter_ms, "allocate_ms": _ms(start)}
+        self._in = [self._spec(d, name) for name, d in zip(names, self._interpreter.get_input_details())]
+        outputs = self._interpreter.get_output_details()
+        self._out = [self._spec(d, "output_%d" % i) for i, d in enumerate(outputs)]
+        self.inputs = [spec for spec, _, _, _, _ in self._in]
+        self.outputs = [spec for spec, _, _, _, _ in self._out]
+        self._first = self._out[0]
+        self._iinfo = {dtype: np.iinfo(dtype) for _, _, dtype, q, _ in self._in if q}
+
+    @staticmethod
+    def _spec(detail: dict, name: str) -> tuple[dict[str, Any], int, np.dtype, tuple[float, int] | None, str]:
+        """(the tensor as the caller sees it, its index, its dtype in the model, its quantization,
+        the model's own name for it)."""
+        quant = _litert_quantization(detail)
+        shape = [int(d) if d >= 0 else None for d in detail.get("shape_signature", detail["shape"])]
+        dtype = np.dtype(detail["dtype"])
+        return _tensor(name, shape, "float32" if quant else dtype.name), int(detail["index"]), dtype, quant, detail["name"]
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        for spec, index, dtype, quant, _ in self._in:
+            x = feeds[spec["name"]]
+            if quant:
+                scale, zero_point = quant
+                info = self._iinfo[dtype]
+                x = np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+            self._interpreter.set_tensor(index, x)
+        self._interpreter.invoke()
+        _, index, _, quant, _ = self._first
+        out = self._interpreter.get_tensor(index)  # a copy the caller owns
+        if quant:
+            scale, zero_point = quant
+            out = ((out.astype(np.float32) - zero_point) * scale).astype(np.float32)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        def tensors(specs: list) -> list[dict[str, Any]]:
+            return [{"name": tensor_name, "as": spec["name"], "shape": spec["shape"],
+                     "dtype": dtype.name,
+                     "quantization": {"scale": quant[0], "zero_point": quant[1]} if quant else None}
+                    for spec, _, dtype, quant, tensor_name in specs]
+        converted = [spec["name"] for spec, _, _, q, _ in self._in + self._out if q]
+        return {
+            "device": "CPU",
+            "threads": self._threads,  # Interpreter(num_threads=...): set, not defaulted
+            "op_resolver": "AUTO (built-in kernels, the XNNPACK delegate applied by default)",
+            "load_parts_ms": self.load_parts,
+            "inputs": tensors(self._in),
+            "outputs": tensors(self._out),
+            "io_conversion": ("float inputs quantized with each tensor's scale and zero point, the "
+                              "output dequantized, inside every timed call: %s" % ", ".join(converted)
+                              if converted else None),
+        }
 
 
 # ---------------------------------------------------------------- TensorRT
