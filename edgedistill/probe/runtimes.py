@@ -32,6 +32,7 @@ RUNTIME_MODULE: dict[str, str] = {
     "openvino": "openvino",
     "executorch": "executorch.runtime",
     "tensorrt": "tensorrt",
+    "ort-mobile": "onnxruntime",  # an .ort file: ONNX Runtime's own format, its usual session
 }
 
 # Distribution names each runtime ships under, most common first.
@@ -42,6 +43,7 @@ _DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "executorch": ("executorch",),
     "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11"),
 }
+_DISTRIBUTIONS["ort-mobile"] = _DISTRIBUTIONS["onnxruntime"]
 
 
 def _check_backend(backend: str) -> None:
@@ -95,6 +97,7 @@ def load(backend: str, path: str, *, threads: int, device: str = "CPU",
         "openvino": OpenVinoSession,
         "executorch": ExecuTorchSession,
         "tensorrt": TensorRTSession,
+        "ort-mobile": OnnxRuntimeSession,  # InferenceSession reads .ort files as they are
     }[backend]
     options = dict(options or {})
     if backend == "openvino" and precision != "fp16":
