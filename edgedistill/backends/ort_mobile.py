@@ -116,13 +116,6 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
                     backend=NAME, meta=meta, variant=chosen)
 
 
-def build_files(artifact: Artifact) -> list[Path]:
-    """Files kept with the artifact that do not run (the required-operators config): hashed with
-    the export stage, not part of the model's size or of what a device is sent."""
-    config = artifact.meta.get("required_operators_config")
-    return [Path(config)] if config and Path(config).is_file() else []
-
-
 def _convert(onnx_path: Path, out_dir: Path, target: str) -> tuple[Path, Path]:
     """Run onnxruntime's converter on one model into `out_dir`: (the .ort, its operators config).
     Its prints, its logging and ONNX Runtime's own warnings are kept from the terminal; a failure
