@@ -440,6 +440,20 @@ def _verify(artifact: Artifact, inputs: Path, reference: np.ndarray, cfg: Config
     return report
 
 
+def export_key(cfg: Config, distill_key: str, plan: list[tuple[str, str, str]], platforms: list[str]) -> str:
+    """The export stage's key: what was distilled, the export and compress settings, the backends'
+    versions, the run's quality metric, and the platforms the .ort files are built for."""
+    # A backend named otherwise than its package (ort-mobile, coreml) gives its runtime's version.
+    versions = {BACKENDS[b][0]: package_version(b) or get_backend(b).availability().version for _, _, b in plan}
+    # Verification records each artifact's quality by the run's metric: another metric redoes
+    # it (the default "auto" leaves the key as it was before quality metrics existed).
+    extra: dict = {} if cfg.quality == "auto" else {"quality": cfg.quality}
+    if platforms:  # one .ort per platform: a target that changes platform redoes the export
+        extra["ort_platforms"] = platforms
+    return stage_key(distill=distill_key, export=cfg.export.model_dump(), compress=cfg.compress.model_dump(),
+                     versions=versions, **extra)
+
+
 def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
     import torch
 
@@ -456,16 +470,8 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
     for name, reason in missing.items():
         ui.step(f"export: skipping {name}: {reason}")
     plan = _plan(cfg, missing)
-    versions = {BACKENDS[b][0]: package_version(b) for _, _, b in plan}
-    # Verification records each artifact's quality by the run's metric: another metric redoes
-    # it (the default "auto" leaves the key as it was before quality metrics existed).
-    metric = {} if cfg.quality == "auto" else {"quality": cfg.quality}
-    # One .ort per platform the targets need: a target that changes platform redoes the export.
     platforms = ort_platforms(ws.targets) if any(b == "ort-mobile" for _, _, b in plan) else []
-    if platforms:
-        metric["ort_platforms"] = platforms
-    key = stage_key(distill=d.key, export=cfg.export.model_dump(), compress=cfg.compress.model_dump(),
-                    versions=versions, **metric)
+    key = export_key(cfg, d.key, plan, platforms)
     stage = Stage(ws.run_dir, "export", key)
     if (manifest := stage.cached()) is not None:
         ui.step("export: unchanged, reusing the verified artifacts")
@@ -967,6 +973,8 @@ def _keyed_like(arrays: dict[str, np.ndarray], first: list[dict], inputs: list[d
     names = [i["name"] for i in inputs]
     if all(n in arrays for n in names):
         return {n: arrays[n] for n in names}
+    if len(names) == 1 and len(arrays) == 1:  # one array for a one-input model, whatever its key
+        return {names[0]: next(iter(arrays.values()))}  # (docs/bench-files.md: `x`)
     if len(first) == len(inputs):
         return {n: arrays[f["name"]] for n, f in zip(names, first) if f["name"] in arrays}
     return arrays
