@@ -547,6 +547,8 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
 def verification_summary(v: dict) -> str:
     """One line for a verification report, logits (top-1 agreement) or embeddings (cosine),
     and the artifact's quality where recorded."""
+    if v.get("runnable") is False:  # exported, but no runtime here can run it (Core ML on Linux)
+        return f"not verified: {v['reason']}"
     q = v.get("quality") or {}
     score = f", {q['metric']} {q['value']:.4f}" if q.get("value") is not None else ""
     if "mean_cosine" in v:

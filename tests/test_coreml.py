@@ -139,6 +139,7 @@ def test_unverified_with_the_reason_without_allow_unverified(packages):
     v = api.unrunnable_verification(base.not_runnable("coreml"))
     assert v["verified"] is False and v["runnable"] is False and v["problems"] == [coreml.NO_RUNTIME]
     assert v["reason"] == coreml.NO_RUNTIME
+    assert api.verification_summary(v) == f"not verified: {coreml.NO_RUNTIME}"  # `edgedistill export`'s line
 
 
 def _result_doc(*extra: dict) -> dict:

@@ -237,3 +237,18 @@ def test_bench_model_ort_end_to_end(with_data, exported, net, cli_env, tmp_path)
         assert r["accuracy"]["top1"] == pytest.approx(0.75)
     else:
         assert r["accuracy"]["measured"] is False
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_verified_against_pytorch_like_every_artifact(precision, exported, net, tmp_path):
+    """The export stage's check, in a fresh probe process: fp32 max abs, int8 top-1 agreement."""
+    x = _images(48, 7)
+    np.save(tmp_path / "inputs.npy", x)
+    with torch.no_grad():
+        reference = net(torch.from_numpy(x)).numpy()
+    report = api._verify(exported(precision, "amd64"), tmp_path / "inputs.npy", reference, Config(), tmp_path)
+    assert report["verified"] is True and report["samples"] == 48
+    if precision == "fp32":
+        assert report["max_abs"] <= Config().export.fp32_max_abs
+    else:
+        assert report["max_abs"] > 0 and report["top1_agreement"] >= Config().export.min_top1_agreement["int8"]
