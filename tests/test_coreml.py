@@ -120,6 +120,11 @@ def test_conversion_failure_names_the_operator_and_leaves_nothing(tmp_path):
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
     with pytest.raises(UsageError, match="does not support precision 'int8'"):
         coreml.export(program, tmp_path / "out", precision="int8", calibration=None)
+    # A dynamic batch axis: Core ML's TensorType here takes fixed shapes, refused before converting.
+    dynamic = export_program(TinyNet().eval(), torch.randn(2, *SHAPE[1:]), tmp_path / "d.pt2", dynamic_batch=True)
+    with pytest.raises(ExportError, match="needs static input shapes; the program's input 'x' has shape"):
+        coreml.export(dynamic, tmp_path / "out", precision="fp32", calibration=None)
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
 def test_missing_coremltools_says_which_extra(program, tmp_path, monkeypatch):
