@@ -206,3 +206,69 @@ def test_doctor_lists_both_backends(cli_env):
     text = console.export_text()
     line = next(ln for ln in text.splitlines() if "coreml" in ln)
     assert "export only" in line and ("no Core ML runtime" in line or not ON_LINUX)
+
+
+_FAST = """threads = 1
+[measurement]
+warmup_iterations = 2
+min_iterations = 120
+min_duration_s = 0.05
+max_duration_s = 3.0
+cold_runs = 1
+measure_cache = false
+max_load_per_core = 1000.0      # engineers share two cores: the machine is not under test here
+max_others_cpu_share = 1.0
+[budgets]
+p90_ms = 1000.0
+"""
+
+
+def test_the_pipelines_bench_skips_the_package_and_each_target_measures_its_own_ort(packages, tmp_path):
+    """api.bench on exported artifacts (no distillation): two local targets, one pinned to arm;
+    each measures only the .ort built for its platform, and lists the .mlpackage skipped with the
+    reason, in results.json and report.md, with no check of it."""
+    import numpy as np
+
+    from edgedistill.backends import ort_mobile
+    from edgedistill.config import Config, load_target
+    from edgedistill.ui import UI
+    from tests.test_ort_mobile import _images, tiny_onnx
+
+    torch.manual_seed(0)
+    net = TinyNet().eval()
+    source = Artifact("onnx", tiny_onnx(net, tmp_path / "student.onnx"))
+    here = ort_mobile.this_machine()
+    orts = [ort_mobile.export(source, tmp_path / "ort", precision="fp32", calibration=None, target_platform=p)
+            for p in dict.fromkeys((here, "arm"))]
+    verified = {"verified": True, "samples": 1, "max_abs": 0.0, "mean_abs": 0.0, "top1_agreement": 1.0}
+    for a in orts:
+        a.meta["verification"] = verified
+    package = packages["fp32"]
+    package.meta["verification"] = api.unrunnable_verification(coreml.not_runnable_reason())
+    data = tmp_path / "run" / "data"
+    data.mkdir(parents=True)
+    x = _images(24, 8)
+    with torch.no_grad():
+        logits = net(torch.from_numpy(x)).numpy()
+    np.save(data / "test_inputs.npy", x)
+    np.save(data / "test_labels.npy", logits.argmax(1))
+    np.save(data / "teacher_test_logits.npy", logits)
+    targets = []
+    for name, extra in (("here", ""), ("phone", 'ort_target_platform = "arm"\n')):
+        (tmp_path / f"{name}.toml").write_text(f'name = "{name}"\nbackends = ["ort-mobile", "coreml"]\n{extra}' + _FAST)
+        targets.append(load_target(tmp_path / f"{name}.toml"))
+    cfg = Config.model_validate({"run": {"name": "run", "out_dir": str(tmp_path)}})
+    ws = api.Workspace(cfg, tmp_path / "run", targets)
+    results = api.bench(ws, UI(quiet=True), [*orts, package], d=type("D", (), {"metrics": {}})())
+    for target, platform_ in zip(results["targets"], (here, "arm")):
+        by_name = {r["artifact"]: r for r in target["results"]}
+        assert set(by_name) == {f"student-fp32-ort-mobile-{platform_}", "student-fp32-coreml"}
+        skipped = by_name["student-fp32-coreml"]
+        assert skipped["status"] == "skipped" and skipped["export_only"] is True
+        assert coreml.not_runnable_reason() in skipped["status_detail"]
+        assert skipped["verification"]["verified"] is False and skipped["size_bytes"] == package.size_bytes()
+        measured = by_name[f"student-fp32-ort-mobile-{platform_}"]
+        assert measured["status"] in ("ok", "invalid") and measured["cold"]["compile_ms"]["median"] > 0
+    assert {c["artifact"] for c in results["checks"]} == {f"student-fp32-ort-mobile-{p}" for p in (here, "arm")}
+    assert results["complete"] and results["verdict"] != "FAIL"
+    assert coreml.not_runnable_reason() in (tmp_path / "run" / "report.md").read_text()
