@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from edgedistill.artifacts import Artifact, atomic_write_text, sha256_file
-from edgedistill.backends.base import BACKENDS, get_backend, package_version
+from edgedistill.backends.base import BACKENDS, get_backend, not_runnable, package_version
 from edgedistill.config import Config, TargetConfig, cache_dir, checked_run_dir, load_target
 from edgedistill.errors import InconclusiveError, UsageError, VerificationError
 from edgedistill.regression import ALPHA, MAX_COLD_REGRESSION_PCT, MAX_REGRESSION_PCT
@@ -344,6 +344,40 @@ def _plan(cfg: Config, missing: dict[str, str]) -> list[tuple[str, str, str]]:
     return plan
 
 
+def ort_platforms(targets: list[TargetConfig]) -> list[str]:
+    """The platforms to build an .ort for: each target that benches ort-mobile needs its own
+    (backends/ort_mobile.target_platform); with none, this machine's."""
+    from edgedistill.backends import ort_mobile
+
+    wanted = {ort_mobile.target_platform(t) for t in targets if "ort-mobile" in t.backends}
+    return sorted(wanted) or [ort_mobile.target_platform(TargetConfig(name="local"))]
+
+
+def for_target(artifact: Artifact, target: TargetConfig) -> bool:
+    """Whether `target` benches `artifact`: a backend it lists, and for an .ort the one built for
+    its platform (an arm .ort is a phone's artifact, not this machine's, and the other way round)."""
+    if artifact.backend not in target.backends:
+        return False
+    if artifact.backend == "ort-mobile":
+        from edgedistill.backends.ort_mobile import target_platform
+
+        return artifact.variant == target_platform(target)
+    return True
+
+
+def unrunnable_verification(reason: str) -> dict:
+    """The verification record of an artifact no runtime here can run (Core ML on Linux): not a
+    failed check, so allow_unverified is not needed, but never verified."""
+    return {"verified": False, "runnable": False, "reason": reason, "problems": [reason]}
+
+
+def _build_files(artifact: Artifact) -> list[Path]:
+    """Files an export keeps beside an artifact that are not run (an .ort's required-operators
+    config): hashed with the stage, so losing one redoes it."""
+    config = artifact.meta.get("required_operators_config")
+    return [Path(config)] if config else []
+
+
 def _verify(artifact: Artifact, inputs: Path, reference: np.ndarray, cfg: Config, work: Path,
             embedding: bool = False, task=None) -> dict:
     """Run the artifact in a fresh process on the held-out inputs and compare with PyTorch:
@@ -411,6 +445,20 @@ def _verify(artifact: Artifact, inputs: Path, reference: np.ndarray, cfg: Config
     return report
 
 
+def export_key(cfg: Config, distill_key: str, plan: list[tuple[str, str, str]], platforms: list[str]) -> str:
+    """The export stage's key: what was distilled, the export and compress settings, the backends'
+    versions, the run's quality metric, and the platforms the .ort files are built for."""
+    # A backend named otherwise than its package (ort-mobile, coreml) gives its runtime's version.
+    versions = {BACKENDS[b][0]: package_version(b) or get_backend(b).availability().version for _, _, b in plan}
+    # Verification records each artifact's quality by the run's metric: another metric redoes
+    # it (the default "auto" leaves the key as it was before quality metrics existed).
+    extra: dict = {} if cfg.quality == "auto" else {"quality": cfg.quality}
+    if platforms:  # one .ort per platform: a target that changes platform redoes the export
+        extra["ort_platforms"] = platforms
+    return stage_key(distill=distill_key, export=cfg.export.model_dump(), compress=cfg.compress.model_dump(),
+                     versions=versions, **extra)
+
+
 def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
     import torch
 
@@ -427,12 +475,8 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
     for name, reason in missing.items():
         ui.step(f"export: skipping {name}: {reason}")
     plan = _plan(cfg, missing)
-    versions = {BACKENDS[b][0]: package_version(b) for _, _, b in plan}
-    # Verification records each artifact's quality by the run's metric: another metric redoes
-    # it (the default "auto" leaves the key as it was before quality metrics existed).
-    metric = {} if cfg.quality == "auto" else {"quality": cfg.quality}
-    key = stage_key(distill=d.key, export=cfg.export.model_dump(), compress=cfg.compress.model_dump(),
-                    versions=versions, **metric)
+    platforms = ort_platforms(ws.targets) if any(b == "ort-mobile" for _, _, b in plan) else []
+    key = export_key(cfg, d.key, plan, platforms)
     stage = Stage(ws.run_dir, "export", key)
     if (manifest := stage.cached()) is not None:
         ui.step("export: unchanged, reusing the verified artifacts")
@@ -449,8 +493,10 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
     intermediates: dict[tuple[str, str], Artifact] = {}
     artifacts: list[Artifact] = []
     with ui.progress() as progress:
-        task = progress.add_task("export + verify", total=len(plan)) if progress else None
-        for role, precision, backend_name in plan:
+        jobs = [(role, precision, backend_name, variant) for role, precision, backend_name in plan
+                for variant in (platforms if backend_name == "ort-mobile" else [None])]
+        task = progress.add_task("export + verify", total=len(jobs)) if progress else None
+        for role, precision, backend_name, variant in jobs:
             backend = get_backend(backend_name)
             kind = backend.ACCEPTS[0]
             black_box = isinstance(models[role], OnnxTeacher)  # an ONNX file is its own export
@@ -469,20 +515,26 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
                         fn = export_onnx if kind == "onnx" else export_program
                         intermediates[(role, kind)] = fn(models[role], example, path, role=role,
                                                          dynamic_batch=kind == "onnx")
-            ui.step(f"export: {role} {precision} -> {backend_name}")
+            ui.step(f"export: {role} {precision} -> {backend_name}{f' ({variant})' if variant else ''}")
             feeds = (in_forward_order(models[role], calibration) if isinstance(calibration, dict)
                      else calibration)  # a program takes its inputs by position, in this order
             art = backend.export(intermediates[(role, kind)], out / backend_name, precision=precision,
-                                 calibration=feeds if precision == "int8" else None)
+                                 calibration=feeds if precision == "int8" else None,
+                                 **({"target_platform": variant} if variant else {}))
             source = intermediates[(role, kind)].meta
             for key in ("inputs", "dynamic_sequence"):  # the names, dtypes and axes it was exported with
                 if key in source:
                     art.meta.setdefault(key, source[key])
             ref = np.load(eval_files[f"{role}_logits"])
-            art.meta["verification"] = _verify(art, eval_files["inputs"], ref, cfg, out,
-                                               embedding=cfg.distill.objective == "embedding", task=scoring)
+            if (reason := not_runnable(backend_name)) is not None:
+                art.meta["verification"] = unrunnable_verification(reason)
+            else:
+                art.meta["verification"] = _verify(art, eval_files["inputs"], ref, cfg, out,
+                                                   embedding=cfg.distill.objective == "embedding", task=scoring)
             v = art.meta["verification"]
-            if v["verified"]:
+            if v.get("runnable") is False:
+                ui.step(f"export: {art.name} written, not verified: {v['reason']}")
+            elif v["verified"]:
                 ui.note(f"verified {art.name}: {verification_summary(v)}")
             else:
                 ui.step(f"export: UNVERIFIED {art.name} (allow_unverified): {'; '.join(v['problems'])}")
@@ -492,7 +544,7 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
     # The held-out files are listed too: the bench reads them, so losing one re-runs the stage.
     # Intermediates too: a .pt2 the pipeline wrote is then known as its own (specs.recorded_by_pipeline).
     files = [*eval_files.values(), *(f for a in intermediates.values() for f in a.files()),
-             *(f for a in artifacts for f in a.files())]
+             *(f for a in artifacts for f in [*a.files(), *_build_files(a)])]
     stage.commit(files, artifacts=[a.to_json() for a in artifacts])
     return artifacts
 
@@ -500,6 +552,8 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
 def verification_summary(v: dict) -> str:
     """One line for a verification report, logits (top-1 agreement) or embeddings (cosine),
     and the artifact's quality where recorded."""
+    if v.get("runnable") is False:  # exported, but no runtime here can run it (Core ML on Linux)
+        return f"not verified: {v['reason']}"
     q = v.get("quality") or {}
     score = f", {q['metric']} {q['value']:.4f}" if q.get("value") is not None else ""
     if "mean_cosine" in v:
@@ -588,7 +642,13 @@ def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts
              d: Distilled | None) -> None:
     """Plan every (target, artifact), then measure them one by one, rewriting the file after each."""
     from edgedistill.bench.fleet import Job, measure_all
-    from edgedistill.bench.harness import EvalSet, bench_artifact, skipped_result, unreachable_result
+    from edgedistill.bench.harness import (
+        EvalSet,
+        bench_artifact,
+        export_only_result,
+        skipped_result,
+        unreachable_result,
+    )
     from edgedistill.quality import labelled
     from edgedistill.report.results import write_results
 
@@ -628,7 +688,7 @@ def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts
         for name, reason in unavailable_backends([b for b in target.backends if b not in on_device]).items():
             ui.step(f"bench {target.name}: skipping {name}: {reason}")
             record["results"].append(skipped_result(name, target, reason))
-        chosen = [a for a in artifacts if a.backend in target.backends and a.backend not in on_device]
+        chosen = [a for a in artifacts if for_target(a, target) and a.backend not in on_device]
         if "tensorrt" in on_device and "tensorrt" in target.backends:
             chosen += device_engine_sources(artifacts)
         plan.append((target, record, chosen))
@@ -647,6 +707,8 @@ def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts
                     return
                 if job.unreachable:
                     result = unreachable_result(art, target, job.unreachable)
+                elif (reason := not_runnable(art.backend)) is not None:
+                    result = export_only_result(art, target, reason)
                 else:
                     result = bench_artifact(art, target, evalset, ws.run_dir / "bench" / target.name,
                                             on_step=ui.step, cold_disk=ws.cfg.bench.cold_disk, runner=job.runner)
@@ -817,7 +879,7 @@ def doctor() -> list[dict]:
     for name, (_, extra) in BACKENDS.items():
         avail = get_backend(name).availability()
         rows.append({"backend": name, "usable": avail.ok, "version": avail.version,
-                     "reason": avail.reason, "extra": extra})
+                     "reason": avail.reason, "extra": extra, "note": avail.note})
     return rows
 
 
@@ -918,8 +980,8 @@ def _keyed_like(arrays: dict[str, np.ndarray], first: list[dict], inputs: list[d
     names = [i["name"] for i in inputs]
     if all(n in arrays for n in names):
         return {n: arrays[n] for n in names}
-    if len(arrays) == 1 and len(names) == 1:  # one array is a one-input model's input whatever its key
-        return {names[0]: next(iter(arrays.values()))}
+    if len(names) == 1 and len(arrays) == 1:  # one array for a one-input model, whatever its key
+        return {names[0]: next(iter(arrays.values()))}  # (docs/bench-files.md: `x`)
     if len(first) == len(inputs):
         return {n: arrays[f["name"]] for n, f in zip(names, first) if f["name"] in arrays}
     return arrays

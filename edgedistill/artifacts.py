@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 # What a file is, not which runtime runs it: a backend declares which kinds it accepts.
-ArtifactKind = Literal["onnx", "exported_program", "openvino_ir", "pte", "tensorrt_plan", "tflite"]
+ArtifactKind = Literal["onnx", "exported_program", "openvino_ir", "pte", "tensorrt_plan", "tflite", "ort",
+                       "mlpackage"]
 Precision = Literal["fp32", "fp16", "int8"]
 
 
@@ -23,15 +24,21 @@ class Artifact:
     role: Literal["teacher", "student"] = "student"
     backend: str | None = None  # the runtime this artifact is for; None for an intermediate
     meta: dict[str, Any] = field(default_factory=dict)
+    # What tells apart artifacts of one backend and precision built for different devices (an
+    # .ort's target platform, "arm" or "amd64"); part of the name, so they never collide.
+    variant: str | None = None
 
     @property
     def name(self) -> str:
-        """A stable label for tables: role-precision-backend."""
-        return "-".join(p for p in (self.role, self.precision, self.backend or self.kind) if p)
+        """A stable label for tables: role-precision-backend[-variant]."""
+        return "-".join(p for p in (self.role, self.precision, self.backend or self.kind, self.variant) if p)
 
     def files(self) -> list[Path]:
-        """Every file the artifact consists of (an IR has .xml and .bin; ONNX may have .data)."""
+        """Every file the artifact consists of (an IR has .xml and .bin; ONNX may have .data; an
+        .mlpackage is a folder: every file in it)."""
         main = Path(self.path)
+        if self.kind == "mlpackage":
+            return sorted(p for p in main.rglob("*") if p.is_file()) if main.is_dir() else [main]
         companions = [main.with_suffix(".bin")] if self.kind == "openvino_ir" else []
         companions += [Path(str(main) + ".data"), main.with_suffix(".onnx.data")]
         return [main] + [p for p in dict.fromkeys(companions) if p.exists() and p != main]

@@ -326,6 +326,10 @@ class TargetConfig(Strict):
     # Which program measures ExecuTorch: the native C++ runner (a device's real cold start, no
     # Python; built on first use, bench/native.py) or the Python runtime (which imports torch).
     executorch_runtime: Literal["native", "python"] = "native"
+    # The platform the ort-mobile backend optimizes its .ort for (onnxruntime's converter's
+    # --target_platform). Unset: this machine's for a local target (x86_64 -> amd64, aarch64 ->
+    # arm), "arm" for an SSH or adb device (phones, Jetson, Raspberry Pi).
+    ort_target_platform: Literal["arm", "amd64"] | None = None
     # A runtime that ran on another device or provider than `device` (ONNX Runtime falling back
     # to CPU, OpenVINO AUTO choosing CPU) makes the result INVALID unless this allows it.
     allow_fallback: bool = False

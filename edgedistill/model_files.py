@@ -29,7 +29,7 @@ KINDS: dict[str, tuple[str, str]] = {
 # kind -> every runtime that reads it directly (OpenVINO and TensorRT parse ONNX themselves).
 READERS: dict[str, tuple[str, ...]] = {
     "onnx": ("onnxruntime", "openvino", "tensorrt"),
-    "ort": ("onnxruntime",),
+    "ort": ("onnxruntime", "ort-mobile"),  # the same session; ort-mobile budgets apply under that name
     "openvino_ir": ("openvino",),
     "pte": ("executorch",),
     "tflite": ("litert",),
@@ -105,6 +105,14 @@ def inspect(path: Path) -> ModelFile:
         xml = path.with_suffix(".xml")
         raise UsageError(f"{path}: expected an OpenVINO model's .xml, found its weights file (.bin)",
                          f"pass {xml} (its .bin is read beside it)")
+    if suffix == ".mlpackage":
+        from edgedistill.backends.coreml import not_runnable_reason
+
+        # A valid model this machine cannot run, every time: a usage error (like any runtime
+        # missing here), not an inconclusive measurement that a retry might fix.
+        raise UsageError(f"{path}: a Core ML package cannot be measured here: {not_runnable_reason()}",
+                         "measure it on a Mac or an iPhone (Xcode's Core ML performance report), "
+                         "or bench the .onnx / .pte it was made from")
     if path.is_dir():
         raise UsageError(f"{path}: expected a model file, found a directory",
                          "pass the model file inside it (an OpenVINO model is its .xml)")

@@ -64,7 +64,9 @@ def test_doctor_lists_every_backend_and_why_tensorrt_is_not_usable():
     r = run_cli(["doctor", "--json"])
     assert r.returncode == 0, r.stderr
     rows = {row["backend"]: row for row in json.loads(r.stdout)}
-    assert set(rows) == {"onnxruntime", "openvino", "executorch", "tensorrt"}
+    from edgedistill.backends.base import BACKENDS
+
+    assert set(rows) == set(BACKENDS) >= {"onnxruntime", "openvino", "executorch", "tensorrt", "ort-mobile", "coreml"}
     assert rows["onnxruntime"]["usable"] and rows["onnxruntime"]["version"]
     if not rows["tensorrt"]["usable"]:
         assert rows["tensorrt"]["reason"] and rows["tensorrt"]["extra"] == "tensorrt"

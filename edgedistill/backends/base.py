@@ -29,6 +29,8 @@ BACKENDS: dict[str, tuple[str, str | None]] = {
     "executorch": ("edgedistill.backends.executorch", "executorch"),
     "tensorrt": ("edgedistill.backends.tensorrt", "tensorrt"),
     "litert": ("edgedistill.backends.litert", "litert"),
+    "ort-mobile": ("edgedistill.backends.ort_mobile", None),
+    "coreml": ("edgedistill.backends.coreml", "coreml"),
 }
 
 
@@ -37,6 +39,9 @@ class Availability:
     ok: bool
     version: str | None = None
     reason: str | None = None  # why not usable, and what fixes it
+    # What a usable backend cannot do here, for `doctor` ("export only on Linux (no Core ML
+    # runtime)"); see not_runnable() for what the pipeline does about it.
+    note: str | None = None
 
 
 def get_backend(name: str) -> ModuleType:
@@ -47,6 +52,15 @@ def get_backend(name: str) -> ModuleType:
         hint = f"did you mean {close[0]!r}?" if close else f"choose from {', '.join(BACKENDS)}"
         raise UsageError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}", hint)
     return importlib.import_module(BACKENDS[name][0])
+
+
+def not_runnable(name: str) -> str | None:
+    """Why artifacts of backend `name` cannot be run on this machine at all (no runtime exists
+    for it here, e.g. Core ML on Linux), or None. Such artifacts are exported but never verified,
+    measured or gated; they are recorded as unverified and skipped, with this reason. A backend
+    module says so with an optional `not_runnable_reason()`."""
+    reason = getattr(get_backend(name), "not_runnable_reason", None)
+    return reason() if reason is not None else None
 
 
 def installed(module: str) -> Availability:

@@ -305,6 +305,17 @@ def skipped_result(backend: str, target: TargetConfig, reason: str) -> dict:
             "status": "skipped", "status_detail": reason, "problems": []}
 
 
+def export_only_result(artifact: Artifact, target: TargetConfig, reason: str) -> dict:
+    """The record of an artifact no runtime on this machine can run (an .mlpackage on Linux):
+    skipped with the reason, its size and files recorded, and `export_only` so the gate neither
+    passes nor fails on it (gate.check_result)."""
+    return {"artifact": artifact.name, "role": artifact.role, "precision": artifact.precision,
+            "backend": artifact.backend, "path": str(artifact.path), "size_bytes": artifact.size_bytes(),
+            "files": [file_record(f) for f in artifact.files()], "threads": target.threads, "batch_size": 1,
+            "status": "skipped", "status_detail": f"not measured: {reason}", "export_only": True,
+            "problems": []}
+
+
 def unreachable_result(artifact: Artifact, target: TargetConfig, reason: str) -> dict:
     """The record of an artifact whose target's device could not be reached or stayed busy:
     inconclusive, for that target alone."""

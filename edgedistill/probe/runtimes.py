@@ -33,6 +33,7 @@ RUNTIME_MODULE: dict[str, str] = {
     "executorch": "executorch.runtime",
     "tensorrt": "tensorrt",
     "litert": "ai_edge_litert.interpreter",  # the runtime alone: no torch, no TensorFlow, no jax
+    "ort-mobile": "onnxruntime",  # an .ort file: ONNX Runtime's own format, its usual session
 }
 
 # Distribution names each runtime ships under, most common first.
@@ -44,6 +45,7 @@ _DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
     "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11"),
     "litert": ("ai-edge-litert", "ai-edge-litert-nightly"),
 }
+_DISTRIBUTIONS["ort-mobile"] = _DISTRIBUTIONS["onnxruntime"]
 
 
 def _check_backend(backend: str) -> None:
@@ -98,6 +100,7 @@ def load(backend: str, path: str, *, threads: int, device: str = "CPU",
         "executorch": ExecuTorchSession,
         "tensorrt": TensorRTSession,
         "litert": LiteRTSession,
+        "ort-mobile": OnnxRuntimeSession,  # InferenceSession reads .ort files as they are
     }[backend]
     options = dict(options or {})
     if backend == "openvino" and precision != "fp16":

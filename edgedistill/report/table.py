@@ -70,7 +70,9 @@ def print_doctor(rows: list[dict], console: Console) -> None:
         table.add_column(h)
     for r in rows:
         fix = "" if r["usable"] else f"{r['reason']}" + (f" (extra: edgedistill[{r['extra']}])" if r["extra"] else "")
-        table.add_row(r["backend"], "[green]yes[/]" if r["usable"] else "[red]no[/]", r["version"] or "—", fix)
+        # A usable backend with a note exports but cannot run here (Core ML on Linux).
+        usable = "[green]yes[/]" if r["usable"] and not r.get("note") else "[yellow]export only[/]" if r["usable"] else "[red]no[/]"
+        table.add_row(r["backend"], usable, r["version"] or "—", r.get("note") or fix)
     console.print(table)
 
 
