@@ -19,7 +19,7 @@ import numpy as np
 from edgedistill.artifacts import Artifact, atomic_write_text, sha256_file
 from edgedistill.backends.base import BACKENDS, get_backend, not_runnable, package_version
 from edgedistill.config import Config, TargetConfig, cache_dir, checked_run_dir, load_target
-from edgedistill.errors import InconclusiveError, UsageError, VerificationError
+from edgedistill.errors import BackendUnavailableError, InconclusiveError, UsageError, VerificationError
 from edgedistill.regression import ALPHA, MAX_COLD_REGRESSION_PCT, MAX_REGRESSION_PCT
 from edgedistill.stages import Stage, stage_key
 from edgedistill.trust import trusted_hashes
@@ -331,6 +331,19 @@ def unavailable_backends(names: list[str]) -> dict[str, str]:
     return out
 
 
+def check_backends_asked(cfg: Config) -> dict[str, str]:
+    """The export backends that cannot run here, with the reason; refused (exit 2, before any
+    training) when the user asked for one, in the config or by --backend: skipping it would let
+    the gate pass without it ever being measured. Missing backends of the default list are
+    skipped, and so is TensorRT, whose engines an SSH device builds itself."""
+    missing = unavailable_backends(cfg.export.backends)
+    asked = [b for b in missing if b != "tensorrt"] if "backends" in cfg.export.model_fields_set else []
+    if asked:
+        raise BackendUnavailableError(f"[export] backends lists {asked[0]}, which cannot run here: {missing[asked[0]]}",
+                                      "install it (see `edgedistill doctor`), or leave it out of [export] backends / --backend")
+    return missing
+
+
 def _plan(cfg: Config, missing: dict[str, str]) -> list[tuple[str, str, str]]:
     """(role, precision, backend) for every artifact to build here, in a stable order."""
     plan = []
@@ -468,10 +481,10 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
     from edgedistill.distill.teachers import OnnxTeacher
     from edgedistill.exporters import export_onnx, export_program
 
+    cfg = ws.cfg
+    missing = check_backends_asked(cfg)  # before training: a refusal should not cost minutes
     d = d or distill(ws, ui)
     ui.quiet_library_logs()
-    cfg = ws.cfg
-    missing = unavailable_backends(cfg.export.backends)
     for name, reason in missing.items():
         ui.step(f"export: skipping {name}: {reason}")
     plan = _plan(cfg, missing)
@@ -652,6 +665,8 @@ def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts
     from edgedistill.quality import labelled
     from edgedistill.report.results import write_results
 
+    if artifacts is None:
+        check_backends_asked(ws.cfg)
     d = d or distill(ws, ui)
     artifacts = artifacts if artifacts is not None else export(ws, ui, d)
     data = ws.run_dir / "data"
@@ -869,6 +884,7 @@ def compare(base_path: Path, head_path: Path, max_regression_pct: float = MAX_RE
 
 
 def compress(ws: Workspace, ui: UI) -> dict:
+    check_backends_asked(ws.cfg)
     d = distill(ws, ui)
     artifacts = export(ws, ui, d)
     return bench(ws, ui, artifacts, d)

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from edgedistill import __version__
+from edgedistill.backends.base import BACKENDS
 from edgedistill.errors import EXIT_INTERNAL, EXIT_USAGE, EdgeDistillError
 from edgedistill.regression import ALPHA, MAX_COLD_REGRESSION_PCT, MAX_REGRESSION_PCT
 
@@ -51,7 +52,7 @@ def _config_options(f):
                      help="Continue from this run's checkpoint when there is one (the default), "
                           "or ignore it and train from the start."),
         click.option("--backend", "backends", multiple=True,
-                     help="Export to this backend (repeatable): onnxruntime, openvino, executorch, tensorrt."),
+                     help=f"Export to this backend (repeatable): {', '.join(BACKENDS)}."),
         click.option("--target", "targets", multiple=True, type=click.Path(path_type=Path),
                      help="Target profile .toml (repeatable; default targets/local-cpu.toml)."),
         click.option("--run-name", help="Name of the run folder under --out-dir."),

@@ -224,7 +224,8 @@ def test_a_missing_extra_says_how_to_install_it(exported, monkeypatch, tmp_path)
     from edgedistill import api
 
     (row,) = [r for r in api.doctor() if r["backend"] == "litert"]
-    assert row == {"backend": "litert", "usable": False, "version": None, "reason": avail.reason, "extra": "litert"}
+    assert {k: v for k, v in row.items() if v is not None} == {"backend": "litert", "usable": False,
+                                                                "reason": avail.reason, "extra": "litert"}
 
 
 def test_a_missing_runtime_refuses_bench_tflite_in_one_line(exported, tmp_path):
@@ -265,3 +266,19 @@ def test_the_agreement_script_runs_litert_benchmark_and_reads_its_figures(export
     assert "--num_threads=1" in figures["command"] and "--warmup_runs=10" in figures["command"]
     summary = {"ratio": 1.049}
     assert agreement.verdict(dict(summary))["agrees"] and not agreement.verdict({"ratio": 0.949})["agrees"]
+
+
+def test_compress_asked_for_a_missing_litert_stops_before_training(tmp_path):
+    """Issue 13 item 8: `compress --backend litert` without ai-edge-litert is exit 2 in one line
+    before any training (skipping it would let the gate pass with LiteRT never measured)."""
+    code = ("import importlib.util, sys; real = importlib.util.find_spec; "
+            "importlib.util.find_spec = lambda n, *a: None if n == 'ai_edge_litert' else real(n, *a); "
+            "from edgedistill.cli import main; sys.argv = ['edgedistill'] + sys.argv[1:]; main()")
+    done = subprocess.run([sys.executable, "-c", code, "compress", "--backend", "litert", "--out-dir", "runs"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+                          env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert lines[0].startswith("error: [export] backends lists litert, which cannot run here"), lines
+    assert "edgedistill[litert]" in lines[0] and all(ln.startswith("  hint: ") for ln in lines[1:])
+    assert not list(tmp_path.glob("runs/*/distill"))  # nothing trained
