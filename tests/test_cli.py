@@ -72,6 +72,21 @@ def test_doctor_lists_every_backend_and_why_tensorrt_is_not_usable():
         assert rows["tensorrt"]["reason"] and rows["tensorrt"]["extra"] == "tensorrt"
 
 
+def test_doctor_table_prints_the_extra_in_brackets_literally():
+    """"edgedistill[litert]" in the fix column is text: rich markup would drop "[litert]"."""
+    import io
+
+    from rich.console import Console
+
+    from edgedistill.report.table import print_doctor
+
+    out = io.StringIO()
+    print_doctor([{"backend": "litert", "usable": False, "version": None, "extra": "litert",
+                   "reason": "ai-edge-litert is not installed (pip install 'edgedistill[litert]')"}],
+                 Console(file=out, width=200))
+    assert "pip install 'edgedistill[litert]'" in out.getvalue() and "(extra: edgedistill[litert])" in out.getvalue()
+
+
 def test_messages_with_brackets_are_printed_literally(capsys):
     """User text in progress lines ("[teacher]", a path like "[/abs]") is not rich markup: it
     neither vanishes nor crashes the run, and CI logs keep long lines whole."""

@@ -282,3 +282,14 @@ def test_compress_asked_for_a_missing_litert_stops_before_training(tmp_path):
     assert lines[0].startswith("error: [export] backends lists litert, which cannot run here"), lines
     assert "edgedistill[litert]" in lines[0] and all(ln.startswith("  hint: ") for ln in lines[1:])
     assert not list(tmp_path.glob("runs/*/distill"))  # nothing trained
+
+
+def test_the_converters_native_log_lines_stay_off_the_terminal(exported, tmp_path, capfd):
+    """litert-torch's converter and the TFLite runtime log to file descriptor 2 from C++ (absl's
+    "Estimated count of arithmetic ops", "Created TensorFlow Lite XNNPACK delegate"): an export
+    keeps them off the user's terminal, and stderr works again afterwards."""
+    litert.export(exported["program"], tmp_path, precision="fp32", calibration=None)
+    print("after", file=sys.stderr, flush=True)
+    err = capfd.readouterr().err
+    assert "flatbuffer_export" not in err and "XNNPACK delegate" not in err, err
+    assert err.strip().endswith("after")

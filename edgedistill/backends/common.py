@@ -90,6 +90,27 @@ def quiet_stdout() -> Iterator[io.StringIO]:
         yield buffer
 
 
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Keep from the terminal what C++ libraries log straight to file descriptor 2 (absl's and
+    TFLite's INFO lines from litert-torch's converter), which Python's redirection cannot catch.
+    Python's own errors are raised, not printed, so they still reach the user."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with tempfile.TemporaryFile() as sink:
+            os.dup2(sink.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
 def check_calibration(calibration: numpy.ndarray | None, expected: list[int | None],
                       input_name: str, backend: str) -> numpy.ndarray:
     """The calibration array as float32, or UsageError naming expected and actual shapes."""

@@ -32,6 +32,7 @@ from edgedistill.backends.common import (
     check_request,
     first_line,
     operator_from_message,
+    quiet_native_stderr,
     quiet_stdout,
     staged_output,
 )
@@ -99,7 +100,8 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
                             "input_dtype": str(example[0].dtype).removeprefix("torch."),
                             "inputs": inputs_meta(names, example, [list(t.shape) for t in example])}
     out_path = Path(out_dir) / f"{source.role}-{precision}-{NAME}.tflite"
-    with staged_output(out_path) as tmp_path, tempfile.TemporaryDirectory(prefix="edgedistill-litert-") as work:
+    with staged_output(out_path) as tmp_path, tempfile.TemporaryDirectory(prefix="edgedistill-litert-") as work, \
+            quiet_native_stderr():
         float_path = tmp_path if feeds is None else Path(work) / "float.tflite"
         _convert(program.module(), example, float_path)
         if feeds is not None:

@@ -72,7 +72,8 @@ def print_doctor(rows: list[dict], console: Console) -> None:
         fix = "" if r["usable"] else f"{r['reason']}" + (f" (extra: edgedistill[{r['extra']}])" if r["extra"] else "")
         # A usable backend with a note exports but cannot run here (Core ML on Linux).
         usable = "[green]yes[/]" if r["usable"] and not r.get("note") else "[yellow]export only[/]" if r["usable"] else "[red]no[/]"
-        table.add_row(r["backend"], usable, r["version"] or "—", r.get("note") or fix)
+        # escape: "[litert]" in a pip hint is text, not rich markup (which would drop it)
+        table.add_row(r["backend"], usable, escape(r["version"] or "—"), escape(r.get("note") or fix))
     console.print(table)
 
 
