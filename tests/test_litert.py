@@ -293,3 +293,49 @@ def test_the_converters_native_log_lines_stay_off_the_terminal(exported, tmp_pat
     err = capfd.readouterr().err
     assert "flatbuffer_export" not in err and "XNNPACK delegate" not in err, err
     assert err.strip().endswith("after")
+
+
+class _MaskedText(torch.nn.Module):
+    """Token ids and a mask (int64 in PyTorch, as a tokenizer gives them) averaged into a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.head = torch.nn.Embedding(40, 8), torch.nn.Linear(8, 3)
+
+    def forward(self, input_ids, attention_mask):
+        mask = attention_mask.unsqueeze(-1).float()
+        return self.head((self.embed(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1))
+
+
+def test_a_text_models_int64_inputs_are_narrowed_to_the_int32_litert_takes(tmp_path):
+    """litert-torch converts int64 token ids and masks to int32 inputs: calibration and the
+    probe narrow the pipeline's int64 data to them (refusing values that do not fit), so FP32 and
+    INT8 of a two-input text model are verified in a fresh probe process on int64 data."""
+    from edgedistill.bench.runners.local import run_probe
+
+    torch.manual_seed(0)
+    model = _MaskedText().eval()
+    ids = torch.randint(1, 40, (24, 12))
+    mask = torch.ones(24, 12, dtype=torch.int64)
+    mask[:, 8:] = 0
+    program = export_program(model, {"input_ids": ids[:1], "attention_mask": mask[:1]}, tmp_path / "t.pt2",
+                             dynamic_batch=False)
+    data = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+    np.savez(tmp_path / "inputs.npz", **data)
+    reference = model(ids, mask).detach().numpy()
+    for precision in ("fp32", "int8"):
+        art = litert.export(program, tmp_path / "out", precision=precision,
+                            calibration=data if precision == "int8" else None)
+        assert [t["dtype"] for t in art.meta["tensors"]["inputs"]] == ["int32", "int32"]
+        out = tmp_path / f"{precision}.npy"
+        done = run_probe({"backend": "litert", "model": str(art.path), "precision": precision, "threads": 1,
+                          "device": "CPU", "inputs": str(tmp_path / "inputs.npz"), "mode": "outputs",
+                          "outputs_path": str(out)}, threads=1, timeout_s=120)
+        assert done.status == "ok", done.detail
+        got = np.load(out)
+        assert (got.argmax(1) == reference.argmax(1)).mean() >= (1.0 if precision == "fp32" else 0.9)
+        if precision == "fp32":
+            assert np.abs(got - reference).max() < 1e-4
+    session = runtimes.load("litert", str(art.path), threads=1)
+    with pytest.raises(ValueError, match="int64 values from .* do not fit"):
+        session.run({"input_0": np.full((1, 12), 2**40, dtype=np.int64), "input_1": mask[:1].numpy()})

@@ -323,8 +323,8 @@ def _calls(tree: ast.AST, dotted: str) -> list[ast.Call]:
 def test_reliability_3_every_torch_load_passes_weights_only_explicitly():
     """RELIABILITY 3, statically: no torch.load in the package leaves weights_only to the
     environment, and only trust.py passes False (for a file whose hash the user trusts).
-    torch.export.load runs in trust.py (gated) and in the ExecuTorch backend, on the .pt2 the
-    export stage has just written itself."""
+    torch.export.load runs in trust.py (gated) and in the backends that convert a program
+    (ExecuTorch, LiteRT, Core ML), on the .pt2 the export stage has just written itself."""
     loads, program_loads = [], []
     for path in sorted((ROOT / "edgedistill").rglob("*.py")):
         tree = ast.parse(path.read_text())
@@ -336,7 +336,8 @@ def test_reliability_3_every_torch_load_passes_weights_only_explicitly():
         program_loads += [path.relative_to(ROOT).as_posix() for _ in _calls(tree, "torch.export.load")]
     assert [name for name, value in loads if value is not True] == ["trust.py"]
     assert len(loads) >= 3
-    assert sorted(program_loads) == ["edgedistill/backends/executorch.py", "edgedistill/trust.py"]
+    assert sorted(program_loads) == ["edgedistill/backends/coreml.py", "edgedistill/backends/executorch.py",
+                                     "edgedistill/backends/litert.py", "edgedistill/trust.py"]
 
 
 # ---------------------------------------------------------------- RELIABILITY 4

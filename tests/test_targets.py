@@ -261,7 +261,7 @@ def test_device_info_runs_alone_on_python_38(tmp_path):
     info = _run_info(script, python=PY38, env=env)
     assert info["python"]["version"].startswith("3.8.") and info["cpu"]["logical_cores"] == os.cpu_count()
     assert info["machine"] == platform.machine() and isinstance(info["cpu"]["model"], str)
-    assert set(info["runtimes"]) == {"numpy", "onnxruntime", "openvino", "executorch", "tensorrt"}
+    assert set(info["runtimes"]) == {"numpy", "onnxruntime", "openvino", "executorch", "tensorrt", "litert"}
     assert info["jetson"] is None  # no /etc/nv_tegra_release, no nvpmodel here
     cond = _run_info(script, "--conditions", python=PY38, env=env)
     assert set(cond) == CONDITIONS_KEYS

@@ -183,6 +183,9 @@ def _quantize(float_path: Path, out_path: Path, samples: list[numpy.ndarray]) ->
 
     key, sig_names = _signature(float_path)
     count = len(samples[0])
+    # litert-torch narrows int64 inputs (token ids) to int32, the dtype TFLite's kernels take.
+    dtypes = [t["dtype"] for t in model_tensors(float_path)["inputs"]]
+    samples = [s.astype(d) if s.dtype.kind == "i" and s.dtype != d else s for s, d in zip(samples, dtypes)]
     data = {key: [{n: s[i : i + 1] for n, s in zip(sig_names, samples)} for i in range(count)]}
     try:
         # Its report goes to stdout, the calibration's progress bar to stderr, and a warning that

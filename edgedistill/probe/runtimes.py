@@ -485,6 +485,24 @@ class LiteRTSession(Session):
         self._first = self._out[0]
         self._iinfo = {dtype: np.iinfo(dtype) for _, _, dtype, q, _ in self._in if q}
 
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        # litert-torch narrows int64 inputs (token ids, masks) to int32, the dtype TFLite's
+        # kernels take: int64 data (PyTorch's, the pipeline's held-out inputs) is narrowed here,
+        # as an app would, and refused when a value does not fit.
+        if isinstance(feeds, dict):
+            feeds = {name: self._narrowed(name, x) for name, x in feeds.items()}
+        return Session.run(self, feeds)
+
+    def _narrowed(self, name: str, x: Any) -> Any:
+        spec = next((s for s, _, _, _, _ in self._in if s["name"] == name), None)
+        if spec is None or spec["dtype"] != "int32" or not isinstance(x, np.ndarray) or x.dtype != np.int64:
+            return x
+        info = np.iinfo(np.int32)
+        if x.size and (x.min() < info.min or x.max() > info.max):
+            raise ValueError("input %r: the model takes int32; int64 values from %d to %d do not fit"
+                             % (name, x.min(), x.max()))
+        return x.astype(np.int32)
+
     @staticmethod
     def _spec(detail: dict, name: str) -> tuple[dict[str, Any], int, np.dtype, tuple[float, int] | None, str]:
         """(the tensor as the caller sees it, its index, its dtype in the model, its quantization,
