@@ -46,6 +46,17 @@ def run_cli(args, cwd=None, env=None, timeout=900):
 
 
 
+def structured_images(n: int, seed: int) -> np.ndarray:
+    """Random-ish images: noise over per-sample brightness and gradients, so that samples differ
+    in more than noise and the logits' order means something."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(-1, 1, 32, dtype=np.float32)
+    slopes = rng.normal(size=(n, 2, 1, 1)).astype(np.float32)
+    images = slopes[:, :1] * ramp[None, None, :, None] + slopes[:, 1:] * ramp[None, None, None, :]
+    images += rng.normal(size=(n, 1, 1, 1)).astype(np.float32)
+    return (images + 0.3 * rng.normal(size=(n, 1, 32, 32))).astype(np.float32)
+
+
 class TinyNet(torch.nn.Module):
     """A conv net small enough for every exporter and quantizer test."""
 

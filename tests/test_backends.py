@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import TinyNet
+from conftest import TinyNet, structured_images
 from onnx import helper
 
 from edgedistill.artifacts import Artifact
@@ -31,17 +31,6 @@ CASES = [("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"),
 MAX_ABS = {"fp32": 1e-3, "fp16": 2e-2}
 
 
-def _images(n: int, seed: int) -> np.ndarray:
-    """Random-ish images: noise over per-sample brightness and gradients, so that samples differ
-    in more than noise and the logits' order means something."""
-    rng = np.random.default_rng(seed)
-    ramp = np.linspace(-1, 1, 32, dtype=np.float32)
-    slopes = rng.normal(size=(n, 2, 1, 1)).astype(np.float32)
-    images = slopes[:, :1] * ramp[None, None, :, None] + slopes[:, 1:] * ramp[None, None, None, :]
-    images += rng.normal(size=(n, 1, 1, 1)).astype(np.float32)
-    return (images + 0.3 * rng.normal(size=(n, 1, 32, 32))).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
     torch.manual_seed(0)
@@ -51,7 +40,7 @@ def model() -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def sources(model, tmp_path_factory) -> dict[str, Artifact]:
     folder = tmp_path_factory.mktemp("sources")
-    example = torch.from_numpy(_images(1, seed=1))
+    example = torch.from_numpy(structured_images(1, seed=1))
     return {
         "onnx": export_onnx(model, example, folder / "student.onnx"),
         # ExecuTorch's Python runtime runs a static batch of 1.
@@ -64,7 +53,7 @@ def sources(model, tmp_path_factory) -> dict[str, Artifact]:
 def export_case(sources, tmp_path_factory):
     """Export (backend, precision) once per module; later calls return the same artifact."""
     out_dir = tmp_path_factory.mktemp("artifacts")
-    calibration = _images(32, seed=2)
+    calibration = structured_images(32, seed=2)
     done: dict[tuple[str, str], Artifact] = {}
 
     def get(backend: str, precision: str) -> Artifact:
@@ -92,7 +81,7 @@ def test_export_runs_through_the_probe_like_torch(backend, precision, export_cas
     assert artifact.role == "student" and all(p.is_file() for p in artifact.files())
     assert not [p for p in artifact.path.parent.iterdir() if p.name.startswith(".")]
     session = runtimes.load(backend, str(artifact.path), threads=1)
-    x = _images(64, seed=3)
+    x = structured_images(64, seed=3)
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
     got = _run_all(session, x)
@@ -236,7 +225,7 @@ def test_tensorrt_engine_builds_and_matches_torch(sources, tmp_path, model):
     artifact = backend.export(sources["onnx"], tmp_path, precision="fp32", calibration=None)
     assert artifact.kind == "tensorrt_plan" and (tmp_path / "tensorrt.timing.cache").is_file()
     session = runtimes.load("tensorrt", str(artifact.path), threads=1, device="CUDA")
-    x = _images(8, seed=4)
+    x = structured_images(8, seed=4)
     with torch.no_grad():
         expected = model(torch.from_numpy(x)).numpy()
     assert np.abs(session.run({session.inputs[0]["name"]: x}) - expected).max() < 1e-3

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TinyNet, run_cli
+from conftest import TinyNet, run_cli, structured_images
 
 from edgedistill.artifacts import Artifact
 from edgedistill.backends import base
@@ -30,17 +30,6 @@ pytestmark = pytest.mark.skipif(
 litert = base.get_backend("litert")
 
 
-def _images(n: int, seed: int) -> np.ndarray:
-    """Images whose samples differ in more than noise (brightness and gradients), so the logits'
-    order means something and INT8 agreement is a real test."""
-    rng = np.random.default_rng(seed)
-    ramp = np.linspace(-1, 1, 32, dtype=np.float32)
-    slopes = rng.normal(size=(n, 2, 1, 1)).astype(np.float32)
-    images = slopes[:, :1] * ramp[None, None, :, None] + slopes[:, 1:] * ramp[None, None, None, :]
-    images += rng.normal(size=(n, 1, 1, 1)).astype(np.float32)
-    return (images + 0.3 * rng.normal(size=(n, 1, 32, 32))).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
     torch.manual_seed(0)
@@ -50,12 +39,12 @@ def model() -> torch.nn.Module:
 @pytest.fixture(scope="module")
 def exported(model, tmp_path_factory) -> dict[str, Artifact]:
     folder = tmp_path_factory.mktemp("litert")
-    program = export_program(model, torch.from_numpy(_images(1, seed=1)), folder / "student.pt2",
+    program = export_program(model, torch.from_numpy(structured_images(1, seed=1)), folder / "student.pt2",
                              dynamic_batch=False)
     out = folder / "out"
     return {"program": program,
             "fp32": litert.export(program, out, precision="fp32", calibration=None),
-            "int8": litert.export(program, out, precision="int8", calibration=_images(32, seed=2))}
+            "int8": litert.export(program, out, precision="int8", calibration=structured_images(32, seed=2))}
 
 
 def _run_all(session: runtimes.Session, x: np.ndarray) -> np.ndarray:
@@ -79,7 +68,7 @@ def test_fp32_export_matches_torch_and_records_what_it_is(exported, model):
     assert meta["tensors"]["inputs"][0]["shape"] == [1, 1, 32, 32]  # as the runtime declares it
     assert meta["tensors"]["outputs"][0]["shape"] == [1, 10] and "scale" not in meta["tensors"]["outputs"][0]
     session = runtimes.load("litert", str(art.path), threads=1)
-    x = _images(48, seed=3)
+    x = structured_images(48, seed=3)
     got, expected = _run_all(session, x), _expected(model, x)
     assert got.dtype == np.float32 and got.shape == expected.shape
     assert np.abs(got - expected).max() < 1e-4
@@ -101,7 +90,7 @@ def test_int8_is_static_integer_and_its_scaling_is_recorded_and_applied(exported
     info = session.describe()
     assert info["inputs"][0]["dtype"] == "int8" and "input_0, output_0" in info["io_conversion"]
     assert info["inputs"][0]["quantization"] == {"scale": q_in["scale"], "zero_point": q_in["zero_point"]}
-    x = _images(64, seed=3)
+    x = structured_images(64, seed=3)
     got, expected = _run_all(session, x), _expected(model, x)
     agreement = (got.argmax(1) == expected.argmax(1)).mean()
     assert agreement >= 0.8, f"int8 top-1 agreement {agreement:.2f}"
@@ -130,7 +119,7 @@ def test_the_probe_process_times_each_cold_part_and_imports_no_torch(exported, t
     from edgedistill.bench.runners.local import PROBE_DIR
 
     inputs = tmp_path / "x.npy"
-    np.save(inputs, _images(8, seed=4))
+    np.save(inputs, structured_images(8, seed=4))
     req = {"backend": "litert", "model": str(exported["int8"].path), "threads": 1, "device": "CPU",
            "inputs": str(inputs), "mode": "outputs", "outputs_path": str(tmp_path / "out.npy"),
            "result_path": str(tmp_path / "result.json"), "precision": "int8"}
@@ -153,7 +142,7 @@ def test_bench_tflite_files_with_and_without_data(exported, tmp_path, cli_env):
     target.write_text('name = "t"\n[measurement]\nwarmup_iterations = 2\nmin_iterations = 20\n'
                       'min_duration_s = 0.05\ncold_runs = 1\nmeasure_cache = false\nmax_load_per_core = 100.0\n'
                       'max_others_cpu_share = 1.0\n')
-    x = _images(16, seed=5)
+    x = structured_images(16, seed=5)
     data = tmp_path / "data.npz"
     np.savez(data, x=x, y=np.zeros(16, np.int64))
     fp32, int8 = exported["fp32"].path, exported["int8"].path
