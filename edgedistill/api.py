@@ -132,6 +132,7 @@ class Distilled:
     student: object  # nn.Module, distilled weights loaded
     key: str
     metrics: dict
+    form: str | None = None  # a pruned student's form ("prune0.5"); None: the distilled student as is
 
 
 def distill(ws: Workspace, ui: UI, world: World | None = None, splits: DataSplits | None = None) -> Distilled:
@@ -167,6 +168,10 @@ def distill(ws: Workspace, ui: UI, world: World | None = None, splits: DataSplit
                            input_shape=splits.sample, note=ui.note, trusted=ws.trusted_for("student"),
                            pipeline_dir=cfg.run.out_dir)
     check_names(student, "student", splits.sample)
+    if cfg.compress.prune is not None:  # a misspelt layer fails here, not after the training
+        from edgedistill.compress.prune import check_layers
+
+        check_layers(student, cfg.compress.prune.layers)
     if getattr(teacher, "load_note", ""):
         ui.note(teacher.load_note)  # an hf: model: what it outputs (logits, or a pooled embedding) and how
     check_models(cfg.distill.objective, teacher, student, splits)
@@ -238,6 +243,73 @@ def distill(ws: Workspace, ui: UI, world: World | None = None, splits: DataSplit
     return Distilled(splits, teacher, result.student.eval(), key, metrics)
 
 
+def prune_student(ws: Workspace, ui: UI, d: Distilled, pc) -> Distilled:
+    """Prune the distilled student ([compress.prune] or a search candidate), then fine-tune it
+    from the teacher to recover; or reuse the unchanged stage (prune<ratio>/ in the run folder).
+    The metrics give params, MACs and the validation score before pruning, right after it and
+    after the recovery."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file
+
+    from edgedistill.compress import prune as pruning
+    from edgedistill.data.inputs import example as first_sample
+    from edgedistill.distill.defaults import resolve as resolve_defaults
+    from edgedistill.distill.objectives import Validator
+    from edgedistill.distill.trainer import BOOKKEEPING_SETTINGS
+    from edgedistill.distill.trainer import distill as train
+
+    cfg = ws.cfg
+    form = pruning.form_name(pc.ratio, pc.layers)
+    example = first_sample(d.splits.x_train)
+    # The recovery is a distillation like the first, shorter, with the same settings.
+    dc = resolve_defaults(cfg.distill.model_copy(update={"epochs": max(pc.recovery_epochs, 1)}), d.student)[0]
+    key = stage_key(distilled=d.key, prune=pc.model_dump(), recovery=dc.model_dump(exclude=BOOKKEEPING_SETTINGS))
+    stage = Stage(ws.run_dir, form, key)
+    weights, plan_file = stage.dir / "student.safetensors", stage.dir / "pruning-plan.json"
+    if (manifest := stage.cached()) is not None:
+        ui.step(f"prune: unchanged, reusing {weights}")
+        student = pruning.replay(d.student, example, json.loads(plan_file.read_text(encoding="utf-8")))
+        student.load_state_dict(load_file(weights))
+        return Distilled(d.splits, d.teacher, student.eval(), key, manifest["metrics"], form)
+
+    out = stage.begin()
+    validator = Validator(cfg.distill.objective, d.teacher, d.splits)
+    loss = pruning.taylor_loss(d.teacher, d.splits, cfg.distill) if pc.importance == "taylor" else None
+    what = f"ratio {pc.ratio:g}" if pc.ratio is not None else ""
+    what += (", " if what else "") + (f"{len(pc.layers)} named layers" if pc.layers else "")
+    ui.step(f"prune: {what}, {pc.importance} importance, then {pc.recovery_epochs} recovery epochs")
+    p = pruning.prune(d.student, example, ratio=pc.ratio, layers=pc.layers, importance=pc.importance, loss=loss)
+    before, after_prune = validator(d.student), validator(p.model)
+    student = p.model
+    if pc.recovery_epochs:
+        with ui.progress() as progress:
+            result = train(d.teacher, student, d.splits, dc, out, seed=cfg.run.seed,
+                           cache_dir=cache_dir(cfg.run) / "teacher", progress=progress, notify=ui.note,
+                           allow_weak_teacher=cfg.teacher.allow_weak_teacher,
+                           on_epoch=None if progress else lambda r: ui.note(
+                               f"recovery epoch {r['epoch']}/{dc.epochs}: {validator.describe(r[validator.name])}"))
+        student = result.student
+    else:
+        from safetensors.torch import save
+
+        from edgedistill.artifacts import atomic_write_bytes
+
+        atomic_write_bytes(weights, save({k: v.contiguous() for k, v in student.state_dict().items()}))
+    atomic_write_text(plan_file, json.dumps(p.plan))
+    metrics = {"form": form, "ratio": pc.ratio, "layers": pc.layers, "importance": pc.importance,
+               "recovery_epochs": pc.recovery_epochs, "score": validator.name,
+               "params_before": p.params_before, "params_after": p.params_after,
+               "macs_before": p.macs_before, "macs_after": p.macs_after,
+               "val_before": before, "val_pruned": after_prune, "val_after": validator(student)}
+    ui.note(f"pruned {form}: {pruning.describe(p)}; {validator.name} {before:.2%} -> {after_prune:.2%} "
+            f"pruned -> {metrics['val_after']:.2%} recovered")
+    stage.commit([weights, plan_file], metrics=metrics)
+    torch.manual_seed(cfg.run.seed)
+    return Distilled(d.splits, d.teacher, student.eval(), key, metrics, form)
+
+
 def suggest_labels(ws: Workspace, ui: UI, output: Path, top: int | None = None,
                    top_percent: float | None = None) -> dict:
     """Rank the run's unlabelled training samples by how informative a label would be (active.py)
@@ -301,7 +373,7 @@ def _eval_files(ws: Workspace, d: Distilled) -> dict[str, Path]:
         "inputs": folder / ("test_inputs.npz" if named else "test_inputs.npy"),
         "labels": folder / "test_labels.npy",
         "teacher_logits": folder / "teacher_test_logits.npy",
-        "student_logits": folder / "student_test_logits.npy",
+        "student_logits": folder / f"{'student' if d.form is None else 'student-' + d.form}_test_logits.npy",
     }
     (folder / ("test_inputs.npy" if named else "test_inputs.npz")).unlink(missing_ok=True)  # another run's
     arrays = {
@@ -344,7 +416,7 @@ def check_backends_asked(cfg: Config) -> dict[str, str]:
     return missing
 
 
-def _plan(cfg: Config, missing: dict[str, str]) -> list[tuple[str, str, str]]:
+def _plan(cfg: Config, missing: dict[str, str], teacher: bool = True) -> list[tuple[str, str, str]]:
     """(role, precision, backend) for every artifact to build here, in a stable order."""
     plan = []
     for backend in dict.fromkeys(cfg.export.backends):
@@ -352,7 +424,7 @@ def _plan(cfg: Config, missing: dict[str, str]) -> list[tuple[str, str, str]]:
             continue
         supported = get_backend(backend).PRECISIONS
         plan += [("student", p, backend) for p in cfg.compress.precisions if p in supported]
-        if cfg.export.benchmark_teacher:
+        if cfg.export.benchmark_teacher and teacher:
             plan.append(("teacher", "fp32", backend))
     return plan
 
@@ -468,8 +540,10 @@ def export_key(cfg: Config, distill_key: str, plan: list[tuple[str, str, str]], 
     extra: dict = {} if cfg.quality == "auto" else {"quality": cfg.quality}
     if platforms:  # one .ort per platform: a target that changes platform redoes the export
         extra["ort_platforms"] = platforms
-    return stage_key(distill=distill_key, export=cfg.export.model_dump(), compress=cfg.compress.model_dump(),
-                     versions=versions, **extra)
+    # Pruning is in the pruned student's key (distill_key is prune_student's then), not here:
+    # the unpruned student's export stays reusable when pruning is turned on.
+    return stage_key(distill=distill_key, export=cfg.export.model_dump(),
+                     compress=cfg.compress.model_dump(exclude={"prune"}), versions=versions, **extra)
 
 
 def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
@@ -487,10 +561,12 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
     ui.quiet_library_logs()
     for name, reason in missing.items():
         ui.step(f"export: skipping {name}: {reason}")
-    plan = _plan(cfg, missing)
+    # A pruned student's artifacts are a stage of their own (export-prune0.5), without the teacher:
+    # the distilled student's and the teacher's are the "export" stage, shared by every form.
+    plan = _plan(cfg, missing, teacher=d.form is None)
     platforms = ort_platforms(ws.targets) if any(b == "ort-mobile" for _, _, b in plan) else []
     key = export_key(cfg, d.key, plan, platforms)
-    stage = Stage(ws.run_dir, "export", key)
+    stage = Stage(ws.run_dir, "export" if d.form is None else f"export-{d.form}", key)
     if (manifest := stage.cached()) is not None:
         ui.step("export: unchanged, reusing the verified artifacts")
         return [Artifact.from_json(a) for a in manifest["artifacts"]]
@@ -534,6 +610,7 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
             art = backend.export(intermediates[(role, kind)], out / backend_name, precision=precision,
                                  calibration=feeds if precision == "int8" else None,
                                  **({"target_platform": variant} if variant else {}))
+            art.form = d.form if role == "student" else None
             source = intermediates[(role, kind)].meta
             for key in ("inputs", "dynamic_sequence"):  # the names, dtypes and axes it was exported with
                 if key in source:
@@ -587,7 +664,7 @@ def quality_task(cfg: Config, eval_files: dict[str, Path]):
 
 
 def bench(ws: Workspace, ui: UI, artifacts: list[Artifact] | None = None,
-          d: Distilled | None = None) -> dict:
+          d: Distilled | None = None, results_path: Path | None = None, reports: bool = True) -> dict:
     """Measure every artifact on every target; write results.json and the reports.
 
     The results file is replaced before anything is measured and rewritten after each artifact:
@@ -598,10 +675,10 @@ def bench(ws: Workspace, ui: UI, artifacts: list[Artifact] | None = None,
     from edgedistill.interrupts import Interrupted
     from edgedistill.report.results import new_results, write_results
 
-    results_path = ws.run_dir / "results.json"
+    results_path = results_path or ws.run_dir / "results.json"
     results = new_results(ws.cfg.run.name, environment(seed=ws.cfg.run.seed),
                           {"teacher_top1": None, "test_samples": None, "distill": None})
-    for stale in ("report.md", "report.html", "junit.xml"):  # an earlier run's, not this one's
+    for stale in ("report.md", "report.html", "junit.xml") if reports else ():  # an earlier run's
         (ws.run_dir / stale).unlink(missing_ok=True)
     write_results(results_path, results)
     try:
@@ -611,7 +688,8 @@ def bench(ws: Workspace, ui: UI, artifacts: list[Artifact] | None = None,
         raise
     _complete(results)
     write_results(results_path, results)
-    write_reports(results, results_path.parent, ui)
+    if reports:
+        write_reports(results, results_path.parent, ui)
     return results
 
 
@@ -729,6 +807,10 @@ def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts
                                             on_step=ui.step, cold_disk=ws.cfg.bench.cold_disk, runner=job.runner)
                 # What the export's check against PyTorch found: verified, or allowed unverified.
                 result["verification"] = art.meta.get("verification")
+                if art.form:
+                    result["form"] = art.form
+                if art.meta.get("reference"):  # the unpruned student beside a pruned one: measured, not gated
+                    result["reference"] = True
                 file.add(record, target.name, result)
                 if progress:
                     progress.advance(task)
@@ -812,6 +894,17 @@ def speedups(results: dict) -> list[str]:
             against = f"reference {t['artifact']}" if what == "reference" else "teacher"
             lines.append(f"{target['name']}: {r['artifact']} p50 {s50:.3f} ms vs {against} {t50:.3f} ms "
                          f"({t50 / s50:.1f}x faster){top1}")
+        # A pruned student against the unpruned one of the same precision and runtime.
+        unpruned = {(r["precision"], r["backend"]): r for r in ok if r["role"] == "student" and not r.get("form")}
+        for r in ok:
+            u = unpruned.get((r["precision"], r["backend"]))
+            if not r.get("form") or u is None:
+                continue
+            p50, u50 = r["warm"]["summary"]["p50_ms"], u["warm"]["summary"]["p50_ms"]
+            s1, u1 = (r.get("accuracy") or {}).get("top1"), (u.get("accuracy") or {}).get("top1")
+            top1 = "" if s1 is None or u1 is None else f", top-1 {s1:.2%} vs {u1:.2%}"
+            lines.append(f"{target['name']}: {r['artifact']} p50 {p50:.3f} ms vs unpruned {u50:.3f} ms "
+                         f"({p50 / u50:.2f}x of it){top1}")
     return lines
 
 
@@ -883,10 +976,24 @@ def compare(base_path: Path, head_path: Path, max_regression_pct: float = MAX_RE
                            max_cold_regression_pct=max_cold_regression_pct)
 
 
-def compress(ws: Workspace, ui: UI) -> dict:
+def compress(ws: Workspace, ui: UI, search: bool = False, first: bool = False) -> dict:
+    """The pipeline; with `search` (or a [search] table in the config) the search of search.py."""
+    if search or first or "search" in ws.cfg.model_fields_set:
+        from edgedistill.search import run_search
+
+        return run_search(ws, ui, first=first or ws.cfg.search.first)
     check_backends_asked(ws.cfg)
     d = distill(ws, ui)
     artifacts = export(ws, ui, d)
+    if ws.cfg.compress.prune is not None:
+        # The pruned student is what ships and is gated; the unpruned one is measured beside it
+        # as the reference (latency and accuracy before pruning), like the teacher, never gated.
+        for a in artifacts:
+            if a.role == "student":
+                a.meta["reference"] = True
+        pruned = prune_student(ws, ui, d, ws.cfg.compress.prune)
+        artifacts += export(ws, ui, pruned)
+        d = dataclasses.replace(d, metrics={**d.metrics, "pruning": pruned.metrics})
     return bench(ws, ui, artifacts, d)
 
 

@@ -27,11 +27,13 @@ class Artifact:
     # What tells apart artifacts of one backend and precision built for different devices (an
     # .ort's target platform, "arm" or "amd64"); part of the name, so they never collide.
     variant: str | None = None
+    # Which student it was made from when not the distilled one as is: "prune0.5" (compress/prune.py).
+    form: str | None = None
 
     @property
     def name(self) -> str:
-        """A stable label for tables: role-precision-backend[-variant]."""
-        return "-".join(p for p in (self.role, self.precision, self.backend or self.kind, self.variant) if p)
+        """A stable label for tables: role[-form]-precision-backend[-variant]."""
+        return "-".join(p for p in (self.role, self.form, self.precision, self.backend or self.kind, self.variant) if p)
 
     def files(self) -> list[Path]:
         """Every file the artifact consists of (an IR has .xml and .bin; ONNX may have .data; an

@@ -183,22 +183,29 @@ def cli(debug: bool):
 @cli.command()
 @_config_options
 @_bench_options
+@click.option("--search", is_flag=True, help="Search pruning ratios x precisions x backends for the most "
+              "accurate student that meets every budget, by measuring each ([search] sets the space).")
+@click.option("--first", is_flag=True, help="Stop the search at the first student form with a "
+              "candidate that meets every budget (implies --search).")
 @_handle_errors
-def compress(**opts):
-    """The whole pipeline: distill, quantize, export, verify, benchmark, gate.
+def compress(search: bool, first: bool, **opts):
+    """The whole pipeline: distill, prune, quantize, export, verify, benchmark, gate.
 
-    The exit code carries the verdict against the targets' budgets.
+    The exit code carries the verdict against the targets' budgets. With --search it measures
+    pruning ratios x precisions x backends and keeps the most accurate candidate that meets
+    every budget (exit 1, naming the closest one, when none does).
 
     \b
     Examples:
       edgedistill compress
       edgedistill compress --epochs 4 --backend onnxruntime --target targets/local-cpu.toml
+      edgedistill compress --search --first --target targets/jetson-orin-nano.toml
       edgedistill compress -c edgedistill.toml --json > results.json
     """
     from edgedistill import api
 
     ws, ui = _workspace(opts), _ui(opts)
-    results = api.compress(ws, ui)
+    results = api.compress(ws, ui, search=search, first=first)
     sys.exit(_render_results(results, ui, opts["as_json"], ws.run_dir / "results.json"))
 
 

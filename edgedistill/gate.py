@@ -150,7 +150,8 @@ def gate_target(target: dict, reference: dict) -> list[Check]:
         # it neither passes nor fails. Only a skipped one: a measured result is always gated.
         if result.get("export_only") is True and result["status"] == "skipped":
             continue
-        if result["role"] == "student":
+        # The teacher, and the unpruned student measured beside a pruned one, are references.
+        if result["role"] == "student" and result.get("reference") is not True:
             checks += check_result(target["name"], result, budgets, reference)
     return checks
 
@@ -171,8 +172,27 @@ def final_verdict(checks: list[Check], *documents: dict) -> str:
     return verdict(checks)
 
 
+def candidate_verdicts(checks: list[dict]) -> dict[str, tuple[str, list[dict]]]:
+    """artifact -> (its verdict over every target's checks, the checks that did not pass)."""
+    by_artifact: dict[str, list[dict]] = {}
+    for c in checks:
+        by_artifact.setdefault(c["artifact"], []).append(c)
+    return {name: (verdict([Check(**c) for c in cs]), [c for c in cs if c["outcome"] != PASS])
+            for name, cs in by_artifact.items()}
+
+
+def search_verdict(checks: list[Check]) -> str:
+    """A search's verdict (search.py): PASS when one candidate meets every budget on every target;
+    else INVALID or INCONCLUSIVE when one of them might (not measured well enough to say);
+    FAIL when each candidate failed a budget."""
+    outcomes = {v for v, _ in candidate_verdicts([c.to_json() for c in checks]).values()}
+    return next((v for v in (PASS, INVALID, INCONCLUSIVE) if v in outcomes), FAIL if outcomes else INCONCLUSIVE)
+
+
 def gate_results(results: dict) -> tuple[str, list[Check]]:
     checks = [c for t in results["targets"] for c in gate_target(t, results["reference"])]
+    if results.get("search") is not None:  # candidates: one that meets every budget is enough
+        return (INCONCLUSIVE if incomplete_reason(results) else search_verdict(checks)), checks
     return final_verdict(checks, results), checks
 
 

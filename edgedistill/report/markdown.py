@@ -96,7 +96,20 @@ def teacher_facts(ref: dict) -> list[tuple[str, str]]:
         files = ref.get("teacher_weights_files") or []
         weights = "; ".join(f"{f.get('path')} sha256 {f.get('sha256')}" for f in files) or NO_WEIGHTS_FILE
     return [("teacher top-1 on its validation split (checked before distillation)", score_text),
-            ("teacher weights", weights)]
+            ("teacher weights", weights), *pruning_facts(ref)]
+
+
+def pruning_facts(ref: dict) -> list[tuple[str, str]]:
+    """What [compress.prune] removed and what it cost on validation, before and after recovery."""
+    p = (ref.get("distill") or {}).get("pruning")
+    if not isinstance(p, dict) or not p.get("params_before") or not p.get("macs_before"):
+        return []
+    score = "top-1" if p.get("score") == "val_acc" else str(p.get("score", "score"))
+    return [(f"pruning ({p.get('form')}, {p.get('importance')} importance, {p.get('recovery_epochs')} recovery epochs)",
+             f"params {p['params_before']:,} -> {p['params_after']:,} ({p['params_after'] / p['params_before']:.1%}), "
+             f"MACs {p['macs_before'] / 1e6:.2f} M -> {p['macs_after'] / 1e6:.2f} M "
+             f"({p['macs_after'] / p['macs_before']:.1%}); validation {score} {p['val_before']:.2%} before, "
+             f"{p['val_pruned']:.2%} pruned, {p['val_after']:.2%} after recovery")]
 
 
 def file_facts(results: dict) -> list[str]:

@@ -33,6 +33,24 @@ def print_results(results: dict, console: Console) -> None:
     for line in (results.get("summary") or {}).get("speedups") or []:
         console.print(f"  {line}", markup=False)
     print_checks(results, console)
+    print_search(results, console)
+
+
+def print_search(results: dict, console: Console) -> None:
+    """A search's candidates, the Pareto front (*) and the chosen one (>), then what it found."""
+    from edgedistill.search import rows_for_display, search_lines
+
+    if not results.get("search"):
+        return
+    headers, rows = rows_for_display(results)
+    table = Table(title="search (* Pareto front of accuracy against p90, > chosen)")
+    for h in headers:
+        table.add_column(h, justify="left" if h in ("", "candidate", "target", "verdict", "misses") else "right")
+    for row in rows:
+        table.add_row(*map(escape, row))
+    console.print(table)
+    for line in search_lines(results):
+        console.print(line, markup=False, highlight=False)
 
 
 def print_checks(results: dict, console: Console) -> None:
