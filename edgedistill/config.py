@@ -180,6 +180,8 @@ class SearchConfig(Strict):
     """[search] (or `compress --search`): candidates = pruning ratios x precisions x backends,
     each measured on the targets; the most accurate one that meets every budget is chosen."""
     prune_ratios: list[Annotated[float, Field(gt=0, lt=1)]] = [0.25, 0.5, 0.75]  # the unpruned student is always tried
+    importance: Literal["magnitude", "taylor"] = "magnitude"  # how each ratio is pruned, as in [compress.prune]
+    recovery_epochs: int = Field(8, ge=0)  # and recovered
     precisions: list[Precision] | None = None  # default: [compress] precisions
     backends: list[BackendName] | None = None  # default: [export] backends
     first: bool = False  # stop at the first student form with a candidate that meets every budget

@@ -136,7 +136,6 @@ def run_search(ws, ui, first: bool = False) -> dict:
     write_results(results_path, new_results(cfg.run.name, environment(seed=cfg.run.seed), {}))
     started = time.monotonic()
     d = api.distill(ws, ui)
-    prune = cfg.compress.prune or PruneConfig(ratio=0.5)  # its importance and recovery; the ratio is the search's
     merged, measured, stopped = None, 0, "every candidate was measured"
     for ratio in _forms(space):
         elapsed = time.monotonic() - started
@@ -144,7 +143,7 @@ def run_search(ws, ui, first: bool = False) -> dict:
             stopped = f"max_time_s {sc.max_time_s:g} reached after {elapsed:.0f} s"
             break
         form = d if ratio is None else api.prune_student(
-            ws, ui, d, prune.model_copy(update={"ratio": ratio, "layers": {}}))
+            ws, ui, d, PruneConfig(ratio=ratio, importance=sc.importance, recovery_epochs=sc.recovery_epochs))
         artifacts = api.export(ws, ui, form)
         room = sc.max_candidates - measured
         students = [a for a in artifacts if a.role == "student"]
@@ -169,8 +168,8 @@ def run_search(ws, ui, first: bool = False) -> dict:
         "candidates": len({r["candidate"] for r in rows}), "measurements": len(rows),
         "elapsed_s": round(time.monotonic() - started, 1), "stopped": stopped, "first": first,
         "space": {"prune_ratios": sc.prune_ratios, "precisions": space.compress.precisions,
-                  "backends": space.export.backends, "importance": prune.importance,
-                  "recovery_epochs": prune.recovery_epochs,
+                  "backends": space.export.backends, "importance": sc.importance,
+                  "recovery_epochs": sc.recovery_epochs,
                   "max_candidates": sc.max_candidates, "max_time_s": sc.max_time_s},
         "chosen": chosen, "closest": miss, "table": rows,
     }

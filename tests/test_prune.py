@@ -129,27 +129,3 @@ def test_an_unknown_layer_fails_before_any_training(tmp_path, cli_env):
     error = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "'features.3'" in error[0] and "prunable: 0, 4, 7, 11" in error[0]
     assert not (tmp_path / "runs" / "r" / "distill" / "manifest.json").exists()
-
-
-def test_the_prune_stage_recovers_from_the_teacher_and_is_reused(tmp_path):
-    from edgedistill import api
-    from edgedistill.config import Config, PruneConfig
-    from edgedistill.ui import UI
-
-    cfg = Config.model_validate({"distill": {"epochs": 1}, "run": {"out_dir": str(tmp_path), "name": "r"}})
-    ws, ui = api.open_workspace(cfg), UI(quiet=True)
-    d = api.distill(ws, ui)
-    pc = PruneConfig(ratio=0.5, recovery_epochs=1)
-    pruned = api.prune_student(ws, ui, d, pc)
-    m = pruned.metrics
-    assert pruned.form == "prune0.5" and m["params_after"] < 0.5 * m["params_before"]
-    # The recovery trained the pruned copy: better on validation than right after pruning.
-    assert m["val_after"] > m["val_pruned"]
-    assert (tmp_path / "r" / "prune0.5" / "history.jsonl").is_file()
-    again = api.prune_student(ws, ui, d, pc)
-    assert again.metrics == m  # reused, not retrained
-    x = d.splits.x_val[:8]
-    with torch.no_grad():
-        torch.testing.assert_close(again.student(x), pruned.student(x))
-    other = api.prune_student(ws, ui, d, PruneConfig(ratio=0.25, recovery_epochs=0))
-    assert other.form == "prune0.25" and other.metrics["val_after"] == other.metrics["val_pruned"]

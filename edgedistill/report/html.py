@@ -191,6 +191,19 @@ def _overall(results: dict) -> str:
             + (f"<h3>Student vs teacher</h3><ul>{lines}</ul>" if lines else "") + "</section>")
 
 
+def _search(results: dict) -> str:
+    """The search's candidates: the table, what it found, and the plot of the front."""
+    from edgedistill.report import plots
+    from edgedistill.search import rows_for_display, search_lines
+
+    if not results.get("search"):
+        return ""
+    headers, rows = rows_for_display(results)
+    lines = "".join(f"<li>{_e(s)}</li>" for s in search_lines(results))
+    return (f"<section><h2>Search</h2>{_plot(plots.search_front(results))}"
+            f"{_table(headers, rows)}<ul>{lines}</ul></section>")
+
+
 def render(results: dict) -> str:
     return "\n".join([
         "<!DOCTYPE html>",
@@ -202,6 +215,7 @@ def render(results: dict) -> str:
         _environment(results),
         *(_target(t) for t in results.get("targets") or []),
         _overall(results),
+        _search(results),
         _checks(results),
         "</main></body></html>",
         "",

@@ -260,4 +260,10 @@ def render(results: dict) -> str:
     speedups = (results.get("summary") or {}).get("speedups", [])
     if speedups:
         out += ["## Student vs teacher", ""] + [f"- {line}" for line in speedups] + [""]
+    if results.get("search"):
+        from edgedistill.search import rows_for_display, search_lines
+
+        headers, rows = rows_for_display(results)
+        out += ["## Search (* Pareto front of accuracy against p90, > chosen)", "",
+                _table(headers, rows), "", *(f"- {_cell(line)}" for line in search_lines(results)), ""]
     return "\n".join(out)

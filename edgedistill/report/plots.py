@@ -210,6 +210,53 @@ def accuracy_vs_latency(results: dict) -> Plot:
     return Plot(title, _to_svg(fig, _salt("accuracy")))
 
 
+def search_front(results: dict) -> Plot:
+    """A search's candidates: quality against p90 per target, the Pareto front joined, the
+    chosen candidate ringed, and the target's p90 budget drawn."""
+    s = results.get("search") or {}
+    rows = [r for r in s.get("table") or [] if r["p90_ms"] is not None and r["quality"] is not None]
+    metric = run_metric(results)
+    title = "Search: " + ("top-1 accuracy" if metric == "top1" else metric_label(metric)) + " against p90, Pareto front joined"
+    if not rows:
+        return Plot(title, note="No candidate has both a quality value and a warm latency.")
+    scale = 100.0 if metric == "top1" else 1.0
+    fig = _figure(len(rows), width=8.0, row_height=0.2, min_height=4.0)
+    ax = fig.add_subplot()
+    budgets = {t["name"]: (t.get("budgets") or {}).get("p90_ms") for t in results.get("targets") or []}
+    for i, target in enumerate(dict.fromkeys(r["target"] for r in rows)):
+        mine = [r for r in rows if r["target"] == target]
+        passed = [r for r in mine if r["verdict"] == "PASS"]
+        failed = [r for r in mine if r["verdict"] != "PASS"]
+        marker = _MARKERS[i % len(_MARKERS)]
+        colour = f"C{i}"
+        if passed:
+            ax.scatter([r["p90_ms"] for r in passed], [r["quality"] * scale for r in passed], marker=marker,
+                       s=45, zorder=3, color=colour, label=f"{target}: meets every budget")
+        if failed:
+            ax.scatter([r["p90_ms"] for r in failed], [r["quality"] * scale for r in failed], marker=marker, s=45,
+                       zorder=3, facecolors="none", edgecolors=colour, label=f"{target}: misses a budget")
+        # The front as attainable: from each front point, that accuracy holds until the next one's p90.
+        front = sorted((r["p90_ms"], r["quality"] * scale) for r in mine if r["pareto"])
+        ax.step(*zip(*front), where="post", color=colour, alpha=0.6, linewidth=1)
+        if budgets.get(target) is not None:
+            ax.axvline(budgets[target], color=colour, linestyle="--", linewidth=1,
+                       label=f"{target}: p90 budget {budgets[target]:g} ms")
+        for r in mine:
+            ax.annotate(r["candidate"].removeprefix("student-"), (r["p90_ms"], r["quality"] * scale), fontsize=6,
+                        xytext=(4, 3), textcoords="offset points")
+    chosen = [r for r in rows if r["candidate"] == s.get("chosen")]
+    if chosen:
+        ax.scatter([r["p90_ms"] for r in chosen], [r["quality"] * scale for r in chosen], s=180, facecolors="none",
+                   edgecolors="black", linewidths=1.5, zorder=4, label="chosen")
+    if _wide([r["p90_ms"] for r in rows]):
+        ax.set_xscale("log")
+    ax.set_xlabel("p90 latency, ms (lower is better)")
+    ax.set_ylabel("top-1 accuracy, %" if metric == "top1" else f"{metric_label(metric)} (higher is better)")
+    ax.legend(fontsize="small", loc="best")
+    ax.grid(alpha=0.3)
+    return Plot(title, _to_svg(fig, _salt("search")))
+
+
 # ---------------------------------------------------------------- (d) model cache
 
 
