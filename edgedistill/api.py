@@ -746,7 +746,8 @@ def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts
     if artifacts is None:
         check_backends_asked(ws.cfg)
     d = d or distill(ws, ui)
-    artifacts = artifacts if artifacts is not None else export(ws, ui, d)
+    if artifacts is None:
+        artifacts, d = export_all(ws, ui, d)
     data = ws.run_dir / "data"
     files = {"labels": data / "test_labels.npy", "teacher_logits": data / "teacher_test_logits.npy"}
     task = quality_task(ws.cfg, files)
@@ -984,17 +985,23 @@ def compress(ws: Workspace, ui: UI, search: bool = False, first: bool = False) -
         return run_search(ws, ui, first=first or ws.cfg.search.first)
     check_backends_asked(ws.cfg)
     d = distill(ws, ui)
-    artifacts = export(ws, ui, d)
-    if ws.cfg.compress.prune is not None:
-        # The pruned student is what ships and is gated; the unpruned one is measured beside it
-        # as the reference (latency and accuracy before pruning), like the teacher, never gated.
-        for a in artifacts:
-            if a.role == "student":
-                a.meta["reference"] = True
-        pruned = prune_student(ws, ui, d, ws.cfg.compress.prune)
-        artifacts += export(ws, ui, pruned)
-        d = dataclasses.replace(d, metrics={**d.metrics, "pruning": pruned.metrics})
+    artifacts, d = export_all(ws, ui, d)
     return bench(ws, ui, artifacts, d)
+
+
+def export_all(ws: Workspace, ui: UI, d: Distilled) -> tuple[list[Artifact], Distilled]:
+    """The run's artifacts: the distilled student's and the teacher's, and with [compress.prune]
+    the pruned student's too; `d` with the pruning's metrics (results' reference.distill)."""
+    artifacts = export(ws, ui, d)
+    if ws.cfg.compress.prune is None:
+        return artifacts, d
+    # The pruned student is what ships and is gated; the unpruned one is measured beside it as
+    # the reference (latency and accuracy before pruning), like the teacher, never gated.
+    for a in artifacts:
+        if a.role == "student":
+            a.meta["reference"] = True
+    pruned = prune_student(ws, ui, d, ws.cfg.compress.prune)
+    return artifacts + export(ws, ui, pruned), dataclasses.replace(d, metrics={**d.metrics, "pruning": pruned.metrics})
 
 
 def doctor() -> list[dict]:

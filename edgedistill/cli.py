@@ -322,7 +322,7 @@ def suggest_labels(**opts):
 @_handle_errors
 def export(**opts):
     """Export (and quantize) the distilled student for each backend, and verify each artifact
-    against PyTorch on held-out inputs.
+    against PyTorch on held-out inputs. With [compress.prune], the pruned student too.
 
     \b
     Example:
@@ -331,12 +331,13 @@ def export(**opts):
     from edgedistill import api
 
     ws, ui = _workspace(opts), _ui(opts)
-    artifacts = api.export(ws, ui)
+    api.check_backends_asked(ws.cfg)  # before training: a refusal should not cost minutes
+    artifacts, _ = api.export_all(ws, ui, api.distill(ws, ui))  # with [compress.prune], the pruned student's too
     if opts["as_json"]:
         click.echo(json.dumps([a.to_json() for a in artifacts], indent=2, default=str))
     else:
         for a in artifacts:
-            click.echo(f"{a.name:32s} {a.path}  {api.verification_summary(a.meta['verification'])}")
+            click.echo(f"{a.name:40s} {a.path}  {api.verification_summary(a.meta['verification'])}")
 
 
 _SHAPE_FORMS = re.compile(r"^(?P<name>[^=\[\]]+)(?:=(?P<x>\d+(?:x\d+)*)|\[(?P<list>\d+(?:,\d+)*)\])$")

@@ -36,6 +36,17 @@ def test_all_within_budget_passes_and_teacher_is_not_gated():
     assert drop.value == pytest.approx(1.0)
 
 
+def test_the_unpruned_reference_beside_a_pruned_student_is_measured_not_gated():
+    """compress with [compress.prune] gates the pruned student; the unpruned one, slower, is the
+    before of a before/after and fails nothing."""
+    slow = {**RESULT, "artifact": "student-int8-onnxruntime", "reference": True, "warm": {"summary": {"p90_ms": 9.0}}}
+    pruned = {**RESULT, "artifact": "student-prune0.5-int8-onnxruntime", "form": "prune0.5"}
+    verdict, checks = gate_results(results(slow, pruned, TEACHER))
+    assert verdict == PASS and {c.artifact for c in checks} == {"student-prune0.5-int8-onnxruntime"}
+    slow["reference"] = "yes"  # only true marks a reference: anything else is gated as a student
+    assert gate_results(results(slow, pruned))[0] == FAIL
+
+
 @pytest.mark.parametrize("path, value, budget", [
     (("warm", "summary", "p90_ms"), 2.5, "p90_ms"),
     (("cold", "total_ms", "median"), 1500.0, "cold_start_ms"),

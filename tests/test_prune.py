@@ -129,3 +129,22 @@ def test_an_unknown_layer_fails_before_any_training(tmp_path, cli_env):
     error = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(error) == 1 and "'features.3'" in error[0] and "prunable: 0, 4, 7, 11" in error[0]
     assert not (tmp_path / "runs" / "r" / "distill" / "manifest.json").exists()
+
+
+def test_the_report_gives_each_pruned_artifact_against_the_unpruned_one():
+    from edgedistill.api import speedups
+    from edgedistill.report.markdown import pruning_facts
+
+    def result(name, p50, top1, form=None):
+        return {"artifact": name, "role": "student", "precision": "fp32", "backend": "onnxruntime", "form": form,
+                "warm": {"summary": {"p50_ms": p50}}, "accuracy": {"top1": top1}}
+
+    results = {"reference": {}, "targets": [{"name": "cpu", "results": [
+        result("student-fp32-onnxruntime", 0.6, 0.96), result("student-prune0.5-fp32-onnxruntime", 0.3, 0.955, "prune0.5")]}]}
+    assert speedups(results) == ["cpu: student-prune0.5-fp32-onnxruntime p50 0.300 ms vs unpruned 0.600 ms "
+                                 "(0.50x of it), top-1 95.50% vs 96.00%"]
+    pruning = {"form": "prune0.5", "importance": "taylor", "recovery_epochs": 8, "score": "val_acc",
+               "params_before": 1000, "params_after": 250, "macs_before": 4e6, "macs_after": 1e6,
+               "val_before": 0.98, "val_pruned": 0.5, "val_after": 0.975}
+    (label, text), = pruning_facts({"distill": {"pruning": pruning}})
+    assert "taylor" in label and "params 1,000 -> 250 (25.0%)" in text and "97.50% after recovery" in text
