@@ -277,9 +277,8 @@ def prune_student(ws: Workspace, ui: UI, d: Distilled, pc) -> Distilled:
     out = stage.begin()
     validator = Validator(cfg.distill.objective, d.teacher, d.splits)
     loss = pruning.taylor_loss(d.teacher, d.splits, cfg.distill) if pc.importance == "taylor" else None
-    what = f"ratio {pc.ratio:g}" if pc.ratio is not None else ""
-    what += (", " if what else "") + (f"{len(pc.layers)} named layers" if pc.layers else "")
-    ui.step(f"prune: {what}, {pc.importance} importance, then {pc.recovery_epochs} recovery epochs")
+    what = [f"ratio {pc.ratio:g}"] * (pc.ratio is not None) + [f"{len(pc.layers)} named layers"] * bool(pc.layers)
+    ui.step(f"prune: {', '.join(what)}, {pc.importance} importance, then {pc.recovery_epochs} recovery epochs")
     p = pruning.prune(d.student, example, ratio=pc.ratio, layers=pc.layers, importance=pc.importance, loss=loss)
     before, after_prune = validator(d.student), validator(p.model)
     student = p.model
