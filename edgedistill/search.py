@@ -20,7 +20,7 @@ SEARCH_FOLDER = "search"  # each form's own results file, beside the run's merge
 
 
 def _overshoot(c: dict) -> float:
-    """How far a failed check is from its limit, relative to it (0 when not a number)."""
+    """How far a failed check is from its limit, relative to it (infinite when not measured)."""
     if c["value"] is None or not c["limit"]:
         return float("inf")
     return abs(c["value"] - c["limit"]) / abs(c["limit"])
@@ -29,7 +29,7 @@ def _overshoot(c: dict) -> float:
 def table(results: dict) -> list[dict]:
     """One row per candidate per target: what was measured and judged, with the Pareto front
     (top-1 or the run's quality against p90, per target) marked."""
-    from edgedistill.report.plots import _p90, _quality_value, run_metric
+    from edgedistill.report.plots import p90_of, quality_value, run_metric
 
     metric = run_metric(results)
     verdicts = candidate_verdicts(results.get("checks") or [])
@@ -42,8 +42,8 @@ def table(results: dict) -> list[dict]:
             rows.append({
                 "candidate": r["artifact"], "target": target["name"], "form": r.get("form"),
                 "precision": r["precision"], "backend": r["backend"], "status": r["status"],
-                "p50_ms": ((r.get("warm") or {}).get("summary") or {}).get("p50_ms"), "p90_ms": _p90(r),
-                "quality": _quality_value(r, metric), "metric": metric,
+                "p50_ms": ((r.get("warm") or {}).get("summary") or {}).get("p50_ms"), "p90_ms": p90_of(r),
+                "quality": quality_value(r, metric), "metric": metric,
                 "size_mb": None if r.get("size_bytes") is None else r["size_bytes"] / 1e6,
                 "verdict": v, "misses": sorted({c["budget"] for c in missed if c["target"] == target["name"]}),
                 "pareto": False,

@@ -38,7 +38,7 @@ def _cold_median(r: dict, part: str) -> float | None:
     return ((r.get("cold") or {}).get(part) or {}).get("median")
 
 
-def _p90(r: dict) -> float | None:
+def p90_of(r: dict) -> float | None:
     return (((r.get("warm") or {}).get("summary")) or {}).get("p90_ms")
 
 
@@ -84,7 +84,7 @@ def _salt(*parts: str) -> str:
 def warm_latency(target: dict) -> Plot:
     """Distribution of every warm sample, one box per artifact; p90 (the gated percentile) marked."""
     title = f"{target['name']}: warm latency per inference"
-    rows = [(r["artifact"], r["warm"]["samples_ms"], _p90(r)) for r in _results(target)
+    rows = [(r["artifact"], r["warm"]["samples_ms"], p90_of(r)) for r in _results(target)
             if (r.get("warm") or {}).get("samples_ms")]
     if not rows:
         return Plot(title, note="No warm samples on this target (nothing ran the warm loop).")
@@ -156,7 +156,7 @@ def run_metric(results: dict) -> str:
     return metric or "top1"
 
 
-def _quality_value(r: dict, metric: str) -> float | None:
+def quality_value(r: dict, metric: str) -> float | None:
     q = r.get("quality")
     if q and q.get("metric") == metric:
         return q.get("value")
@@ -172,7 +172,7 @@ def accuracy_vs_latency(results: dict) -> Plot:
     scale = 100.0 if metric == "top1" else 1.0
     series = []
     for target in results.get("targets") or []:
-        points = [(r["artifact"], _p90(r), _quality_value(r, metric)) for r in _results(target)]
+        points = [(r["artifact"], p90_of(r), quality_value(r, metric)) for r in _results(target)]
         points = [(name, x, y * scale) for name, x, y in points if x is not None and y is not None]
         if points:
             series.append((target["name"], points))
