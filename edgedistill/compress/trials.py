@@ -1,0 +1,57 @@
+"""The bookkeeping every backend's INT8 fallbacks share: each candidate is measured on the
+validation split (accuracy.AccuracyCheck), recorded in `tried`, and the first one within the
+allowed drop is kept; when none is, the one that lost least (the earliest on a tie).
+
+What the backend records in art.meta["quantization"] is `Trials.summary()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgedistill.compress.accuracy import AccuracyCheck, artifact_outputs
+
+
+@dataclass
+class Candidate:
+    method: str
+    record: dict[str, Any]  # its entry in `tried`
+    value: Any  # what the backend keeps for it: a file path, an in-memory model
+
+
+@dataclass
+class Trials:
+    accuracy: AccuracyCheck
+    backend: str  # the probe's name for the runtime that measures a candidate
+    tried: list[dict[str, Any]] = field(default_factory=list)
+    best: Candidate | None = None
+
+    @property
+    def met(self) -> bool:
+        return self.best is not None and bool(self.best.record["met"])
+
+    def measure(self, method: str, path: Path, value: Any = None, **extra: Any) -> bool:
+        """Run the candidate at `path` on the validation inputs here; True when it meets the
+        allowed drop. `value` (default: the path) is what is kept if it is chosen."""
+        outputs = artifact_outputs(self.backend, path, "int8", self.accuracy.inputs)
+        record = self.accuracy.record(method, outputs, **extra)
+        self.tried.append(record)
+        if self.best is None or record["drop_pt"] < self.best.record["drop_pt"]:
+            self.best = Candidate(method, record, path if value is None else value)
+        return bool(record["met"])
+
+    def skip(self, method: str, reason: str) -> None:
+        """A fallback this backend does not have, or could not run: recorded, not measured."""
+        self.tried.append({"method": method, "skipped": reason})
+
+    def summary(self, **extra: Any) -> dict[str, Any]:
+        """meta["quantization"]: the chosen method, whether it met the drop, every trial."""
+        assert self.best is not None, "the default quantization is always measured first"
+        return {"method": self.best.method, "met": self.met, "drop_pt": self.best.record["drop_pt"],
+                "max_drop_pt": self.accuracy.max_drop_pt,
+                "reference_score": round(self.accuracy.reference_score, 4),
+                "scored_by": self.accuracy.scored_by, "split": "validation",
+                "validation_samples": len(self.accuracy.reference),
+                "tried": self.tried, **{k: v for k, v in self.best.record.items() if k == "float_nodes"}, **extra}
