@@ -27,6 +27,7 @@ class Trials:
     backend: str  # the probe's name for the runtime that measures a candidate
     tried: list[dict[str, Any]] = field(default_factory=list)
     best: Candidate | None = None
+    _kept: dict[int, Candidate] = field(default_factory=dict)  # index in `tried` -> candidate
 
     @property
     def met(self) -> bool:
@@ -38,9 +39,22 @@ class Trials:
         outputs = artifact_outputs(self.backend, path, "int8", self.accuracy.inputs)
         record = self.accuracy.record(method, outputs, **extra)
         self.tried.append(record)
+        candidate = Candidate(method, record, path if value is None else value)
+        self._kept[len(self.tried) - 1] = candidate
         if self.best is None or record["drop_pt"] < self.best.record["drop_pt"]:
-            self.best = Candidate(method, record, path if value is None else value)
+            self.best = candidate
         return bool(record["met"])
+
+    def disqualify(self, reason: str) -> None:
+        """The last candidate measured cannot be chosen (it is not what was asked for)."""
+        record = self.tried[-1]
+        record.update(met=False, eligible=False, reason=reason)
+        if self.best is not None and self.best.record is record:
+            self.best = self._best_eligible()
+
+    def _best_eligible(self) -> Candidate | None:
+        return self._kept.get(min((i for i, r in enumerate(self.tried) if "drop_pt" in r and r.get("eligible", True)),
+                                  key=lambda i: self.tried[i]["drop_pt"], default=None))
 
     def skip(self, method: str, reason: str) -> None:
         """A fallback this backend does not have, or could not run: recorded, not measured."""
