@@ -19,6 +19,7 @@ from edgedistill.backends.common import (
     check_request,
     first_line,
     operator_from_message,
+    quiet_native_stderr,
     quiet_stdout,
 )
 from edgedistill.errors import ExportError
@@ -27,6 +28,8 @@ from edgedistill.exporters import inputs_meta, static_example
 if TYPE_CHECKING:
     import numpy
     import torch
+
+    from edgedistill.compress.accuracy import AccuracyCheck
 
 NAME = "executorch"
 EXTRA = "executorch"
@@ -40,9 +43,11 @@ def availability() -> Availability:
 
 
 def export(source: Artifact, out_dir: Path, *, precision: str,
-           calibration: numpy.ndarray | dict[str, numpy.ndarray] | None) -> Artifact:
+           calibration: numpy.ndarray | dict[str, numpy.ndarray] | None,
+           accuracy: AccuracyCheck | None = None) -> Artifact:
     """`calibration`: one array, or one per input in the program's input order (the model's
-    forward order: a program keeps positions, not the data's names)."""
+    forward order: a program keeps positions, not the data's names). `accuracy` (int8): the
+    quantized program's drop on the validation split is measured and recorded (no fallbacks)."""
     check_request(NAME, ACCEPTS, PRECISIONS, source, precision)
     import torch
 
@@ -63,6 +68,8 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
         meta.update(quant_meta)
     buffer, delegation = _lower(module, example)
     out_path = Path(out_dir) / f"{source.role}-{precision}-{NAME}.pte"
+    if accuracy is not None and precision == "int8":
+        meta["quantization"] = _measured(buffer, out_path.name, accuracy)
     atomic_write_bytes(out_path, buffer)
     meta.update(delegation, source_path=str(source.path),
                 export_s=round(time.perf_counter() - start, 3))
@@ -99,6 +106,18 @@ def _quantize(module: torch.nn.Module, example: tuple[torch.Tensor, ...],
         "calibration_samples": len(samples[0]),
         "torchao": package_version("torchao"),
     }
+
+
+def _measured(buffer: bytes, name: str, accuracy: AccuracyCheck) -> dict[str, Any]:
+    """The program's drop on the validation split, run here before it is written in place."""
+    import tempfile
+
+    from edgedistill.compress.trials import default_only
+
+    with tempfile.TemporaryDirectory(prefix="edgedistill-et-") as work, quiet_native_stderr():
+        path = Path(work) / name  # its runtime logs CPU and thread-pool lines straight to fd 2
+        path.write_bytes(buffer)
+        return default_only(NAME, path, accuracy)
 
 
 def _lower(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> tuple[bytes, dict[str, Any]]:

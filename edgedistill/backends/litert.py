@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     import numpy
     import torch
 
+    from edgedistill.compress.accuracy import AccuracyCheck
+
 NAME = "litert"
 EXTRA = "litert"
 ACCEPTS = ("exported_program",)
@@ -75,9 +77,11 @@ def _require(module: str, dist: str, what: str) -> None:
 
 
 def export(source: Artifact, out_dir: Path, *, precision: str,
-           calibration: numpy.ndarray | dict[str, numpy.ndarray] | None) -> Artifact:
+           calibration: numpy.ndarray | dict[str, numpy.ndarray] | None,
+           accuracy: AccuracyCheck | None = None) -> Artifact:
     """`calibration`: one array, or one per input in the program's input order (a program keeps
-    positions, not the data's names), as ExecuTorch's export takes it."""
+    positions, not the data's names), as ExecuTorch's export takes it. `accuracy` (int8): the
+    quantized model's drop on the validation split is measured and recorded (no fallbacks)."""
     check_request(NAME, ACCEPTS, PRECISIONS, source, precision)
     _require(*_CONVERTER, "export")
     _require(*_RUNTIME, "export")
@@ -107,6 +111,10 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
         if feeds is not None:
             meta.update(_quantize(float_path, tmp_path, list(feeds.values())))
         meta["tensors"] = model_tensors(tmp_path)
+        if feeds is not None and accuracy is not None:
+            from edgedistill.compress.trials import default_only
+
+            meta["quantization"] = default_only(NAME, tmp_path, accuracy)
     meta.update(source_path=str(source.path), export_s=round(time.perf_counter() - start, 3))
     return Artifact(kind="tflite", path=out_path, precision=precision,  # type: ignore[arg-type]
                     role=source.role, backend=NAME, meta=meta)

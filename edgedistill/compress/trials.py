@@ -69,3 +69,14 @@ class Trials:
                 "scored_by": self.accuracy.scored_by, "split": "validation",
                 "validation_samples": len(self.accuracy.reference),
                 "tried": self.tried, **{k: v for k, v in self.best.record.items() if k == "float_nodes"}, **extra}
+
+
+def default_only(backend: str, path: Path, accuracy: AccuracyCheck) -> dict[str, Any]:
+    """meta["quantization"] of a backend without fallbacks: its one quantization, measured; the
+    fallbacks asked for are recorded as not available when it misses."""
+    trials = Trials(accuracy, backend)
+    trials.measure("default", path)
+    for method in accuracy.fallbacks:
+        if not trials.met and method != "qat":  # qat is api.export's, for every backend
+            trials.skip(method, f"not available for {backend}")
+    return trials.summary()
