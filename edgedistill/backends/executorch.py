@@ -1,5 +1,6 @@
-"""ExecuTorch backend: a torch.export program lowered to XNNPACK and written as a .pte, at fp32 or
-INT8 (PT2E quantization with ExecuTorch's XNNPACK quantizer). torch and executorch are imported
+"""ExecuTorch backend: a torch.export program lowered to XNNPACK and written as a .pte, at fp32,
+fp16 (the model in float16, XNNPACK's fp16 operators; float32 in and out) or INT8 (PT2E
+quantization with ExecuTorch's XNNPACK quantizer). torch and executorch are imported
 inside functions only.
 
 The program is re-exported with a static batch of 1: ExecuTorch plans memory ahead of time and
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 NAME = "executorch"
 EXTRA = "executorch"
 ACCEPTS = ("exported_program",)
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "fp16", "int8")
 DELEGATE = "XnnpackBackend"
 
 
@@ -66,6 +67,10 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
         feeds = calibration_feeds(calibration, {n: [None, *t.shape[1:]] for n, t in zip(names, example)}, NAME)
         module, quant_meta = _quantize(module, example, list(feeds.values()))
         meta.update(quant_meta)
+    elif precision == "fp16":
+        module = _in_half(module)
+        meta.update(fp16="weights and compute in float16 (XNNPACK's fp16 operators); inputs and "
+                         "outputs float32, cast inside the program")
     buffer, delegation = _lower(module, example)
     out_path = Path(out_dir) / f"{source.role}-{precision}-{NAME}.pte"
     if accuracy is not None and precision == "int8":
@@ -106,6 +111,28 @@ def _quantize(module: torch.nn.Module, example: tuple[torch.Tensor, ...],
         "calibration_samples": len(samples[0]),
         "torchao": package_version("torchao"),
     }
+
+
+def _half_module():
+    import torch
+
+    class Half(torch.nn.Module):
+        """The model in float16 between a cast of its float inputs and one of its output back to
+        float32: XNNPACK takes the float16 graph; callers keep feeding and reading float32."""
+
+        def __init__(self, module: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = module.half()
+
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            cast = [x.half() if x.is_floating_point() else x for x in inputs]
+            return self.inner(*cast).float()
+
+    return Half
+
+
+def _in_half(module: torch.nn.Module) -> torch.nn.Module:
+    return _half_module()(module)
 
 
 def _measured(buffer: bytes, name: str, accuracy: AccuracyCheck) -> dict[str, Any]:
