@@ -235,6 +235,26 @@ def test_calibration_of_the_wrong_shape_is_one_usage_error_and_leaves_nothing(ou
     assert not out.exists()
 
 
+@pytest.mark.parametrize("backend", ["executorch", "litert"])
+def test_program_backends_check_calibration_before_converting(tmp_path, backend):
+    from edgedistill.exporters import export_program
+
+    module = base.get_backend(backend)
+    if not module.availability().ok:
+        pytest.skip(module.availability().reason)
+    source = export_program(nn.Linear(64, 10).eval(), torch.zeros(1, 64), tmp_path / "student.pt2",
+                            dynamic_batch=False)
+    val = np.zeros((4, 64), np.float32)
+    accuracy = AccuracyCheck(val, None, np.zeros((4, 10), np.float32), 1.0)
+    out = tmp_path / "out"
+    with pytest.raises(UsageError) as raised:
+        module.export(source, out, precision="int8", calibration=np.zeros((8, 8, 8), np.float32), accuracy=accuracy)
+    assert raised.value.exit_code == EXIT_USAGE
+    assert raised.value.message == (f"{backend} calibration data for input 'input_0': expected shape "
+                                    "['N', 64], got [8, 8, 8]")
+    assert not out.exists()
+
+
 def test_embedding_students_get_no_accuracy_check():
     from edgedistill.api import int8_accuracy_check
 
