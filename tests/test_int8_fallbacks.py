@@ -262,3 +262,22 @@ def test_embedding_students_get_no_accuracy_check():
     assert int8_accuracy_check(cfg, None, [("student", "int8", "onnxruntime")]) is None
     cfg.distill.objective = "logits"
     assert int8_accuracy_check(cfg, None, [("student", "fp32", "onnxruntime")]) is None
+
+
+def test_report_names_the_chosen_method_when_a_fallback_was_used():
+    from edgedistill.report.markdown import quantization_lines
+
+    default = {"method": "default", "drop_pt": 12.5, "score": 80.0, "met": False}
+    chosen = {"method": "percentile", "met": True, "drop_pt": 0.25, "max_drop_pt": 1.0,
+              "tried": [default, {"method": "percentile", "drop_pt": 0.25, "score": 92.25, "met": True}]}
+    results = [{"artifact": "student-int8-onnxruntime", "quantization": chosen},
+               {"artifact": "student-int8-openvino",
+                "quantization": {"method": "default", "met": True, "drop_pt": 0.0, "max_drop_pt": 1.0,
+                                 "tried": [{**default, "drop_pt": 0.0, "met": True}]}},
+               {"artifact": "student-fp32-onnxruntime"}]
+    lines = quantization_lines(results)
+    assert lines == ["- `student-int8-onnxruntime` INT8 chosen by measurement: percentile, top-1 drop 0.25 pt "
+                     "on the validation split (allowed 1); the default lost 12.50"]
+    missed = {**chosen, "met": False, "drop_pt": 3.0}
+    assert quantization_lines([{"artifact": "a", "quantization": missed}])[0].endswith(
+        "NONE met the allowed drop, kept the one that lost least")

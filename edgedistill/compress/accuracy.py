@@ -80,13 +80,17 @@ class AccuracyCheck:
         """The check on the validation split, its reference the torch student's outputs."""
         import torch
 
-        from edgedistill.data.inputs import run, split
+        from edgedistill.data.inputs import in_forward_order, run, split
 
-        student.eval()
-        with torch.no_grad():
-            outputs = [run(student, batch) for batch in split(splits.x_val, 256)]
+        training = student.training
+        student.eval()  # as it was exported
+        try:
+            with torch.no_grad():
+                outputs = [run(student, batch) for batch in split(splits.x_val, 256)]
+        finally:
+            student.train(training)
         reference = torch.cat([o if isinstance(o, torch.Tensor) else o[0] for o in outputs]).float().numpy()
-        x = splits.x_val
+        x = in_forward_order(student, splits.x_val) if isinstance(splits.x_val, dict) else splits.x_val
         inputs = ({k: np.ascontiguousarray(v.numpy()) for k, v in x.items()} if isinstance(x, dict)
                   else np.ascontiguousarray(x.numpy()))
         labels = None if splits.y_val is None else splits.y_val.numpy()
