@@ -71,11 +71,13 @@ def quantize(src: Path, dst: Path, feeds: dict[str, numpy.ndarray], *, external:
                 float_ranking = rank_nodes(default, accuracy, lambda i, nodes: attempt_file(i, nodes_to_exclude=nodes),
                                            start=len(metas))
                 total = len({n for _, nodes in tensor_groups(default) for n in nodes})
-                for kept in _schedule(float_ranking, total):
+                steps = _schedule(float_ranking, total)
+                for kept in steps:
                     if (met := attempt(method, len(metas), nodes_to_exclude=kept)):
                         break
-                if not float_ranking:
-                    trials.skip(method, "no quantized activation to keep in float")
+                if not steps:
+                    trials.skip(method, "no quantized activation whose nodes fit in half of the model"
+                                if float_ranking else "no quantized activation to keep in float")
             elif method == "accuracy_control":
                 trials.skip(method, f"not available for {backend} (it is OpenVINO's NNCF)")
             # "qat" trains the student again: api.export runs it after the backend, not here.
