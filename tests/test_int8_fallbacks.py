@@ -2,9 +2,11 @@
 
 The model: an MLP on the digits, its readout fitted by ridge regression, whose first hidden
 layer has one channel that fires with a huge value (500, the rest stay below ~3) on ONE of the
-128 calibration samples and feeds nothing downstream. Min/max calibration spends the 8 bits of
-that activation on the outlier and the rest round to zero: the default INT8 loses most of its
-top-1. Each fallback then has something real to recover.
+128 calibration samples and feeds nothing downstream. ONNX Runtime's min/max calibration spends
+the 8 bits of that activation on the outlier and the rest round to zero: its default INT8 loses
+most of its top-1. NNCF's default loses as much (its activation ranges already average the
+samples' maxima, so the loss is elsewhere in the first two layers; accuracy control finds them).
+Each fallback then has something real to recover.
 """
 
 from __future__ import annotations
