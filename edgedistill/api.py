@@ -578,6 +578,7 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
     example = first_sample(d.splits.x_test)
     calibration = calibration_subset(d.splits, cfg.compress.calibration_samples, seed=cfg.run.seed)
     models = {"student": d.student, "teacher": d.teacher}
+    accuracy = int8_accuracy_check(cfg, d, plan)
     intermediates: dict[tuple[str, str], Artifact] = {}
     artifacts: list[Artifact] = []
     with ui.progress() as progress:
@@ -606,9 +607,15 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
             ui.step(f"export: {role} {precision} -> {backend_name}{f' ({variant})' if variant else ''}")
             feeds = (in_forward_order(models[role], calibration) if isinstance(calibration, dict)
                      else calibration)  # a program takes its inputs by position, in this order
+            checked = precision == "int8" and role == "student" and accuracy is not None
             art = backend.export(intermediates[(role, kind)], out / backend_name, precision=precision,
                                  calibration=feeds if precision == "int8" else None,
-                                 **({"target_platform": variant} if variant else {}))
+                                 **({"target_platform": variant} if variant else {}),
+                                 **({"accuracy": accuracy} if checked else {}))
+            if (q := art.meta.get("quantization")) is not None:
+                from edgedistill.report.markdown import quantization_text
+
+                ui.note(f"{art.name}: int8 {quantization_text(q)}")
             art.form = d.form if role == "student" else None
             source = intermediates[(role, kind)].meta
             for key in ("inputs", "dynamic_sequence"):  # the names, dtypes and axes it was exported with
@@ -636,6 +643,17 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
              *(f for a in artifacts for f in [*a.files(), *_build_files(a)])]
     stage.commit(files, artifacts=[a.to_json() for a in artifacts])
     return artifacts
+
+
+def int8_accuracy_check(cfg: Config, d: Distilled, plan: list[tuple[str, str, str]]):
+    """The INT8 accuracy check on the validation split (compress/accuracy.py), or None: no INT8
+    student in the plan, or an embedding student (no top-1 to lose: no fallbacks)."""
+    if cfg.distill.objective == "embedding" or not any(r == "student" and p == "int8" for r, p, _ in plan):
+        return None
+    from edgedistill.compress.accuracy import AccuracyCheck
+
+    return AccuracyCheck.for_student(d.student, d.splits, cfg.compress.int8_max_drop_pt,
+                                     fallbacks=cfg.compress.int8_fallbacks)
 
 
 def verification_summary(v: dict) -> str:
@@ -807,10 +825,9 @@ def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts
                                             on_step=ui.step, cold_disk=ws.cfg.bench.cold_disk, runner=job.runner)
                 # What the export's check against PyTorch found: verified, or allowed unverified.
                 result["verification"] = art.meta.get("verification")
-                if art.form:
-                    result["form"] = art.form
-                if art.meta.get("reference"):  # the unpruned student beside a pruned one: measured, not gated
-                    result["reference"] = True
+                if "quantization" in art.meta:  # how its INT8 was chosen (compress/accuracy.py)
+                    result["quantization"] = art.meta["quantization"]
+            art.form = d.form if role == "student" else None
                 file.add(record, target.name, result)
                 if progress:
                     progress.advance(task)

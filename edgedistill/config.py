@@ -25,6 +25,8 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 Precision = Literal["fp32", "fp16", "int8"]
+Int8Fallback = Literal["entropy", "percentile", "float_nodes", "accuracy_control", "qat"]
+INT8_FALLBACKS = get_args(Int8Fallback)  # the default order: cheapest first, training last
 BackendName = Literal[tuple(BACKENDS)]  # a misspelt backend is a config error, not a silent no-op
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
 
@@ -173,6 +175,12 @@ class PruneConfig(Strict):
 class CompressConfig(Strict):
     precisions: list[Precision] = ["fp32", "int8"]
     calibration_samples: int = Field(128, ge=1)
+    # Top-1 points an INT8 artifact may lose against the FP32 student on the validation split
+    # before the fallbacks below are tried (compress/accuracy.py measures it in the export).
+    int8_max_drop_pt: float = Field(1.0, ge=0, le=100)
+    # Tried in this order, each by the backends that have it, until one meets int8_max_drop_pt;
+    # [] = the default post-training quantization only (docs/configuration.md lists who has what).
+    int8_fallbacks: list[Int8Fallback] = list(INT8_FALLBACKS)
     prune: PruneConfig | None = None
 
 
@@ -185,7 +193,7 @@ class SearchConfig(Strict):
     precisions: list[Precision] | None = None  # default: [compress] precisions
     backends: list[BackendName] | None = None  # default: [export] backends
     first: bool = False  # stop at the first student form with a candidate that meets every budget
-    max_candidates: int = Field(48, ge=1)  # (artifact, target) measurements at most
+    max_candidates: int = Field(48, ge=1)  # candidates (student artifacts) measured at most
     max_time_s: float = Field(3600.0, gt=0)  # no new student form is started after this
 
 

@@ -1,5 +1,6 @@
-"""ExecuTorch backend: a torch.export program lowered to XNNPACK and written as a .pte, at fp32 or
-INT8 (PT2E quantization with ExecuTorch's XNNPACK quantizer). torch and executorch are imported
+"""ExecuTorch backend: a torch.export program lowered to XNNPACK and written as a .pte, at fp32,
+fp16 (the model in float16, XNNPACK's fp16 operators; float32 in and out) or INT8 (PT2E
+quantization with ExecuTorch's XNNPACK quantizer). torch and executorch are imported
 inside functions only.
 
 The program is re-exported with a static batch of 1: ExecuTorch plans memory ahead of time and
@@ -19,6 +20,7 @@ from edgedistill.backends.common import (
     check_request,
     first_line,
     operator_from_message,
+    quiet_native_stderr,
     quiet_stdout,
 )
 from edgedistill.errors import ExportError
@@ -28,10 +30,12 @@ if TYPE_CHECKING:
     import numpy
     import torch
 
+    from edgedistill.compress.accuracy import AccuracyCheck
+
 NAME = "executorch"
 EXTRA = "executorch"
 ACCEPTS = ("exported_program",)
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "fp16", "int8")
 DELEGATE = "XnnpackBackend"
 
 
@@ -40,9 +44,11 @@ def availability() -> Availability:
 
 
 def export(source: Artifact, out_dir: Path, *, precision: str,
-           calibration: numpy.ndarray | dict[str, numpy.ndarray] | None) -> Artifact:
+           calibration: numpy.ndarray | dict[str, numpy.ndarray] | None,
+           accuracy: AccuracyCheck | None = None) -> Artifact:
     """`calibration`: one array, or one per input in the program's input order (the model's
-    forward order: a program keeps positions, not the data's names)."""
+    forward order: a program keeps positions, not the data's names). `accuracy` (int8): the
+    quantized program's drop on the validation split is measured and recorded (no fallbacks)."""
     check_request(NAME, ACCEPTS, PRECISIONS, source, precision)
     import torch
 
@@ -61,8 +67,14 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
         feeds = calibration_feeds(calibration, {n: [None, *t.shape[1:]] for n, t in zip(names, example)}, NAME)
         module, quant_meta = _quantize(module, example, list(feeds.values()))
         meta.update(quant_meta)
+    elif precision == "fp16":
+        module = _in_half(module)
+        meta.update(fp16="weights and compute in float16 (XNNPACK's fp16 operators); inputs and "
+                         "outputs float32, cast inside the program")
     buffer, delegation = _lower(module, example)
     out_path = Path(out_dir) / f"{source.role}-{precision}-{NAME}.pte"
+    if accuracy is not None and precision == "int8":
+        meta["quantization"] = _measured(buffer, out_path.name, accuracy)
     atomic_write_bytes(out_path, buffer)
     meta.update(delegation, source_path=str(source.path),
                 export_s=round(time.perf_counter() - start, 3))
@@ -99,6 +111,40 @@ def _quantize(module: torch.nn.Module, example: tuple[torch.Tensor, ...],
         "calibration_samples": len(samples[0]),
         "torchao": package_version("torchao"),
     }
+
+
+def _half_module():
+    import torch
+
+    class Half(torch.nn.Module):
+        """The model in float16 between a cast of its float inputs and one of its output back to
+        float32: XNNPACK takes the float16 graph; callers keep feeding and reading float32."""
+
+        def __init__(self, module: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = module.half()
+
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            cast = [x.half() if x.is_floating_point() else x for x in inputs]
+            return self.inner(*cast).float()
+
+    return Half
+
+
+def _in_half(module: torch.nn.Module) -> torch.nn.Module:
+    return _half_module()(module)
+
+
+def _measured(buffer: bytes, name: str, accuracy: AccuracyCheck) -> dict[str, Any]:
+    """The program's drop on the validation split, run here before it is written in place."""
+    import tempfile
+
+    from edgedistill.compress.trials import default_only
+
+    with tempfile.TemporaryDirectory(prefix="edgedistill-et-") as work, quiet_native_stderr():
+        path = Path(work) / name  # its runtime logs CPU and thread-pool lines straight to fd 2
+        path.write_bytes(buffer)
+        return default_only(NAME, path, accuracy)
 
 
 def _lower(module: torch.nn.Module, example: tuple[torch.Tensor, ...]) -> tuple[bytes, dict[str, Any]]:

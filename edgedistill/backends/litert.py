@@ -43,13 +43,21 @@ if TYPE_CHECKING:
     import numpy
     import torch
 
+    from edgedistill.compress.accuracy import AccuracyCheck
+
 NAME = "litert"
 EXTRA = "litert"
 ACCEPTS = ("exported_program",)
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = ("fp32", "fp16", "int8")
 CONVERTER = "litert-torch"
 QUANTIZER = "ai-edge-quantizer"
 RECIPE = "static_wi8_ai8"
+# fp16: ai-edge-quantizer's float_casting algorithm, weights stored as float16 with an explicit
+# Dequantize to float32 before use (the TFLite "float16 quantization"): half the file, compute
+# and inputs stay float32 (XNNPACK on a phone may compute in fp16 where the CPU has it).
+FP16_RECIPE = [{"regex": ".*", "operation": "*", "algorithm_key": "float_casting",
+                "op_config": {"weight_tensor_config": {"num_bits": 16, "dtype": "FLOAT"},
+                              "compute_precision": "FLOAT", "explicit_dequantize": True}}]
 INSTALL_HINT = "pip install 'edgedistill[litert]'"
 LAYOUT = "NCHW (as PyTorch's; litert-torch keeps the model's layout)"
 
@@ -75,14 +83,16 @@ def _require(module: str, dist: str, what: str) -> None:
 
 
 def export(source: Artifact, out_dir: Path, *, precision: str,
-           calibration: numpy.ndarray | dict[str, numpy.ndarray] | None) -> Artifact:
+           calibration: numpy.ndarray | dict[str, numpy.ndarray] | None,
+           accuracy: AccuracyCheck | None = None) -> Artifact:
     """`calibration`: one array, or one per input in the program's input order (a program keeps
-    positions, not the data's names), as ExecuTorch's export takes it."""
+    positions, not the data's names), as ExecuTorch's export takes it. `accuracy` (int8): the
+    quantized model's drop on the validation split is measured and recorded (no fallbacks)."""
     check_request(NAME, ACCEPTS, PRECISIONS, source, precision)
     _require(*_CONVERTER, "export")
     _require(*_RUNTIME, "export")
-    if precision == "int8":
-        _require(*_QUANTIZER, "int8 export")
+    if precision in ("int8", "fp16"):
+        _require(*_QUANTIZER, f"{precision} export")
     import torch
 
     start = time.perf_counter()
@@ -102,11 +112,17 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
     out_path = Path(out_dir) / f"{source.role}-{precision}-{NAME}.tflite"
     with staged_output(out_path) as tmp_path, tempfile.TemporaryDirectory(prefix="edgedistill-litert-") as work, \
             quiet_native_stderr():
-        float_path = tmp_path if feeds is None else Path(work) / "float.tflite"
+        float_path = tmp_path if precision == "fp32" else Path(work) / "float.tflite"
         _convert(program.module(), example, float_path)
         if feeds is not None:
             meta.update(_quantize(float_path, tmp_path, list(feeds.values())))
+        elif precision == "fp16":
+            meta.update(_half(float_path, tmp_path))
         meta["tensors"] = model_tensors(tmp_path)
+        if feeds is not None and accuracy is not None:
+            from edgedistill.compress.trials import default_only
+
+            meta["quantization"] = default_only(NAME, tmp_path, accuracy)
     meta.update(source_path=str(source.path), export_s=round(time.perf_counter() - start, 3))
     return Artifact(kind="tflite", path=out_path, precision=precision,  # type: ignore[arg-type]
                     role=source.role, backend=NAME, meta=meta)
@@ -165,6 +181,26 @@ def _signature(path: Path) -> tuple[str, list[str]]:
     (key, _), = interpreter.get_signature_list().items()
     by_index = {d["index"]: name for name, d in interpreter.get_signature_runner(key).get_input_details().items()}
     return key, [by_index[d["index"]] for d in interpreter.get_input_details()]
+
+
+def _half(float_path: Path, out_path: Path) -> dict[str, Any]:
+    """The float model with its weights stored as float16 (FP16_RECIPE)."""
+    from ai_edge_quantizer import quantizer
+
+    try:
+        with quiet_stdout(), contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            q = quantizer.Quantizer(str(float_path))
+            q.load_quantization_recipe(FP16_RECIPE)
+            q.quantize().export_model(str(out_path), overwrite=True)
+    except Exception as e:
+        op = operator_from_message(str(e))
+        raise ExportError(f"{NAME} fp16 conversion ({QUANTIZER} float_casting) failed"
+                          f"{f' at operator {op}' if op else ''}: {type(e).__name__}: {first_line(str(e))}",
+                          "try fp32 for this backend") from e
+    return {"quantizer": QUANTIZER, "ai_edge_quantizer": package_version("ai-edge-quantizer"),
+            "recipe": "float_casting (weights float16, explicit dequantize; compute float32)",
+            "float_bytes": float_path.stat().st_size}
 
 
 def _quantize(float_path: Path, out_path: Path, samples: list[numpy.ndarray]) -> dict[str, Any]:

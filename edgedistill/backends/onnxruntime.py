@@ -8,6 +8,7 @@ import importlib.util
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,8 @@ from edgedistill.onnx_files import (
 if TYPE_CHECKING:
     import numpy
 
+    from edgedistill.compress.accuracy import AccuracyCheck
+
 NAME = "onnxruntime"
 EXTRA = None
 ACCEPTS = ("onnx",)
@@ -49,19 +52,28 @@ def availability() -> Availability:
 
 
 def export(source: Artifact, out_dir: Path, *, precision: str,
-           calibration: numpy.ndarray | dict[str, numpy.ndarray] | None) -> Artifact:
+           calibration: numpy.ndarray | dict[str, numpy.ndarray] | None,
+           accuracy: AccuracyCheck | None = None) -> Artifact:
+    """`accuracy` (int8 only): measure the default quantization on the validation split and,
+    when it loses more than allowed, try the fallbacks (compress/ort_fallbacks.py)."""
     check_request(NAME, ACCEPTS, PRECISIONS, source, precision)
     model = check_onnx_external_data(source.path)
     out_path = Path(out_dir) / f"{source.role}-{precision}-{NAME}.onnx"
     start = time.perf_counter()
+    # Checked before anything is written: wrong calibration data leaves nothing in out_dir.
+    feeds = calibration_feeds(calibration, onnx_inputs(model), NAME) if precision == "int8" else None
     with staged_output(out_path) as tmp_path:
         if precision == "fp32":
             copy_onnx(Path(source.path), tmp_path, external=has_external_data(model))
             meta: dict[str, Any] = {"conversion": "copy"}
-        else:
-            feeds = calibration_feeds(calibration, onnx_inputs(model), NAME)
+        elif accuracy is None:
             meta = quantize_qdq(Path(source.path), tmp_path, feeds,
                                 external=has_external_data(model), symmetric_activations=False)
+        else:
+            from edgedistill.compress import ort_fallbacks
+
+            meta = ort_fallbacks.quantize(Path(source.path), tmp_path, feeds, external=has_external_data(model),
+                                          accuracy=accuracy, backend=NAME)
     meta.update(source_path=str(source.path), export_s=round(time.perf_counter() - start, 3))
     return Artifact(kind="onnx", path=out_path, precision=precision, role=source.role,  # type: ignore[arg-type]
                     backend=NAME, meta=meta)
@@ -98,6 +110,10 @@ class _Samples:
     def rewind(self) -> None:
         self._next = 0
 
+    def __iter__(self) -> Iterator[dict[str, numpy.ndarray]]:  # as CalibrationDataReader's (qdq_loss_debug)
+        self.rewind()
+        return iter(self.get_next, None)
+
 
 def quantize_qdq(src: Path, dst: Path, feeds: dict[str, numpy.ndarray], *,
                  external: bool, symmetric_activations: bool) -> dict[str, Any]:
@@ -112,21 +128,23 @@ def quantize_qdq(src: Path, dst: Path, feeds: dict[str, numpy.ndarray], *,
     8 bits, which is what TensorRT's explicit quantization takes. onnxruntime's fused CPU kernels
     saturate on such a model on AVX2, so it is not meant for onnxruntime.
     """
-    from onnxruntime.quantization import (
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    with tempfile.TemporaryDirectory(prefix="edgedistill-ort-") as work:
+        pre = pre_process(src, Path(work), external=external)
+        return quantize_prepared(pre, dst, feeds, external=external, symmetric_activations=symmetric_activations)
+
+
+def pre_process(src: Path, work: Path, *, external: bool) -> Path:
+    """The model after onnxruntime's quantization pre-processing, as `work`/pre.onnx.
+
+    Shape inference and graph fusions first, as onnxruntime's quantization guide asks: unfused
+    Conv+BatchNorm or unknown shapes leave tensors unquantized. Done once per export: every
+    fallback quantizes (and ranks the nodes of) this same graph."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    activation = QuantType.QInt8 if symmetric_activations else QuantType.QUInt8
-    with tempfile.TemporaryDirectory(prefix="edgedistill-ort-") as work, quiet_stdout():
-        # Shape inference and graph fusions first, as onnxruntime's quantization guide asks:
-        # unfused Conv+BatchNorm or unknown shapes leave tensors unquantized.
-        pre = Path(work) / "pre.onnx"
-        dumps_before = _dumps()
-        try:
+    pre = Path(work) / "pre.onnx"
+    dumps_before = _dumps()
+    try:
+        with quiet_stdout():
             pre_process = functools.partial(quant_pre_process, str(src), str(pre), save_as_external_data=external,
                                             all_tensors_to_one_file=True, external_data_location=pre.name + ".data")
             try:
@@ -137,24 +155,48 @@ def quantize_qdq(src: Path, dst: Path, feeds: dict[str, numpy.ndarray], *,
                 # A text model with a dynamic sequence axis (BERT's masks, Dim.AUTO) defeats
                 # onnxruntime's symbolic shape inference; ONNX's own shape inference still runs.
                 pre_process(skip_symbolic_shape=True)
+    except Exception as e:
+        raise _quantization_failed(e) from e
+    finally:  # a failed symbolic shape inference dumps its model here, retried or not
+        _remove_shape_inference_dump(dumps_before)
+    return pre
+
+
+# What the fallbacks may ask of quantize_prepared, by onnxruntime's CalibrationMethod names.
+CALIBRATE_METHODS = ("MinMax", "Entropy", "Percentile")
+
+
+def quantize_prepared(pre: Path, dst: Path, feeds: dict[str, numpy.ndarray], *, external: bool,
+                      symmetric_activations: bool, calibrate_method: str = "MinMax",
+                      nodes_to_exclude: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """quantize_static on a pre-processed model (see quantize_qdq for the types chosen), by
+    `calibrate_method`, with `nodes_to_exclude` left in float; returns what was done."""
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    activation = QuantType.QInt8 if symmetric_activations else QuantType.QUInt8
+    try:
+        with quiet_stdout():
             quantize_static(
                 str(pre), str(dst), _Samples(feeds),
                 quant_format=QuantFormat.QDQ, per_channel=True,
                 activation_type=activation, weight_type=QuantType.QInt8,
                 reduce_range=not symmetric_activations,
-                calibrate_method=CalibrationMethod.MinMax, use_external_data_format=external,
+                calibrate_method=CalibrationMethod[calibrate_method], use_external_data_format=external,
+                nodes_to_exclude=list(nodes_to_exclude),
                 extra_options={"ActivationSymmetric": symmetric_activations,
-                               "WeightSymmetric": True},
+                               "WeightSymmetric": True,
+                               # Percentile's ranges are symmetric unless told (onnxruntime's
+                               # default): half the 8 bits wasted on a ReLU's unsigned output.
+                               **({"CalibTensorRangeSymmetric": symmetric_activations}
+                                  if calibrate_method != "MinMax" else {})},
             )
-        except Exception as e:  # the quantizer raises anything from KeyError to ORT's Fail
-            op = operator_from_message(str(e))
-            raise ExportError(
-                f"{NAME} int8 quantization failed{f' at operator {op}' if op else ''}: "
-                f"{type(e).__name__}: {first_line(str(e))}",
-                "try fp32 for this backend, or another backend's int8",
-            ) from e
-        finally:  # a failed symbolic shape inference dumps its model here, retried or not
-            _remove_shape_inference_dump(dumps_before)
+    except Exception as e:
+        raise _quantization_failed(e) from e
     return {
         "quantizer": "onnxruntime.quantization.quantize_static",
         "pre_process": "quant_pre_process",
@@ -164,9 +206,20 @@ def quantize_qdq(src: Path, dst: Path, feeds: dict[str, numpy.ndarray], *,
         "activation_type": "QInt8" if symmetric_activations else "QUInt8",
         "activation_symmetric": symmetric_activations,
         "reduce_range": not symmetric_activations,
-        "calibrate_method": "MinMax",
+        "calibrate_method": calibrate_method,
         "calibration_samples": len(next(iter(feeds.values()))),
+        **({"nodes_to_exclude": list(nodes_to_exclude)} if nodes_to_exclude else {}),
     }
+
+
+def _quantization_failed(e: Exception) -> ExportError:
+    """The quantizer raises anything from KeyError to ORT's Fail: one ExportError naming it."""
+    op = operator_from_message(str(e))
+    return ExportError(
+        f"{NAME} int8 quantization failed{f' at operator {op}' if op else ''}: "
+        f"{type(e).__name__}: {first_line(str(e))}",
+        "try fp32 for this backend, or another backend's int8",
+    )
 
 
 # When its symbolic shape inference fails, onnxruntime saves the half-inferred model to the

@@ -26,6 +26,8 @@ from edgedistill.onnx_files import check_onnx_external_data, onnx_inputs
 if TYPE_CHECKING:
     import numpy
 
+    from edgedistill.compress.accuracy import AccuracyCheck
+
 NAME = "openvino"
 EXTRA = "openvino"
 ACCEPTS = ("onnx",)
@@ -37,9 +39,14 @@ def availability() -> Availability:
 
 
 def export(source: Artifact, out_dir: Path, *, precision: str,
-           calibration: numpy.ndarray | dict[str, numpy.ndarray] | None) -> Artifact:
+           calibration: numpy.ndarray | dict[str, numpy.ndarray] | None,
+           accuracy: AccuracyCheck | None = None) -> Artifact:
+    """`accuracy` (int8 only): measure the default quantization on the validation split and,
+    when it loses more than allowed, try the fallbacks (compress/ov_fallbacks.py)."""
     check_request(NAME, ACCEPTS, PRECISIONS, source, precision)
     onnx_model = check_onnx_external_data(source.path)
+    # Checked before anything is converted or written: wrong calibration data leaves nothing.
+    feeds = calibration_feeds(calibration, onnx_inputs(onnx_model), NAME) if precision == "int8" else None
     import openvino as ov
 
     out_path = Path(out_dir) / f"{source.role}-{precision}-{NAME}.xml"
@@ -47,11 +54,17 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
     model = _convert(ov, Path(source.path))
     meta: dict[str, Any] = {"converter": "openvino.convert_model", "openvino": ov.__version__}
     if precision == "int8":
-        feeds = calibration_feeds(calibration, onnx_inputs(onnx_model), NAME)
-        model, model_type = _quantize(model, feeds)
+        if accuracy is None:
+            model, model_type = _quantize(model, feeds)
+        else:
+            from edgedistill.compress import ov_fallbacks
+
+            model, model_type, meta["quantization"] = ov_fallbacks.quantize(ov, model, feeds, accuracy)
         meta.update(quantizer="nncf.quantize", nncf=package_version("nncf"),
                     preset="performance (default: symmetric activations and weights)", model_type=model_type,
                     calibration_samples=len(next(iter(feeds.values()))))
+        if accuracy is not None and meta["quantization"]["method"] == "accuracy_control":
+            meta["quantizer"] = "nncf.quantize_with_accuracy_control"
     # fp16 keeps fp32 activations and computes as the device prefers; only the stored weights
     # are halved. int8 weights are int8 already, so nothing is left to compress.
     compress = precision == "fp16"
@@ -85,18 +98,34 @@ def _unconverted_operators(text: str) -> str | None:
     return m.group(1).strip() if m else None
 
 
-def _quantize(model: Any, feeds: dict[str, numpy.ndarray]) -> tuple[Any, str]:
-    """The INT8 model and the NNCF model type it was quantized as ("transformer" or "default")."""
+def require_nncf() -> None:
     if importlib.util.find_spec("nncf") is None:  # fp32/fp16 work without it
         raise BackendUnavailableError(f"{NAME} int8 export needs nncf, which is not installed",
                                       "pip install 'edgedistill[openvino]'")
+
+
+def calibration_dataset(feeds: dict[str, numpy.ndarray]) -> Any:
+    """One sample per item: the graph's batch axis may be static (1), and NNCF feeds items as is
+    (a dict of every input, by name, for a model with several)."""
     import nncf
 
-    # One sample per item: the graph's batch axis may be static (1), and NNCF feeds items as is
-    # (a dict of every input, by name, for a model with several).
     count = len(next(iter(feeds.values())))
     items = [feed_rows(feeds, i, i + 1) for i in range(count)]
-    dataset = nncf.Dataset(items if len(feeds) > 1 else [next(iter(item.values())) for item in items])
+    return nncf.Dataset(items if len(feeds) > 1 else [next(iter(item.values())) for item in items])
+
+
+def is_transformer(model: Any) -> bool:
+    return any(op.get_type_name() == "Softmax" for op in model.get_ops())
+
+
+def _quantize(model: Any, feeds: dict[str, numpy.ndarray], **options: Any) -> tuple[Any, str]:
+    """The INT8 model and the NNCF model type it was quantized as ("transformer" or "default");
+    `options`: more of nncf.quantize's (the fallbacks' advanced_parameters)."""
+    require_nncf()
+    import nncf
+
+    count = len(next(iter(feeds.values())))
+    dataset = calibration_dataset(feeds)
     try:
         with quiet_stdout():  # NNCF draws rich progress bars on stdout
             # Full bias correction: with NNCF's default fast one, an under-trained digits student
@@ -104,9 +133,10 @@ def _quantize(model: Any, feeds: dict[str, numpy.ndarray]) -> tuple[Any, str]:
             # full one kept 100 %, at a cost of seconds on small models.
             # A transformer (attention: Softmax in the graph) as NNCF's guide asks: model_type
             # TRANSFORMER keeps the ops that lose most in INT8 (LayerNorm, Softmax, ...) in float.
-            transformer = any(op.get_type_name() == "Softmax" for op in model.get_ops())
+            transformer = is_transformer(model)
             quantized = nncf.quantize(model, dataset, subset_size=count, fast_bias_correction=False,
-                                      **({"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}))
+                                      **({"model_type": nncf.ModelType.TRANSFORMER} if transformer else {}),
+                                      **options)
             return quantized, "transformer" if transformer else "default"
     except Exception as e:
         raise ExportError(f"{NAME} int8 quantization (nncf.quantize) failed: "

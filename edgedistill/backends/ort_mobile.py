@@ -42,6 +42,8 @@ from edgedistill.onnx_files import check_onnx_external_data, has_external_data, 
 if TYPE_CHECKING:
     import numpy
 
+    from edgedistill.compress.accuracy import AccuracyCheck
+
     from edgedistill.config import TargetConfig
 
 NAME = "ort-mobile"
@@ -82,8 +84,10 @@ def target_platform(target: TargetConfig) -> str:
 
 def export(source: Artifact, out_dir: Path, *, precision: str,
            calibration: numpy.ndarray | dict[str, numpy.ndarray] | None,
-           target_platform: str | None = None) -> Artifact:
-    """`target_platform`: "arm" or "amd64"; None: this machine's."""
+           target_platform: str | None = None, accuracy: AccuracyCheck | None = None) -> Artifact:
+    """`target_platform`: "arm" or "amd64"; None: this machine's. `accuracy` (int8): the QDQ
+    model is chosen with the onnxruntime backend's fallbacks (compress/ort_fallbacks.py),
+    measured on the QDQ .onnx with ONNX Runtime before it is converted."""
     check_request(NAME, ACCEPTS, PRECISIONS, source, precision)
     chosen = target_platform or this_machine()
     if chosen not in PLATFORMS:
@@ -94,14 +98,21 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
     operators = out_path.with_name(out_path.stem + OPERATORS_SUFFIX)
     start = time.perf_counter()
     meta: dict[str, Any] = {}
+    # Checked before anything is written: wrong calibration data leaves nothing in out_dir.
+    feeds = calibration_feeds(calibration, onnx_inputs(model), NAME) if precision == "int8" else None
     with staged_output(out_path) as tmp_path, tempfile.TemporaryDirectory(
             prefix=".ort-mobile-", dir=out_path.parent) as work:
         onnx_path = Path(source.path)
         if precision == "int8":
-            feeds = calibration_feeds(calibration, onnx_inputs(model), NAME)
             onnx_path = Path(work) / f"{out_path.stem}.qdq.onnx"
-            meta.update(ort_backend.quantize_qdq(Path(source.path), onnx_path, feeds,
-                                                 external=has_external_data(model), symmetric_activations=False))
+            if accuracy is None:
+                meta.update(ort_backend.quantize_qdq(Path(source.path), onnx_path, feeds,
+                                                     external=has_external_data(model), symmetric_activations=False))
+            else:
+                from edgedistill.compress import ort_fallbacks
+
+                meta.update(ort_fallbacks.quantize(Path(source.path), onnx_path, feeds, external=has_external_data(model),
+                                                   accuracy=accuracy, backend=NAME))
         converted, config = _convert(onnx_path, Path(work) / "converted", chosen)
         os.replace(converted, tmp_path)
         # Beside the .ort in the staging folder: staged_output moves it in before the .ort.

@@ -66,7 +66,8 @@ def availability() -> Availability:
 
 
 def export(source: Artifact, out_dir: Path, *, precision: str,
-           calibration: numpy.ndarray | None) -> Artifact:
+           calibration: numpy.ndarray | None, accuracy: Any = None) -> Artifact:
+    """`accuracy` is not used yet: a plan's INT8 drop is not measured in the export (no fallbacks)."""
     check_request(NAME, ACCEPTS, PRECISIONS, source, precision)
     model = check_onnx_external_data(source.path)
     if importlib.util.find_spec("tensorrt") is None:

@@ -29,6 +29,23 @@ def problem_lines(r: dict) -> list[str]:
     return []
 
 
+def quantization_text(q: dict) -> str:
+    """How an INT8 artifact was chosen: `percentile, top-1 drop 0.25 pt on the validation split
+    (allowed 1); the default lost 80.00`, saying so when no quantization met the allowed drop."""
+    default = next((t for t in q.get("tried") or [] if t.get("method") == "default"), None)
+    text = (f"{q.get('method')}{' quantization' if q.get('method') == 'default' else ''}, top-1 drop "
+            f"{q.get('drop_pt', 0):.2f} pt on the validation split (allowed {q.get('max_drop_pt', 0):g})")
+    if q.get("method") != "default" and default is not None:
+        text += f"; the default lost {default['drop_pt']:.2f}"
+    return text if q.get("met") else f"{text}: NONE met the allowed drop, kept the one that lost least"
+
+
+def quantization_lines(results: list[dict]) -> list[str]:
+    """One line per INT8 artifact whose default quantization missed the allowed drop."""
+    return [f"- `{r['artifact']}` INT8 chosen by measurement: {quantization_text(q)}"
+            for r in results if (q := r.get("quantization")) and (q.get("method") != "default" or not q.get("met"))]
+
+
 def cache_text(cache: dict | None) -> str:
     if not cache:
         return "—"
@@ -190,6 +207,8 @@ def _target_section(target: dict) -> list[str]:
         out.append(f"- `{r['artifact']}` **{r.get('status', '?')}**: {line}")
     if notes:
         out.append("")
+    if quantized := quantization_lines(results):
+        out += [*quantized, ""]
     details = detail_rows(results)
     if details:
         out += [_table(DETAIL_HEADERS, details), ""]
