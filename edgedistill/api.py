@@ -827,7 +827,10 @@ def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts
                 result["verification"] = art.meta.get("verification")
                 if "quantization" in art.meta:  # how its INT8 was chosen (compress/accuracy.py)
                     result["quantization"] = art.meta["quantization"]
-            art.form = d.form if role == "student" else None
+                if art.form:
+                    result["form"] = art.form
+                if art.meta.get("reference"):  # the unpruned student beside a pruned one: measured, not gated
+                    result["reference"] = True
                 file.add(record, target.name, result)
                 if progress:
                     progress.advance(task)
