@@ -19,11 +19,16 @@ from edgedistill.gate import PASS, candidate_verdicts
 SEARCH_FOLDER = "search"  # each form's own results file, beside the run's merged one
 
 
-def _overshoot(c: dict) -> float:
-    """How far a failed check is from its limit, relative to it (infinite when not measured)."""
+def _excess(c: dict) -> float:
+    """How far past its limit a check's value is, relative to the limit: 0 for a value within it
+    (an INVALID check can be within its limit: measured, but not trustworthy), infinite when
+    nothing was measured."""
+    from edgedistill.gate import AT_LEAST
+
     if c["value"] is None or not c["limit"]:
         return float("inf")
-    return abs(c["value"] - c["limit"]) / abs(c["limit"])
+    past = c["limit"] - c["value"] if c["budget"] in AT_LEAST else c["value"] - c["limit"]
+    return max(0.0, past / abs(c["limit"]))
 
 
 def table(results: dict) -> list[dict]:
@@ -79,17 +84,19 @@ def closest(checks: list[dict]) -> dict | None:
     verdicts = candidate_verdicts(checks)
     if not verdicts:
         return None
+    # Fewest budgets failed, then fewest not passed (INVALID, INCONCLUSIVE), then the least excess.
     name, (_, missed) = min(verdicts.items(), key=lambda item: (
-        len({c["budget"] for c in item[1][1]}), sum(_overshoot(c) for c in item[1][1])))
+        sum(c["outcome"] == "FAIL" for c in item[1][1]), len(item[1][1]), sum(_excess(c) for c in item[1][1])))
     return {"candidate": name, "misses": [
         {"target": c["target"], "budget": c["budget"], "limit": c["limit"], "value": c["value"],
          "outcome": c["outcome"]} for c in missed]}
 
 
 def describe_miss(miss: dict) -> str:
-    parts = [f"{m['budget']} {'not measured' if m['value'] is None else format(m['value'], '.4g')} "
+    parts = [f"{'misses' if m['outcome'] == 'FAIL' else 'does not show it meets'} {m['budget']} "
+             f"{'not measured' if m['value'] is None else format(m['value'], '.4g')} "
              f"(limit {m['limit']:g}, {m['outcome']}) on {m['target']}" for m in miss["misses"]]
-    return f"closest candidate {miss['candidate']} misses " + "; ".join(parts)
+    return f"closest candidate {miss['candidate']} " + "; ".join(parts)
 
 
 def _forms(cfg) -> list[float | None]:
@@ -189,6 +196,9 @@ def search_lines(results: dict) -> list[str]:
             f"{s['stopped']}")
     if s.get("chosen"):
         return [head, f"chosen: {s['chosen']} (the most accurate candidate that meets every budget)"]
+    if s.get("closest") and results.get("verdict") in ("INVALID", "INCONCLUSIVE"):
+        return [head, f"{results['verdict']}: no candidate was measured well enough to show it meets every budget "
+                      f"(see each check's detail); {describe_miss(s['closest'])}"]
     if s.get("closest"):
         return [head, f"no candidate meets every budget: {describe_miss(s['closest'])}"]
     return [head, "no candidate was measured"]

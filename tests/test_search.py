@@ -46,6 +46,12 @@ def test_the_most_accurate_passing_candidate_is_chosen_and_a_miss_names_the_clos
     assert miss["candidate"] == "c" and [m["budget"] for m in miss["misses"]] == ["accuracy_drop_pt"]
 
 
+def test_a_candidate_within_its_limits_but_invalid_is_closer_than_one_that_failed():
+    checks = [_check("a", "p90_ms", "FAIL", 0.36, 0.35), _check("b", "p90_ms", "INVALID", 0.20, 0.35)]
+    miss = closest(checks)
+    assert miss["candidate"] == "b" and miss["misses"][0]["outcome"] == "INVALID"
+
+
 @pytest.mark.parametrize("outcomes, expected", [
     ({"a": ["FAIL"], "b": ["PASS", "PASS"]}, "PASS"),      # one candidate is enough
     ({"a": ["FAIL"], "b": ["PASS", "INVALID"]}, "INVALID"),  # b might pass: measure again, not a FAIL
