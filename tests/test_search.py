@@ -73,6 +73,7 @@ warmup_iterations = 5
 min_iterations = 50
 min_duration_s = 0.1
 cold_runs = 1
+measure_cache = false
 max_load_per_core = 1000
 max_others_cpu_share = 1.0
 allow_unstable_clocks = true
