@@ -158,6 +158,13 @@ class DistillConfig(Strict):
 class CompressConfig(Strict):
     precisions: list[Precision] = ["fp32", "int8"]
     calibration_samples: int = Field(128, ge=1)
+    # Top-1 points an INT8 artifact may lose against the FP32 student on the validation split
+    # before the fallbacks are tried, in this order, by the backends that have each.
+    int8_max_drop_pt: float = Field(1.0, ge=0, le=100)
+    int8_fallbacks: list[Literal["entropy", "percentile", "float_nodes", "accuracy_control", "qat"]] = [
+        "entropy", "percentile", "float_nodes", "accuracy_control", "qat"]
+    # The "qat" fallback: epochs of quantization-aware training from the teacher (compress/qat.py).
+    qat_epochs: int = Field(2, ge=1)
 
 
 class ExportConfig(Strict):

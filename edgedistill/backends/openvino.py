@@ -17,6 +17,7 @@ from edgedistill.backends.common import (
     check_request,
     feed_rows,
     first_line,
+    prequantized,
     quiet_stdout,
     staged_output,
 )
@@ -30,6 +31,7 @@ NAME = "openvino"
 EXTRA = "openvino"
 ACCEPTS = ("onnx",)
 PRECISIONS = ("fp32", "fp16", "int8")
+TAKES_PREQUANTIZED = True  # it reads a QDQ ONNX (QAT, compress/qat.py) as an int8 model
 
 
 def availability() -> Availability:
@@ -46,7 +48,11 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
     start = time.perf_counter()
     model = _convert(ov, Path(source.path))
     meta: dict[str, Any] = {"converter": "openvino.convert_model", "openvino": ov.__version__}
-    if precision == "int8":
+    if quantized := prequantized(NAME, source, precision):
+        # QuantizeLinear/DequantizeLinear pairs become FakeQuantize nodes, which OpenVINO's CPU
+        # plugin runs as int8: nothing is left for NNCF to do.
+        meta.update(quantized)
+    elif precision == "int8":
         feeds = calibration_feeds(calibration, onnx_inputs(onnx_model), NAME)
         model, model_type = _quantize(model, feeds)
         meta.update(quantizer="nncf.quantize", nncf=package_version("nncf"),

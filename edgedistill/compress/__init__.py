@@ -1,0 +1,1 @@
+"""Compression: pruning, quantization fallbacks, quantization-aware training."""
