@@ -758,6 +758,8 @@ def _measure(ws: Workspace, ui: UI, results: dict, results_path: Path, artifacts
                                             on_step=ui.step, cold_disk=ws.cfg.bench.cold_disk, runner=job.runner)
                 # What the export's check against PyTorch found: verified, or allowed unverified.
                 result["verification"] = art.meta.get("verification")
+                if "quantization" in art.meta:  # how an INT8 artifact was made, and what was tried
+                    result["quantization"] = art.meta["quantization"]
                 file.add(record, target.name, result)
                 if progress:
                     progress.advance(task)

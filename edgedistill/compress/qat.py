@@ -81,8 +81,9 @@ def train_qat(teacher: nn.Module, student: nn.Module, splits: DataSplits, distil
     with tempfile.TemporaryDirectory(prefix="edgedistill-qat-") as work:
         # The loop's checkpoint and weights go to a scratch folder: the export stage keeps the
         # artifacts, and an interrupted QAT simply runs again.
+        # allow_weak_teacher: the distillation held the teacher to the run's setting already.
         result = train(teacher, prepared, splits, dc, Path(work), seed=seed,
-                       cache_dir=cache_dir or Path(work) / "teacher", notify=notify)
+                       cache_dir=cache_dir or Path(work) / "teacher", notify=notify, allow_weak_teacher=True)
     prepared.train(False)  # the best epoch's weights and observers, in eval mode
     try:
         with quiet_stdout():
