@@ -44,8 +44,13 @@ def digits():
     tr, va, te = order[:1200], order[1200:1500], order[1500:]
     splits = DataSplits("digits8", x[tr], y[tr], x[va], y[va], x[te], y[te], 10, (1, 8, 8), "digits8-qat-test")
     torch.manual_seed(0)
-    teacher = _fit(_mlp(128), x[tr], y[tr], 150)
-    student = _fit(_mlp(12), x[tr], y[tr], 40)  # under-trained on purpose: QAT has room to learn
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: a second thread only waits, ten times slower on a busy machine
+    try:
+        teacher = _fit(_mlp(128), x[tr], y[tr], 150)
+        student = _fit(_mlp(12), x[tr], y[tr], 40)  # under-trained on purpose: QAT has room to learn
+    finally:
+        torch.set_num_threads(threads)
     return splits, teacher, student
 
 
@@ -65,7 +70,7 @@ def test_qat_trains_the_fake_quantized_student_and_converts_it(digits):
 
     splits, teacher, student = digits
     before = {k: v.clone() for k, v in student.state_dict().items()}
-    runs = [train_qat(teacher, student, splits, DistillConfig(batch_size=64), splits.sample, epochs=1, seed=0)
+    runs = [train_qat(teacher, student, splits, DistillConfig(batch_size=64, threads=1), splits.sample, epochs=1, seed=0)
             for _ in range(2)]
     qat = runs[0]
     assert all(torch.equal(v, student.state_dict()[k]) for k, v in before.items())
@@ -113,7 +118,7 @@ def test_export_falls_back_to_qat_when_int8_misses_the_budget(digits, tmp_path):
         "export": {"backends": ["onnxruntime", "executorch"], "benchmark_teacher": False},
         "compress": {"precisions": ["int8"], "calibration_samples": 1, "int8_max_drop_pt": 0,
                      "int8_fallbacks": ["qat"], "qat_epochs": 1},
-        "distill": {"batch_size": 64},
+        "distill": {"batch_size": 64, "threads": 1},
     })
     ws = api.open_workspace(cfg)
     trained = []
