@@ -539,8 +539,8 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
             for key in ("inputs", "dynamic_sequence"):  # the names, dtypes and axes it was exported with
                 if key in source:
                     art.meta.setdefault(key, source[key])
-            if qat is not None and precision == "int8" and role == "student":  # missed int8_max_drop_pt?
-                art = qat(art, backend, role=role, kind=kind,
+            if qat is not None and precision == "int8" and role != "teacher":  # missed int8_max_drop_pt?
+                art = qat(art, backend, role=role, kind=kind, model=models[role],
                           export_kw={"target_platform": variant} if variant else {})
             ref = qat.reference(art, eval_files[f"{role}_logits"]) if qat else np.load(eval_files[f"{role}_logits"])
             if (reason := not_runnable(backend_name)) is not None:
@@ -578,12 +578,12 @@ def _qat_fallback(ws: Workspace, ui: UI, d: Distilled, out: Path, example):
     from edgedistill.compress.accuracy import AccuracyCheck
     from edgedistill.compress.qat_fallback import QATFallback
 
-    def train(role: str):
+    def train(role: str, model):
         from edgedistill.compress.qat import QUANTIZER, train_qat
 
         ui.step(f"export: quantization-aware training of the {role}, {cfg.compress.qat_epochs} epochs "
                 f"from the teacher ({QUANTIZER})")
-        return train_qat(d.teacher, d.student, d.splits, cfg.distill, d.splits.sample,
+        return train_qat(d.teacher, model, d.splits, cfg.distill, d.splits.sample,
                          epochs=cfg.compress.qat_epochs, seed=cfg.run.seed,
                          cache_dir=cache_dir(cfg.run) / "teacher", notify=ui.note, name=cfg.student.spec)
 

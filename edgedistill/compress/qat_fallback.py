@@ -23,7 +23,7 @@ import numpy as np
 
 from edgedistill.artifacts import Artifact, atomic_write_bytes
 from edgedistill.backends.base import not_runnable
-from edgedistill.errors import InconclusiveError, VerificationError
+from edgedistill.errors import ExportError, InconclusiveError, VerificationError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -37,10 +37,11 @@ DEFAULT_METHOD = "default"  # the backend's own post-training quantization, wher
 
 @dataclass
 class QATFallback:
-    """One per export: `train(role)` makes a role's QAT student (compress.qat.train_qat)."""
+    """One per export: `train(role, model)` makes a role's QAT student from its FP32 model
+    (compress.qat.train_qat)."""
 
     accuracy: AccuracyCheck
-    train: Callable[[str], QATStudent]
+    train: Callable[[str, Any], QATStudent]
     example: Any  # one sample of the student's inputs, for the exporters
     folder: Path  # the export stage's folder
     test_inputs: Any  # the held-out inputs verification runs (torch Inputs)
@@ -50,7 +51,7 @@ class QATFallback:
     _sources: dict[tuple[str, str], Artifact] = field(default_factory=dict)
     _scratch: tempfile.TemporaryDirectory | None = None
 
-    def __call__(self, art: Artifact, backend: ModuleType, *, role: str, kind: str,
+    def __call__(self, art: Artifact, backend: ModuleType, *, role: str, kind: str, model: Any,
                  export_kw: dict[str, Any]) -> Artifact:
         """The INT8 artifact to keep: `art`, or the QAT one when `art` misses the budget and
         the QAT one loses fewer points; `meta["quantization"]` says which and what was tried."""
@@ -67,7 +68,7 @@ class QATFallback:
             self.note(f"{art.name}: INT8 top-1 drop {_chosen_drop(record):.2f} pt > {record['max_drop_pt']:g} pt; "
                       f"QAT not tried: {reason}")
             return art
-        student = self._student(role)
+        student = self._student(role, model)
         qat_art = backend.export(self._source(role, kind), self.folder / art.backend / "qat",
                                  precision="int8", calibration=None, **export_kw)
         for key in ("inputs", "dynamic_sequence"):
@@ -116,9 +117,10 @@ class QATFallback:
 
     # ---------------------------------------------------------------- pieces
 
-    def _student(self, role: str) -> QATStudent:
+    def _student(self, role: str, model: Any = None) -> QATStudent:
+        """The role's QAT student, trained from `model` on first need."""
         if role not in self._students:
-            self._students[role] = self.train(role)
+            self._students[role] = self.train(role, model)
         return self._students[role]
 
     def _source(self, role: str, kind: str) -> Artifact:
@@ -129,10 +131,13 @@ class QATFallback:
 
             student = self._student(role)
             path = self.folder / "intermediate" / "qat" / f"{role}.{'onnx' if kind == 'onnx' else 'pt2'}"
-            if kind == "onnx":
-                source = export_onnx(student.module, self.example, path, role=role, dynamic_batch=True)
-            else:
-                source = export_program(student.module, self.example, path, role=role, dynamic_batch=False)
+            try:
+                if kind == "onnx":
+                    source = export_onnx(student.module, self.example, path, role=role, dynamic_batch=True)
+                else:
+                    source = export_program(student.module, self.example, path, role=role, dynamic_batch=False)
+            except ExportError as e:  # the same exporters as the float model's: say which model failed
+                raise ExportError(f"QAT {role}: {e.message}", e.hint) from e
             source.precision = "int8"  # type: ignore[assignment] -- quantized: backends take it as is
             source.meta.update(quantized_by="qat", quantizer=student.meta["quantizer"],
                                quantization_config=student.meta["quantization_config"])
