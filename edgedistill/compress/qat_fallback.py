@@ -131,11 +131,15 @@ class QATFallback:
 
             student = self._student(role)
             path = self.folder / "intermediate" / "qat" / f"{role}.{'onnx' if kind == 'onnx' else 'pt2'}"
+            # Named inputs in the float student's forward order, as its own exports have them (a
+            # .pte takes them by position); the QAT module's forward(**named) gives no order.
+            example = ({n: self.example[n] for n in student.module.names} if isinstance(self.example, dict)
+                       else self.example)
             try:
                 if kind == "onnx":
-                    source = export_onnx(student.module, self.example, path, role=role, dynamic_batch=True)
+                    source = export_onnx(student.module, example, path, role=role, dynamic_batch=True)
                 else:
-                    source = export_program(student.module, self.example, path, role=role, dynamic_batch=False)
+                    source = export_program(student.module, example, path, role=role, dynamic_batch=False)
             except ExportError as e:  # the same exporters as the float model's: say which model failed
                 raise ExportError(f"QAT {role}: {e.message}", e.hint) from e
             source.precision = "int8"  # type: ignore[assignment] -- quantized: backends take it as is
