@@ -579,6 +579,7 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
     calibration = calibration_subset(d.splits, cfg.compress.calibration_samples, seed=cfg.run.seed)
     models = {"student": d.student, "teacher": d.teacher}
     accuracy = int8_accuracy_check(cfg, d, plan)
+    qat = _qat_fallback(ws, ui, d, out, example, accuracy)
     intermediates: dict[tuple[str, str], Artifact] = {}
     artifacts: list[Artifact] = []
     with ui.progress() as progress:
@@ -621,7 +622,10 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
             for key in ("inputs", "dynamic_sequence"):  # the names, dtypes and axes it was exported with
                 if key in source:
                     art.meta.setdefault(key, source[key])
-            ref = np.load(eval_files[f"{role}_logits"])
+            if qat is not None and precision == "int8" and role != "teacher":  # missed int8_max_drop_pt?
+                art = qat(art, backend, role=role, kind=kind, model=models[role],
+                          export_kw={"target_platform": variant} if variant else {})
+            ref = qat.reference(art, eval_files[f"{role}_logits"]) if qat else np.load(eval_files[f"{role}_logits"])
             if (reason := not_runnable(backend_name)) is not None:
                 art.meta["verification"] = unrunnable_verification(reason)
             else:
@@ -640,7 +644,9 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
     # The held-out files are listed too: the bench reads them, so losing one re-runs the stage.
     # Intermediates too: a .pt2 the pipeline wrote is then known as its own (specs.recorded_by_pipeline).
     files = [*eval_files.values(), *(f for a in intermediates.values() for f in a.files()),
-             *(f for a in artifacts for f in [*a.files(), *_build_files(a)])]
+             *(f for a in artifacts for f in [*a.files(), *_build_files(a)]), *(qat.files() if qat else [])]
+    if qat is not None:
+        qat.close()
     stage.commit(files, artifacts=[a.to_json() for a in artifacts])
     return artifacts
 
@@ -654,6 +660,24 @@ def int8_accuracy_check(cfg: Config, d: Distilled, plan: list[tuple[str, str, st
 
     return AccuracyCheck.for_student(d.student, d.splits, cfg.compress.int8_max_drop_pt,
                                      fallbacks=cfg.compress.int8_fallbacks)
+def _qat_fallback(ws: Workspace, ui: UI, d: Distilled, out: Path, example, accuracy):
+    """The "qat" INT8 fallback of this export (compress/qat_fallback.py), or None when it is
+    off: not in [compress] int8_fallbacks, or no INT8 accuracy check (int8_accuracy_check)."""
+    cfg = ws.cfg
+    if "qat" not in cfg.compress.int8_fallbacks or accuracy is None:
+        return None
+    from edgedistill.compress.qat_fallback import QATFallback
+
+    def train(role: str, model):
+        from edgedistill.compress.qat import QUANTIZER, train_qat
+
+        ui.step(f"export: quantization-aware training of the {role}, {cfg.compress.qat_epochs} epochs "
+                f"from the teacher ({QUANTIZER})")
+        return train_qat(d.teacher, model, d.splits, cfg.distill, d.splits.sample,
+                         epochs=cfg.compress.qat_epochs, seed=cfg.run.seed,
+                         cache_dir=cache_dir(cfg.run) / "teacher", notify=ui.note, name=cfg.student.spec)
+
+    return QATFallback(accuracy, train, example, out, d.splits.x_test, note=ui.note)
 
 
 def verification_summary(v: dict) -> str:

@@ -181,6 +181,8 @@ class CompressConfig(Strict):
     # Tried in this order, each by the backends that have it, until one meets int8_max_drop_pt;
     # [] = the default post-training quantization only (docs/configuration.md lists who has what).
     int8_fallbacks: list[Int8Fallback] = list(INT8_FALLBACKS)
+    # The "qat" fallback: epochs of quantization-aware training from the teacher (compress/qat.py).
+    qat_epochs: int = Field(2, ge=1)
     prune: PruneConfig | None = None
 
 

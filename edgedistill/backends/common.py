@@ -184,3 +184,20 @@ def check_request(backend: str, accepts: tuple[str, ...], precisions: tuple[str,
     if precision not in precisions:
         raise UsageError(f"{backend} does not support precision {precision!r}; "
                          f"supported: {', '.join(precisions)}")
+
+
+# What an int8 artifact made from a prequantized source records of how it was quantized.
+PREQUANTIZED_KEYS = ("quantized_by", "quantizer", "quantization_config")
+
+
+def prequantized(backend: str, source: Artifact, precision: str) -> dict | None:
+    """For a source quantized already (precision "int8": a QAT student's QDQ ONNX or converted
+    program, compress/qat.py), what it records of its quantization, the meta of the INT8
+    artifact converted from it as is, without calibration; None for a float source. Any other
+    precision is refused: the quantization cannot be undone."""
+    if source.precision != "int8":
+        return None
+    if precision != "int8":
+        raise UsageError(f"{backend}: {source.path} is quantized already (int8); it cannot be "
+                         f"exported at {precision}", "export the float intermediate instead")
+    return {"prequantized": True, **{k: source.meta[k] for k in PREQUANTIZED_KEYS if k in source.meta}}

@@ -21,6 +21,7 @@ from edgedistill.backends.common import (
     first_line,
     operator_from_message,
     quiet_native_stderr,
+    prequantized,
     quiet_stdout,
 )
 from edgedistill.errors import ExportError
@@ -37,6 +38,7 @@ EXTRA = "executorch"
 ACCEPTS = ("exported_program",)
 PRECISIONS = ("fp32", "fp16", "int8")
 DELEGATE = "XnnpackBackend"
+TAKES_PREQUANTIZED = True  # a converted PT2E program (QAT, compress/qat.py) is lowered as is
 
 
 def availability() -> Availability:
@@ -61,7 +63,11 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
                             "inputs": inputs_meta(names, example, [list(t.shape) for t in example]),
                             "delegate": DELEGATE, "executorch": package_version("executorch")}
     module = program.module()
-    if precision == "int8":
+    if quantized := prequantized(NAME, source, precision):
+        # Its quantize/dequantize nodes are what XNNPACK's partitioner fuses into int8 kernels:
+        # quantizing it again would only add a second, calibrated, rounding.
+        meta.update(quantized)
+    elif precision == "int8":
         if isinstance(calibration, dict):  # by position: the names are the data's, not the program's
             calibration = dict(zip(names, calibration.values()))
         feeds = calibration_feeds(calibration, {n: [None, *t.shape[1:]] for n, t in zip(names, example)}, NAME)

@@ -49,6 +49,9 @@ NAME = "litert"
 EXTRA = "litert"
 ACCEPTS = ("exported_program",)
 PRECISIONS = ("fp32", "fp16", "int8")
+# The "qat" INT8 fallback (compress/qat_fallback.py) hands no prequantized program here:
+PREQUANTIZED_REASON = ("LiteRT's INT8 is ai-edge-quantizer's, on the float program; litert-torch is not "
+                       "given a program quantized by the XNNPACK quantizer")
 CONVERTER = "litert-torch"
 QUANTIZER = "ai-edge-quantizer"
 RECIPE = "static_wi8_ai8"

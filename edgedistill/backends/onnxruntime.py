@@ -20,6 +20,7 @@ from edgedistill.backends.common import (
     feed_rows,
     first_line,
     operator_from_message,
+    prequantized,
     quiet_stdout,
     staged_output,
 )
@@ -39,6 +40,7 @@ NAME = "onnxruntime"
 EXTRA = None
 ACCEPTS = ("onnx",)
 PRECISIONS = ("fp32", "int8")
+TAKES_PREQUANTIZED = True  # a QDQ ONNX (QAT, compress/qat.py) is its int8 model as is
 
 # The same runtime ships under several distribution names (GPU, OpenVINO EP, DirectML builds).
 _DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml")
@@ -60,12 +62,13 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
     model = check_onnx_external_data(source.path)
     out_path = Path(out_dir) / f"{source.role}-{precision}-{NAME}.onnx"
     start = time.perf_counter()
+    quantized = prequantized(NAME, source, precision)
     # Checked before anything is written: wrong calibration data leaves nothing in out_dir.
-    feeds = calibration_feeds(calibration, onnx_inputs(model), NAME) if precision == "int8" else None
+    feeds = calibration_feeds(calibration, onnx_inputs(model), NAME) if precision == "int8" and not quantized else None
     with staged_output(out_path) as tmp_path:
-        if precision == "fp32":
+        if precision == "fp32" or quantized:
             copy_onnx(Path(source.path), tmp_path, external=has_external_data(model))
-            meta: dict[str, Any] = {"conversion": "copy"}
+            meta: dict[str, Any] = {"conversion": "copy", **(quantized or {})}
         elif accuracy is None:
             meta = quantize_qdq(Path(source.path), tmp_path, feeds,
                                 external=has_external_data(model), symmetric_activations=False)

@@ -17,6 +17,7 @@ from edgedistill.backends.common import (
     check_request,
     feed_rows,
     first_line,
+    prequantized,
     quiet_stdout,
     staged_output,
 )
@@ -32,6 +33,7 @@ NAME = "openvino"
 EXTRA = "openvino"
 ACCEPTS = ("onnx",)
 PRECISIONS = ("fp32", "fp16", "int8")
+TAKES_PREQUANTIZED = True  # it reads a QDQ ONNX (QAT, compress/qat.py) as an int8 model
 
 
 def availability() -> Availability:
@@ -46,14 +48,19 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
     check_request(NAME, ACCEPTS, PRECISIONS, source, precision)
     onnx_model = check_onnx_external_data(source.path)
     # Checked before anything is converted or written: wrong calibration data leaves nothing.
-    feeds = calibration_feeds(calibration, onnx_inputs(onnx_model), NAME) if precision == "int8" else None
+    quantized = prequantized(NAME, source, precision)  # a QAT student's QDQ ONNX: no calibration
+    feeds = calibration_feeds(calibration, onnx_inputs(onnx_model), NAME) if precision == "int8" and not quantized else None
     import openvino as ov
 
     out_path = Path(out_dir) / f"{source.role}-{precision}-{NAME}.xml"
     start = time.perf_counter()
     model = _convert(ov, Path(source.path))
     meta: dict[str, Any] = {"converter": "openvino.convert_model", "openvino": ov.__version__}
-    if precision == "int8":
+    if quantized:
+        # QuantizeLinear/DequantizeLinear pairs become FakeQuantize nodes, which OpenVINO's CPU
+        # plugin runs as int8: nothing is left for NNCF to do.
+        meta.update(quantized)
+    elif precision == "int8":
         if accuracy is None:
             model, model_type = _quantize(model, feeds)
         else:

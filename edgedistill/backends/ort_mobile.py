@@ -33,6 +33,7 @@ from edgedistill.backends.common import (
     check_request,
     first_line,
     operator_from_message,
+    prequantized,
     quiet_stdout,
     staged_output,
 )
@@ -50,6 +51,7 @@ NAME = "ort-mobile"
 EXTRA = None  # it is onnxruntime, a core dependency
 ACCEPTS = ("onnx",)
 PRECISIONS = ("fp32", "int8")
+TAKES_PREQUANTIZED = True  # a QDQ ONNX (QAT, compress/qat.py) is converted as is
 PLATFORMS = ("arm", "amd64")  # the converter's --target_platform choices
 OPTIMIZATION_STYLE = "Fixed"  # optimizations baked in; "Runtime" is for compiling EPs (NNAPI, Core ML)
 CONVERTER = "onnxruntime.tools.convert_onnx_models_to_ort"
@@ -99,11 +101,14 @@ def export(source: Artifact, out_dir: Path, *, precision: str,
     start = time.perf_counter()
     meta: dict[str, Any] = {}
     # Checked before anything is written: wrong calibration data leaves nothing in out_dir.
-    feeds = calibration_feeds(calibration, onnx_inputs(model), NAME) if precision == "int8" else None
+    quantized = prequantized(NAME, source, precision)  # a QAT student's QDQ ONNX: no calibration
+    feeds = calibration_feeds(calibration, onnx_inputs(model), NAME) if precision == "int8" and not quantized else None
     with staged_output(out_path) as tmp_path, tempfile.TemporaryDirectory(
             prefix=".ort-mobile-", dir=out_path.parent) as work:
         onnx_path = Path(source.path)
-        if precision == "int8":
+        if quantized:
+            meta.update(quantized)
+        elif precision == "int8":
             onnx_path = Path(work) / f"{out_path.stem}.qdq.onnx"
             if accuracy is None:
                 meta.update(ort_backend.quantize_qdq(Path(source.path), onnx_path, feeds,

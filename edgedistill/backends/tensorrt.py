@@ -34,6 +34,9 @@ NAME = "tensorrt"
 EXTRA = "tensorrt"
 ACCEPTS = ("onnx",)
 PRECISIONS = ("fp32", "fp16", "int8")
+# The "qat" INT8 fallback (compress/qat_fallback.py) hands no prequantized ONNX here:
+PREQUANTIZED_REASON = ("TensorRT takes QDQ with symmetric int8 activations (zero point 0); the QAT "
+                       "student's (XNNPACK quantizer) are asymmetric")
 
 WORKSPACE_BYTES = 1 << 30
 MAX_BATCH = 64  # upper bound of the dynamic batch profile; accuracy runs use batches up to it
