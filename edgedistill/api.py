@@ -462,40 +462,47 @@ def _build_files(artifact: Artifact) -> list[Path]:
     return [Path(config)] if config else []
 
 
+def artifact_outputs(artifact: Artifact, inputs: Path, work: Path, doing: str) -> tuple[np.ndarray, str]:
+    """The artifact's outputs on the inputs file, from its runtime in a fresh process, and the
+    runner's kind. A .pte runs on the native runner, the C++ runtime a device runs (and seconds
+    sooner: ExecuTorch's Python runtime imports torch); on the Python runtime where it cannot be built."""
+    from edgedistill.bench import native
+    from edgedistill.bench.runners.local import run_probe
+
+    outputs = work / f"{artifact.name}.outputs.npy"
+    req = {"backend": artifact.backend, "model": str(Path(artifact.path).resolve()),
+           "precision": artifact.precision, "threads": 1,
+           "device": "CPU", "inputs": str(inputs), "mode": "outputs", "outputs_path": str(outputs)}
+    command, runner = native.probe_command(artifact.backend, "native")
+    outcome = run_probe(req, threads=1, timeout_s=600, command=command)
+    if outcome.status in ("crashed", "timeout"):
+        # The runtime died (SIGSEGV) or hung: that says nothing certain about the file, so it is
+        # not a usage error; but an unchecked artifact must not stay where a reused stage or a
+        # bench could take it for a checked one. The stage is not committed: the next run redoes it.
+        for f in artifact.files():
+            f.unlink(missing_ok=True)
+        outputs.unlink(missing_ok=True)
+        raise InconclusiveError(f"{artifact.name}: the runtime {outcome.status} while {doing} "
+                                f"({outcome.detail}); the file was removed",
+                                "run again; if it crashes every time, the runtime cannot run this model here")
+    if outcome.status != "ok":
+        raise VerificationError(f"{artifact.name}: could not run the exported model while {doing} ({outcome.detail})")
+    got = np.load(outputs)
+    outputs.unlink()
+    return got, runner["kind"]
+
+
 def _verify(artifact: Artifact, inputs: Path, reference: np.ndarray, cfg: Config, work: Path,
             embedding: bool = False, task=None) -> dict:
     """Run the artifact in a fresh process on the held-out inputs and compare with PyTorch:
     max-abs and top-1 agreement for logits, max-abs and cosine for embeddings. With `task`
     (quality.Task), the artifact's quality value is in the report too."""
-    from edgedistill.bench import native
-    from edgedistill.bench.runners.local import run_probe
     from edgedistill.quality import cosine_per_vector
 
-    outputs = work / f"{artifact.name}.verify.npy"
-    req = {"backend": artifact.backend, "model": str(Path(artifact.path).resolve()),
-           "precision": artifact.precision, "threads": 1,
-           "device": "CPU", "inputs": str(inputs), "mode": "outputs", "outputs_path": str(outputs)}
-    # A .pte is checked by the native runner, the C++ runtime a device runs (and seconds sooner:
-    # ExecuTorch's Python runtime imports torch); by the Python runtime where it cannot be built.
-    command, runner = native.probe_command(artifact.backend, "native")
-    outcome = run_probe(req, threads=1, timeout_s=600, command=command)
-    if outcome.status in ("crashed", "timeout"):
-        # The runtime died (SIGSEGV) or hung: that says nothing certain about the file, so it is
-        # not a usage error; but an unverified artifact must not stay where a reused stage or a
-        # bench could take it for a verified one. The stage is not committed: the next run redoes it.
-        for f in artifact.files():
-            f.unlink(missing_ok=True)
-        outputs.unlink(missing_ok=True)
-        raise InconclusiveError(f"{artifact.name}: the runtime {outcome.status} while verifying the export "
-                                f"({outcome.detail}); the unverified file was removed",
-                                "run again; if it crashes every time, the runtime cannot run this model here")
-    if outcome.status != "ok":
-        raise VerificationError(f"{artifact.name}: could not run the exported model ({outcome.detail})")
-    got = np.load(outputs)
-    outputs.unlink()
+    got, runner = artifact_outputs(artifact, inputs, work, "verifying the export")
     diff = np.abs(got - reference)
     report = {"samples": len(got), "max_abs": float(diff.max()), "mean_abs": float(diff.mean()),
-              "runner": runner["kind"]}
+              "runner": runner}
     tol = {"fp32": cfg.export.fp32_max_abs, "fp16": cfg.export.fp16_max_abs}.get(artifact.precision)
     problems = []
     if tol is not None and report["max_abs"] > tol:
@@ -613,11 +620,11 @@ def export(ws: Workspace, ui: UI, d: Distilled | None = None) -> list[Artifact]:
                                  calibration=feeds if precision == "int8" else None,
                                  **({"target_platform": variant} if variant else {}),
                                  **({"accuracy": accuracy} if checked else {}))
+            art.form = d.form if role == "student" else None
             if (q := art.meta.get("quantization")) is not None:
                 from edgedistill.report.markdown import quantization_text
 
                 ui.note(f"{art.name}: int8 {quantization_text(q)}")
-            art.form = d.form if role == "student" else None
             source = intermediates[(role, kind)].meta
             for key in ("inputs", "dynamic_sequence"):  # the names, dtypes and axes it was exported with
                 if key in source:

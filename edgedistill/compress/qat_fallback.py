@@ -23,7 +23,7 @@ import numpy as np
 
 from edgedistill.artifacts import Artifact, atomic_write_bytes
 from edgedistill.backends.base import not_runnable
-from edgedistill.errors import ExportError, InconclusiveError, VerificationError
+from edgedistill.errors import ExportError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -71,6 +71,7 @@ class QATFallback:
         student = self._student(role, model)
         qat_art = backend.export(self._source(role, kind), self.folder / art.backend / "qat",
                                  precision="int8", calibration=None, **export_kw)
+        qat_art.form = art.form  # a pruned student's QAT artifact is still that form's
         for key in ("inputs", "dynamic_sequence"):
             if key in self._sources[(role, kind)].meta:
                 qat_art.meta.setdefault(key, self._sources[(role, kind)].meta[key])
@@ -156,10 +157,9 @@ class QATFallback:
                 "tried": [{"method": DEFAULT_METHOD, "drop_pt": round(drop, 4)}]}
 
     def outputs(self, art: Artifact) -> np.ndarray:
-        """`art`'s outputs on the validation inputs, from its runtime in a fresh process (the
-        probe, as verification runs it: the native runner for a .pte where it is built)."""
-        from edgedistill.bench import native
-        from edgedistill.bench.runners.local import run_probe
+        """`art`'s outputs on the validation inputs, from its runtime in a fresh process (as
+        verification runs it: the native runner for a .pte where it is built)."""
+        from edgedistill.api import artifact_outputs
 
         work = self._work()
         inputs = work / ("val_inputs.npz" if isinstance(self.accuracy.inputs, dict) else "val_inputs.npy")
@@ -170,23 +170,7 @@ class QATFallback:
             else:
                 np.save(buf, self.accuracy.inputs)
             atomic_write_bytes(inputs, buf.getvalue())
-        outputs = work / f"{art.name}.val.npy"
-        req = {"backend": art.backend, "model": str(Path(art.path).resolve()), "precision": art.precision,
-               "threads": 1, "device": "CPU", "inputs": str(inputs), "mode": "outputs",
-               "outputs_path": str(outputs)}
-        command, _ = native.probe_command(art.backend, "native")
-        outcome = run_probe(req, threads=1, timeout_s=600, command=command)
-        if outcome.status in ("crashed", "timeout"):
-            _remove(art)  # as verification does: an unmeasured file must not look like a kept one
-            raise InconclusiveError(f"{art.name}: the runtime {outcome.status} while measuring its accuracy on the "
-                                    f"validation split ({outcome.detail}); the file was removed",
-                                    "run again; if it crashes every time, the runtime cannot run this model here")
-        if outcome.status != "ok":
-            raise VerificationError(f"{art.name}: could not run the exported model on the validation split "
-                                    f"({outcome.detail})")
-        got = np.load(outputs)
-        outputs.unlink()
-        return got
+        return artifact_outputs(art, inputs, work, "measuring its accuracy on the validation split")[0]
 
     def _work(self) -> Path:
         if self._scratch is None:
