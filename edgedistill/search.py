@@ -146,7 +146,7 @@ def run_search(ws, ui, first: bool = False) -> dict:
     merged, measured, stopped = None, 0, "every candidate was measured"
     for ratio in _forms(space):
         elapsed = time.monotonic() - started
-        if elapsed > sc.max_time_s:
+        if merged is not None and elapsed > sc.max_time_s:  # the distilled student is always measured
             stopped = f"max_time_s {sc.max_time_s:g} reached after {elapsed:.0f} s"
             break
         form = d if ratio is None else api.prune_student(

@@ -95,9 +95,9 @@ recovery_epochs = 1
 """
 
 
-def _search(tmp_path, cli_env, size_mb, *flags):
+def _search(tmp_path, cli_env, size_mb, *flags, search=""):
     (tmp_path / "small.toml").write_text(TARGET.format(size_mb=size_mb))
-    (tmp_path / "edgedistill.toml").write_text(CONFIG)
+    (tmp_path / "edgedistill.toml").write_text(CONFIG + search)
     return run_cli(["compress", "--config", tmp_path / "edgedistill.toml", "--target", tmp_path / "small.toml",
                     "--out-dir", tmp_path / "runs", "--run-name", "s", *flags], env=cli_env)
 
@@ -135,6 +135,14 @@ def test_a_search_finds_the_pruned_student_a_size_budget_needs_and_reuses_its_st
     assert "distill: unchanged" in out and "prune: unchanged" in out and "export: unchanged" in out
     results = json.loads((run / "results.json").read_text())
     assert results["verdict"] == "FAIL" and results["search"]["candidates"] == 3
+
+    # Bounded: one candidate at most, or no new form past the time limit (the first is measured).
+    r = _search(tmp_path, cli_env, 0.01, search="max_candidates = 1\n")
+    s = json.loads((run / "results.json").read_text())["search"]
+    assert r.returncode == 1 and s["candidates"] == 1 and s["stopped"] == "max_candidates 1 reached"
+    r = _search(tmp_path, cli_env, 0.01, search="max_time_s = 0.001\n")
+    s = json.loads((run / "results.json").read_text())["search"]
+    assert r.returncode == 1 and s["candidates"] == 1 and s["stopped"].startswith("max_time_s 0.001 reached")
 
 
 def test_a_search_without_budgets_is_refused_before_training(tmp_path, cli_env):
