@@ -250,7 +250,6 @@ def prune_student(ws: Workspace, ui: UI, d: Distilled, pc) -> Distilled:
     after the recovery."""
     import json
 
-    import torch
     from safetensors.torch import load_file
 
     from edgedistill.compress import prune as pruning
@@ -305,7 +304,6 @@ def prune_student(ws: Workspace, ui: UI, d: Distilled, pc) -> Distilled:
     ui.note(f"pruned {form}: {pruning.describe(p)}; {validator.name} {before:.2%} -> {after_prune:.2%} "
             f"pruned -> {metrics['val_after']:.2%} recovered")
     stage.commit([weights, plan_file], metrics=metrics)
-    torch.manual_seed(cfg.run.seed)
     return Distilled(d.splits, d.teacher, student.eval(), key, metrics, form)
 
 
