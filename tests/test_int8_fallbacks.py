@@ -11,6 +11,7 @@ Each fallback then has something real to recover.
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import numpy as np
@@ -197,9 +198,27 @@ def test_onnxruntime_without_accuracy_or_fallbacks_is_the_default_quantization(o
 # ---------------------------------------------------------------- OpenVINO
 
 
-def test_openvino_accuracy_control_meets_where_nncf_default_misses(outlier_mlp, tmp_path):
+IN_CHILD = "EDGEDISTILL_TEST_IN_CHILD"
+
+
+def test_openvino_accuracy_control_meets_where_nncf_default_misses(tmp_path):
+    """Run in a child pytest process: after nncf.quantize_with_accuracy_control has run in a
+    process, a SIGINT to that process segfaults it (found 2026-12-02: the suite's Ctrl-C test
+    then took the whole run down). The child runs the real test below."""
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
+    import subprocess
+    import sys
+
+    test = f"{__file__}::test_openvino_accuracy_control_in_this_process"
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:randomly", "-p", "no:cacheprovider",
+                        "--basetemp", str(tmp_path / "child"), test], env={**os.environ, IN_CHILD: "1"},
+                       capture_output=True, text=True, timeout=600, check=False)
+    assert r.returncode == 0 and "1 passed" in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+@pytest.mark.skipif(os.environ.get(IN_CHILD) != "1", reason="run in a child process by the test above")
+def test_openvino_accuracy_control_in_this_process(outlier_mlp, tmp_path):
     acc = check(outlier_mlp, ["entropy", "float_nodes", "accuracy_control"])
     art = base.get_backend("openvino").export(outlier_mlp.source, tmp_path, precision="int8",
                                               calibration=outlier_mlp.calibration, accuracy=acc)
