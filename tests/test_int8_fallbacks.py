@@ -139,12 +139,18 @@ def test_trials_never_choose_a_disqualified_candidate(outlier_mlp, tmp_path):
 # ---------------------------------------------------------------- ONNX Runtime
 
 
-def test_onnxruntime_default_misses_entropy_is_measured_percentile_meets(outlier_mlp, tmp_path):
-    acc = check(outlier_mlp, ["entropy", "percentile", "float_nodes"])
-    art = base.get_backend("onnxruntime").export(outlier_mlp.source, tmp_path, precision="int8",
-                                                 calibration=outlier_mlp.calibration, accuracy=acc)
+def int8_with_fallbacks(outlier_mlp, tmp_path, backend, fallbacks):
+    """The backend's INT8 export of the outlier MLP with these fallbacks: (check, artifact, its
+    quantization record, that record's tries by method)."""
+    acc = check(outlier_mlp, fallbacks)
+    art = base.get_backend(backend).export(outlier_mlp.source, tmp_path, precision="int8",
+                                           calibration=outlier_mlp.calibration, accuracy=acc)
     q = art.meta["quantization"]
-    tried = {t["method"]: t for t in q["tried"]}
+    return acc, art, q, {t["method"]: t for t in q["tried"]}
+
+
+def test_onnxruntime_default_misses_entropy_is_measured_percentile_meets(outlier_mlp, tmp_path):
+    acc, art, q, tried = int8_with_fallbacks(outlier_mlp, tmp_path, "onnxruntime", ["entropy", "percentile", "float_nodes"])
     assert list(tried) == ["default", "entropy", "percentile"]  # stops at the first that meets
     assert tried["default"]["drop_pt"] > 50 and not tried["default"]["met"]
     # onnxruntime's entropy calibration (128 bins) can clip at most half a range: not enough here.
@@ -219,11 +225,7 @@ def test_openvino_accuracy_control_meets_where_nncf_default_misses(tmp_path):
 
 @pytest.mark.skipif(os.environ.get(IN_CHILD) != "1", reason="run in a child process by the test above")
 def test_openvino_accuracy_control_in_this_process(outlier_mlp, tmp_path):
-    acc = check(outlier_mlp, ["entropy", "float_nodes", "accuracy_control"])
-    art = base.get_backend("openvino").export(outlier_mlp.source, tmp_path, precision="int8",
-                                              calibration=outlier_mlp.calibration, accuracy=acc)
-    q = art.meta["quantization"]
-    tried = {t["method"]: t for t in q["tried"]}
+    acc, art, q, tried = int8_with_fallbacks(outlier_mlp, tmp_path, "openvino", ["entropy", "float_nodes", "accuracy_control"])
     assert tried["default"]["drop_pt"] > 50
     assert tried["entropy"]["skipped"].startswith("not available for openvino")
     assert tried["float_nodes"]["skipped"].startswith("not available for openvino")
